@@ -1,0 +1,790 @@
+"""The in-sandbox agent: PID 1 of every sandbox.
+
+Standard library only, so it runs under any python3 >= 3.9 a template provides. It listens
+on one Unix socket (bind-mounted from the host), serves one host connection at a time and
+multiplexes many operations over it (see wire.py): spawning processes with pipes or a
+pty, delivering signals, reaping every zombie in the sandbox, and file operations, all
+from inside the sandbox's own root, so no path can ever name a host file.
+
+Threads, not asyncio: every operation runs in its own thread and blocking calls stay
+simple; the socket writer is serialised by a lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import queue
+import select
+import shutil
+import signal
+import socket
+import stat
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import wire  # noqa: E402  (lives beside this file, inside the sandbox too)
+
+EXIT_DRAIN_GRACE = 0.1  # seconds to keep reading output after the process exited
+LIST_BATCH = 500
+SANDBOX_USER = (1000, 1000)
+
+ERRNO_CODES = {
+    errno.ENOENT: "FILE_NOT_FOUND",
+    errno.EACCES: "PERMISSION_DENIED",
+    errno.EPERM: "PERMISSION_DENIED",
+    errno.EROFS: "PERMISSION_DENIED",
+    errno.EEXIST: "FILE_EXISTS",
+    errno.ENOTDIR: "NOT_A_DIRECTORY",
+    errno.EISDIR: "IS_A_DIRECTORY",
+    errno.ENOTEMPTY: "DIRECTORY_NOT_EMPTY",
+    errno.ENAMETOOLONG: "INVALID_REQUEST",
+    errno.ELOOP: "INVALID_REQUEST",
+    errno.EINVAL: "INVALID_REQUEST",
+    errno.ENOSPC: "DISK_QUOTA_EXCEEDED",
+    errno.EDQUOT: "DISK_QUOTA_EXCEEDED",
+    errno.EFBIG: "DISK_QUOTA_EXCEEDED",
+}
+
+
+class OpError(Exception):
+    """An operation failed in a way the caller should hear about."""
+
+    def __init__(self, code: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def os_error(exc: OSError, path: Optional[str] = None) -> OpError:
+    code = ERRNO_CODES.get(exc.errno or 0, "INTERNAL")
+    where = path or exc.filename or ""
+    return OpError(code, "%s: %s" % (where, exc.strerror or exc), path=str(where))
+
+
+# --------------------------------------------------------------------------- reaping
+
+
+class Reaper:
+    """Reaps every child of PID 1 and hands exit statuses to the processes we spawned.
+
+    `waitid(WNOWAIT)` lets us see which pid exited before reaping it; the spawn lock
+    closes the race where a child exits before its pid is registered.
+    """
+
+    def __init__(self) -> None:
+        self.spawn_lock = threading.Lock()
+        self._watchers: Dict[int, Callable[[int], None]] = {}
+        self._have_children = threading.Event()
+        threading.Thread(target=self._run, name="reaper", daemon=True).start()
+
+    def spawn(self, start: Callable[[], "subprocess.Popen[bytes]"], on_exit: Callable[[int], None]) -> "subprocess.Popen[bytes]":
+        with self.spawn_lock:
+            proc = start()
+            self._watchers[proc.pid] = on_exit
+        self._have_children.set()
+        return proc
+
+    def _run(self) -> None:
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)
+            except ChildProcessError:
+                self._have_children.clear()
+                self._have_children.wait()
+                continue
+            except InterruptedError:
+                continue
+            if info is None:
+                continue
+            with self.spawn_lock:
+                try:
+                    _, status = os.waitpid(info.si_pid, 0)
+                except ChildProcessError:
+                    continue
+                watcher = self._watchers.pop(info.si_pid, None)
+            if watcher is not None:
+                code = os.waitstatus_to_exitcode(status)
+                watcher(128 - code if code < 0 else code)  # killed by signal N -> 128+N
+
+
+# --------------------------------------------------------------------------- link
+
+
+class Stream:
+    """One logical stream on the host link."""
+
+    def __init__(self, link: "Link", stream_id: int) -> None:
+        self.link = link
+        self.id = stream_id
+        self.inbox: "queue.Queue[Tuple[str, Any]]" = queue.Queue()
+        self._credit = wire.WINDOW
+        self._cond = threading.Condition()
+        self.closed = False
+
+    # sending ------------------------------------------------------------
+    def send(self, message: Dict[str, Any]) -> None:
+        self.link.send(wire.encode_json(self.id, wire.MSG, message))
+
+    def send_data(self, kind: int, data: bytes) -> bool:
+        """Send data within the flow-control window; False once the stream is gone."""
+        view = memoryview(data)
+        while view:
+            with self._cond:
+                while self._credit <= 0 and not self.closed:
+                    self._cond.wait()
+                if self.closed:
+                    return False
+                size = min(self._credit, len(view), wire.CHUNK)
+                self._credit -= size
+            self.link.send(wire.encode(self.id, kind, bytes(view[:size])))
+            view = view[size:]
+        return True
+
+    def finish(self, message: Optional[Dict[str, Any]] = None) -> None:
+        if message is not None:
+            self.send(message)
+        self.link.send(wire.encode(self.id, wire.CLOSE))
+        self.link.forget(self.id)
+
+    # receiving ------------------------------------------------------------
+    def add_credit(self, amount: int) -> None:
+        with self._cond:
+            self._credit += amount
+            self._cond.notify_all()
+
+    def grant(self, amount: int) -> None:
+        self.link.send(wire.encode_credit(self.id, amount))
+
+    def peer_closed(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+        self.inbox.put(("closed", None))
+
+
+class Link:
+    """The host connection: a reader loop that dispatches frames to streams."""
+
+    def __init__(self, agent: "Agent", sock: socket.socket) -> None:
+        self.agent = agent
+        self.sock = sock
+        self._send_lock = threading.Lock()
+        self._streams: Dict[int, Stream] = {}
+        self._streams_lock = threading.Lock()
+        self.alive = True
+
+    def send(self, frame: bytes) -> None:
+        try:
+            with self._send_lock:
+                self.sock.sendall(frame)
+        except OSError:
+            self.alive = False
+
+    def forget(self, stream_id: int) -> None:
+        with self._streams_lock:
+            self._streams.pop(stream_id, None)
+
+    def _recv_exact(self, size: int) -> bytes:
+        chunks = []
+        while size:
+            chunk = self.sock.recv(min(size, 1 << 20))
+            if not chunk:
+                raise EOFError
+            chunks.append(chunk)
+            size -= len(chunk)
+        return b"".join(chunks)
+
+    def serve(self) -> None:
+        try:
+            while True:
+                length, stream_id, kind = wire.decode_header(self._recv_exact(wire.HEADER.size))
+                payload = self._recv_exact(length) if length else b""
+                self._dispatch(stream_id, kind, payload)
+        except (EOFError, OSError, wire.ProtocolError) as exc:
+            log("host link closed: %s" % (exc or type(exc).__name__))
+        finally:
+            self.alive = False
+            with self._streams_lock:
+                streams = list(self._streams.values())
+                self._streams.clear()
+            for stream in streams:
+                stream.peer_closed()
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+    def _dispatch(self, stream_id: int, kind: int, payload: bytes) -> None:
+        if kind == wire.OPEN:
+            stream = Stream(self, stream_id)
+            with self._streams_lock:
+                self._streams[stream_id] = stream
+            request = wire.decode_json(payload)
+            threading.Thread(target=self.agent.handle, args=(stream, request), daemon=True).start()
+            return
+        with self._streams_lock:
+            stream_or_none = self._streams.get(stream_id)
+        if stream_or_none is None:
+            return  # late frame for a finished stream
+        if kind == wire.MSG:
+            stream_or_none.inbox.put(("msg", wire.decode_json(payload)))
+        elif kind == wire.IN:
+            stream_or_none.inbox.put(("data", payload))
+        elif kind == wire.CREDIT:
+            stream_or_none.add_credit(wire.decode_credit(payload))
+        elif kind == wire.CLOSE:
+            stream_or_none.peer_closed()
+        else:
+            raise wire.ProtocolError("unexpected frame kind %d from host" % kind)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class Process:
+    def __init__(self, proc: "subprocess.Popen[bytes]", argv: List[str], master_fd: Optional[int]) -> None:
+        self.proc = proc
+        self.pid = proc.pid
+        self.argv = argv
+        self.master_fd = master_fd
+        self.exit_code: Optional[int] = None
+        self.exited = threading.Event()
+        self.exited_at = 0.0
+
+    def signal_group(self, signum: int) -> None:
+        try:
+            os.killpg(self.pid, signum)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            pass
+
+
+def resolve_command(command: str, path_var: str) -> str:
+    if "/" in command:
+        if os.path.isfile(command) and os.access(command, os.X_OK):
+            return command
+        raise OpError("COMMAND_NOT_FOUND", "%s: no such executable" % command, command=command)
+    found = shutil.which(command, path=path_var)
+    if found is None:
+        raise OpError("COMMAND_NOT_FOUND", "%s: command not found" % command, command=command)
+    return found
+
+
+def set_controlling_tty() -> None:
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def set_winsize(fd: int, cols: int, rows: int) -> None:
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+# --------------------------------------------------------------------------- files
+
+
+def iso_time(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def file_type(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    if stat.S_ISDIR(mode):
+        return "directory"
+    if stat.S_ISREG(mode):
+        return "file"
+    return "other"
+
+
+def file_info(path: str, st: Optional[os.stat_result] = None) -> Dict[str, Any]:
+    if st is None:
+        st = os.lstat(path)
+    name = os.path.basename(path.rstrip("/")) or "/"
+    return {
+        "name": name,
+        "path": path,
+        "type": file_type(st.st_mode),
+        "size": st.st_size,
+        "modified_at": iso_time(st.st_mtime),
+        "mode": "%04o" % stat.S_IMODE(st.st_mode),
+    }
+
+
+def owner_of(path: str) -> Tuple[int, int]:
+    st = os.stat(path)
+    return st.st_uid, st.st_gid
+
+
+def make_dirs(path: str) -> None:
+    """mkdir -p, each new directory owned like the directory that holds it."""
+    missing = []
+    current = path
+    while not os.path.isdir(current):
+        if os.path.lexists(current):
+            raise OpError("NOT_A_DIRECTORY", "%s is not a directory" % current, path=current)
+        missing.append(current)
+        current = os.path.dirname(current)
+    uid, gid = owner_of(current)
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o755)
+        except FileExistsError:
+            continue
+        os.lchown(directory, uid, gid)
+
+
+def chown_tree(path: str, uid: int, gid: int) -> None:
+    os.lchown(path, uid, gid)
+    if os.path.isdir(path) and not os.path.islink(path):
+        for root, dirs, files in os.walk(path):
+            for name in dirs + files:
+                os.lchown(os.path.join(root, name), uid, gid)
+
+
+def target_for(source: str, destination: str) -> str:
+    """Like cp and mv: an existing directory as destination receives the source inside it."""
+    if os.path.isdir(destination) and not os.path.islink(destination):
+        return os.path.join(destination, os.path.basename(source.rstrip("/")))
+    return destination
+
+
+# --------------------------------------------------------------------------- agent
+
+
+def log(message: str) -> None:
+    sys.stderr.write("agent: %s\n" % message)
+    sys.stderr.flush()
+
+
+class Agent:
+    def __init__(self) -> None:
+        self.reaper = Reaper()
+        self.processes: Dict[int, Process] = {}
+        self.lock = threading.Lock()
+
+    def handle(self, stream: Stream, request: Dict[str, Any]) -> None:
+        op = request.get("op")
+        handler = getattr(self, "op_%s" % op, None) if isinstance(op, str) else None
+        try:
+            if handler is None:
+                raise OpError("INVALID_REQUEST", "unknown operation %r" % op)
+            handler(stream, request)
+        except OpError as exc:
+            stream.finish(wire.error_message(exc.code, exc.message, exc.details))
+        except OSError as exc:
+            err = os_error(exc, request.get("path"))
+            stream.finish(wire.error_message(err.code, err.message, err.details))
+        except Exception as exc:  # the agent must outlive any one bad request
+            log("operation %r failed: %r" % (op, exc))
+            stream.finish(wire.error_message("INTERNAL", "agent error: %s" % exc))
+
+    # ---------------------------------------------------------------- misc
+    def op_hello(self, stream: Stream, request: Dict[str, Any]) -> None:
+        stream.finish({"type": "ok", "version": wire.PROTOCOL_VERSION, "pid": os.getpid()})
+
+    def op_processes(self, stream: Stream, request: Dict[str, Any]) -> None:
+        with self.lock:
+            listed = [
+                {"pid": p.pid, "argv": p.argv, "pty": p.master_fd is not None}
+                for p in self.processes.values()
+            ]
+        stream.finish({"type": "ok", "processes": listed})
+
+    def op_signal(self, stream: Stream, request: Dict[str, Any]) -> None:
+        pid = int(request["pid"])
+        signum = int(request.get("signal", signal.SIGTERM))
+        with self.lock:
+            process = self.processes.get(pid)
+        if process is None:
+            raise OpError("PROCESS_NOT_FOUND", "no running process with pid %d" % pid, pid=pid)
+        process.signal_group(signum)
+        stream.finish({"type": "ok"})
+
+    def op_shutdown(self, stream: Stream, request: Dict[str, Any]) -> None:
+        """Terminate every process group; used by a graceful delete."""
+        grace = float(request.get("grace", 2.0))
+        with self.lock:
+            processes = list(self.processes.values())
+        for process in processes:
+            process.signal_group(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for process in processes:
+            process.exited.wait(max(0.0, deadline - time.monotonic()))
+        stream.finish({"type": "ok"})
+
+    # ---------------------------------------------------------------- spawn
+    def op_spawn(self, stream: Stream, request: Dict[str, Any]) -> None:
+        argv = [str(a) for a in request["argv"]]
+        env = {str(k): str(v) for k, v in request.get("env", {}).items()}
+        cwd = request.get("cwd") or "/"
+        as_root = request.get("user") == "root"
+        pty = request.get("pty")
+        want_stdin = bool(request.get("stdin"))
+        timeout = request.get("timeout")
+
+        executable = resolve_command(argv[0], env.get("PATH", os.defpath))
+        if not os.path.isdir(cwd):
+            raise OpError("FILE_NOT_FOUND", "working directory %s does not exist" % cwd, path=cwd)
+        credentials: Dict[str, Any] = {}
+        if not as_root and os.getuid() == 0:
+            credentials = {"user": SANDBOX_USER[0], "group": SANDBOX_USER[1], "extra_groups": []}
+
+        master_fd: Optional[int] = None
+        slave_fd: Optional[int] = None
+        if pty:
+            master_fd, slave_fd = os.openpty()
+            set_winsize(slave_fd, int(pty.get("cols", 80)), int(pty.get("rows", 24)))
+            stdio: Dict[str, Any] = {"stdin": slave_fd, "stdout": slave_fd, "stderr": slave_fd, "preexec_fn": set_controlling_tty}
+        else:
+            stdio = {
+                "stdin": subprocess.PIPE if want_stdin else subprocess.DEVNULL,
+                "stdout": subprocess.PIPE,
+                "stderr": subprocess.PIPE,
+            }
+        holder: Dict[str, Process] = {}
+
+        def on_exit(code: int) -> None:
+            process = holder["p"]  # set under the reaper's lock, before this can run
+            process.exit_code = code
+            process.exited_at = time.monotonic()
+            process.exited.set()
+            stream.inbox.put(("exited", code))
+
+        def start() -> "subprocess.Popen[bytes]":
+            proc = subprocess.Popen(
+                argv, executable=executable, env=env, cwd=cwd, start_new_session=True,
+                close_fds=True, **stdio, **credentials,
+            )
+            holder["p"] = Process(proc, argv, master_fd)
+            return proc
+
+        try:
+            self.reaper.spawn(start, on_exit)
+        except PermissionError as exc:
+            raise OpError("PERMISSION_DENIED", "%s: %s" % (argv[0], exc.strerror), command=argv[0]) from None
+        except OSError as exc:
+            raise OpError("COMMAND_NOT_FOUND" if exc.errno == errno.ENOENT else "INTERNAL",
+                          "%s: %s" % (argv[0], exc.strerror), command=argv[0]) from None
+        finally:
+            if slave_fd is not None:
+                os.close(slave_fd)
+            if master_fd is not None and "p" not in holder:
+                os.close(master_fd)
+        process = holder["p"]
+        with self.lock:
+            self.processes[process.pid] = process
+        stream.send({"type": "started", "pid": process.pid})
+        self._supervise(stream, process, want_stdin, timeout)
+
+    def _supervise(self, stream: Stream, process: Process, want_stdin: bool, timeout: Optional[float]) -> None:
+        readers = []
+        if process.master_fd is not None:
+            readers.append(self._start_reader(stream, process, process.master_fd, wire.OUT))
+            stdin_fd: Optional[int] = process.master_fd
+        else:
+            assert process.proc.stdout is not None and process.proc.stderr is not None
+            readers.append(self._start_reader(stream, process, process.proc.stdout.fileno(), wire.OUT))
+            readers.append(self._start_reader(stream, process, process.proc.stderr.fileno(), wire.ERR))
+            stdin_fd = process.proc.stdin.fileno() if want_stdin and process.proc.stdin else None
+        writer = StdinWriter(stream, stdin_fd, close_after=process.master_fd is None) if stdin_fd is not None else None
+
+        timed_out = False
+        timer: Optional[threading.Timer] = None
+        if timeout:
+            def expire() -> None:
+                nonlocal timed_out
+                timed_out = True
+                process.signal_group(signal.SIGKILL)
+            timer = threading.Timer(float(timeout), expire)
+            timer.daemon = True
+            timer.start()
+
+        while not process.exited.is_set():
+            what, value = stream.inbox.get()
+            if what == "exited":
+                break
+            if what == "closed":  # the caller went away: the process goes with it
+                process.signal_group(signal.SIGKILL)
+            elif what == "data" and writer is not None:
+                writer.put(value)
+            elif what == "msg":
+                kind = value.get("type")
+                if kind == "kill":
+                    process.signal_group(int(value.get("signal", signal.SIGTERM)))
+                elif kind == "resize" and process.master_fd is not None:
+                    set_winsize(process.master_fd, int(value["cols"]), int(value["rows"]))
+                elif kind == "eof" and writer is not None:
+                    writer.put(None)
+        if timer is not None:
+            timer.cancel()
+        for reader in readers:
+            reader.join()
+        if writer is not None:
+            writer.put(None)
+        for pipe in (process.proc.stdin, process.proc.stdout, process.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        if process.master_fd is not None and writer is None:
+            os.close(process.master_fd)
+        process.proc.returncode = process.exit_code  # keeps Popen from waiting on a reaped pid
+        with self.lock:
+            self.processes.pop(process.pid, None)
+        if not stream.closed:
+            stream.finish({"type": "exit", "code": process.exit_code, "timed_out": timed_out})
+        else:
+            self.link_forget(stream)
+
+    @staticmethod
+    def link_forget(stream: Stream) -> None:
+        stream.link.forget(stream.id)
+
+    def _start_reader(self, stream: Stream, process: Process, fd: int, kind: int) -> threading.Thread:
+        def pump() -> None:
+            poller = select.poll()
+            poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+            while True:
+                if process.exited.is_set():
+                    remaining = EXIT_DRAIN_GRACE - (time.monotonic() - process.exited_at)
+                    if remaining <= 0 or not poller.poll(remaining * 1000):
+                        break  # background children still hold the pipe: stop waiting
+                elif not poller.poll(100):
+                    continue  # re-check whether the process has exited
+                try:
+                    data = os.read(fd, wire.CHUNK)
+                except BlockingIOError:
+                    continue
+                except OSError:  # EIO: the pty's other side is gone
+                    break
+                if not data:
+                    break
+                if not stream.send_data(kind, data):
+                    break
+
+        thread = threading.Thread(target=pump, daemon=True)
+        thread.start()
+        return thread
+
+    # ---------------------------------------------------------------- files
+    def op_stat(self, stream: Stream, request: Dict[str, Any]) -> None:
+        stream.finish({"type": "ok", "info": file_info(request["path"])})
+
+    def op_exists(self, stream: Stream, request: Dict[str, Any]) -> None:
+        stream.finish({"type": "ok", "exists": os.path.lexists(request["path"])})
+
+    def op_list(self, stream: Stream, request: Dict[str, Any]) -> None:
+        path = request["path"]
+        batch: List[Dict[str, Any]] = []
+        with os.scandir(path) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                try:
+                    batch.append(file_info(entry.path, entry.stat(follow_symlinks=False)))
+                except FileNotFoundError:
+                    continue  # removed while we listed
+                if len(batch) >= LIST_BATCH:
+                    stream.send({"type": "entries", "files": batch})
+                    batch = []
+        stream.finish({"type": "ok", "files": batch})
+
+    def op_mkdir(self, stream: Stream, request: Dict[str, Any]) -> None:
+        path = request["path"]
+        if request.get("recursive"):
+            make_dirs(path)
+        else:
+            os.mkdir(path, 0o755)
+            uid, gid = owner_of(os.path.dirname(path) or "/")
+            os.lchown(path, uid, gid)
+        stream.finish({"type": "ok", "info": file_info(path)})
+
+    def op_remove(self, stream: Stream, request: Dict[str, Any]) -> None:
+        path = request["path"]
+        st = os.lstat(path)
+        if stat.S_ISDIR(st.st_mode):
+            if request.get("recursive"):
+                shutil.rmtree(path)
+            else:
+                os.rmdir(path)
+        else:
+            os.unlink(path)
+        stream.finish({"type": "ok"})
+
+    def op_move(self, stream: Stream, request: Dict[str, Any]) -> None:
+        source = request["source"]
+        os.lstat(source)
+        destination = target_for(source, request["destination"])
+        try:
+            os.rename(source, destination)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            shutil.move(source, destination)
+        stream.finish({"type": "ok", "info": file_info(destination)})
+
+    def op_copy(self, stream: Stream, request: Dict[str, Any]) -> None:
+        source = request["source"]
+        st = os.lstat(source)
+        destination = target_for(source, request["destination"])
+        uid, gid = owner_of(os.path.dirname(destination) or "/")
+        if stat.S_ISDIR(st.st_mode):
+            if not request.get("recursive", True):
+                raise OpError("IS_A_DIRECTORY", "%s is a directory" % source, path=source)
+            shutil.copytree(source, destination, symlinks=True)
+        elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+            shutil.copy2(source, destination, follow_symlinks=False)
+        else:
+            raise OpError("INVALID_REQUEST", "%s is not a regular file" % source, path=source)
+        chown_tree(destination, uid, gid)
+        stream.finish({"type": "ok", "info": file_info(destination)})
+
+    def op_read(self, stream: Stream, request: Dict[str, Any]) -> None:
+        path = request["path"]
+        # O_NONBLOCK: opening a fifo must not hang; we refuse anything but regular files.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise OpError("IS_A_DIRECTORY", "%s is a directory" % path, path=path)
+            if not stat.S_ISREG(st.st_mode):
+                raise OpError("INVALID_REQUEST", "%s is not a regular file" % path, path=path)
+            stream.send({"type": "ok", "size": st.st_size})
+            while True:
+                data = os.read(fd, wire.CHUNK)
+                if not data or not stream.send_data(wire.OUT, data):
+                    break
+        finally:
+            os.close(fd)
+        if not stream.closed:
+            stream.finish({"type": "end"})
+        else:
+            self.link_forget(stream)
+
+    def op_write(self, stream: Stream, request: Dict[str, Any]) -> None:
+        path = request["path"]
+        parent = os.path.dirname(path) or "/"
+        make_dirs(parent)
+        if os.path.isdir(path):
+            raise OpError("IS_A_DIRECTORY", "%s is a directory" % path, path=path)
+        if os.path.lexists(path) and not stat.S_ISREG(os.stat(path).st_mode if os.path.exists(path) else 0o100000):
+            raise OpError("INVALID_REQUEST", "%s is not a regular file" % path, path=path)
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except OSError:
+            mode = 0o644
+        uid, gid = owner_of(parent)
+        fd, temp_path = tempfile.mkstemp(prefix=".ws-upload-", dir=parent)
+        completed = False
+        try:
+            stream.send({"type": "ready"})
+            while True:
+                what, value = stream.inbox.get()
+                if what == "data":
+                    view = memoryview(value)
+                    while view:
+                        written = os.write(fd, view)
+                        view = view[written:]
+                    stream.grant(len(value))
+                elif what == "msg" and value.get("type") == "eof":
+                    break
+                elif what == "closed":
+                    return
+            os.fchmod(fd, mode)
+            os.fchown(fd, uid, gid)
+            os.close(fd)
+            fd = -1
+            os.rename(temp_path, path)
+            completed = True
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            if not completed:
+                try:
+                    os.unlink(temp_path)
+                except OSError:
+                    pass
+        stream.finish({"type": "ok", "info": file_info(path)})
+
+
+class StdinWriter:
+    """Feeds a process's stdin from its own thread, so a process that never reads its
+    stdin cannot block the stream's control loop (kill, resize)."""
+
+    def __init__(self, stream: Stream, fd: int, close_after: bool) -> None:
+        self.stream = stream
+        self.fd = fd
+        self.close_after = close_after
+        self.queue: "queue.Queue[Optional[bytes]]" = queue.Queue()
+        self.done = False
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def put(self, data: Optional[bytes]) -> None:
+        self.queue.put(data)
+
+    def _run(self) -> None:
+        while True:
+            data = self.queue.get()
+            if data is None:
+                break
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self.fd, view):]
+            except OSError:
+                pass  # the process closed its stdin; later data is dropped
+            self.stream.grant(len(data))
+        if not self.done:
+            self.done = True
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+
+
+def serve(socket_path: str) -> None:
+    try:
+        os.unlink(socket_path)
+    except FileNotFoundError:
+        pass
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o177)
+    listener.bind(socket_path)
+    os.umask(old_umask)
+    listener.listen(4)
+    agent = Agent()
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    log("listening on %s" % socket_path)
+    current: Optional[Link] = None
+    while True:
+        conn, _ = listener.accept()
+        if current is not None and current.alive:
+            # A new host connection replaces the old one (the server restarted).
+            try:
+                current.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        current = Link(agent, conn)
+        threading.Thread(target=current.serve, daemon=True).start()
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        sys.stderr.write("usage: agent.py SOCKET_PATH\n")
+        sys.exit(2)
+    json.dumps({})  # warm the encoder before the first request
+    serve(sys.argv[1])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""Host side of the agent link: one multiplexed Unix-socket connection per sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from workspace_server.agent import wire
+from workspace_server.domain.errors import WorkspaceError
+
+log = logging.getLogger(__name__)
+
+WRITE_HIGH_WATER = 4 * 1024 * 1024
+
+
+class AgentDisconnected(Exception):
+    """The link to the agent is gone."""
+
+
+class AgentOpError(WorkspaceError):
+    """The agent refused or failed an operation; carries the agent's error code."""
+
+
+Frame = tuple[int, Any]  # (kind, dict for MSG / bytes for OUT and ERR / None for CLOSE)
+_DISCONNECTED: Frame = (-1, None)
+
+
+class AgentStream:
+    """One operation's stream. Receiving data grants the agent more credit."""
+
+    def __init__(self, connection: AgentConnection, stream_id: int) -> None:
+        self._connection = connection
+        self.id = stream_id
+        self._frames: asyncio.Queue[Frame] = asyncio.Queue()
+        self._send_credit = wire.WINDOW
+        self._credit_changed = asyncio.Event()
+        self._consumed = 0
+        self.finished = False  # the agent sent CLOSE
+        self.closed = False  # we sent CLOSE
+
+    # -- used by the connection's reader
+    def _deliver(self, frame: Frame) -> None:
+        if frame[0] == wire.CLOSE:
+            self.finished = True
+        self._frames.put_nowait(frame)
+
+    def _add_credit(self, amount: int) -> None:
+        self._send_credit += amount
+        self._credit_changed.set()
+
+    def _disconnect(self) -> None:
+        self._frames.put_nowait(_DISCONNECTED)
+        self._credit_changed.set()
+
+    # -- used by services
+    async def recv(self) -> Frame:
+        """Next frame: (MSG, dict), (OUT|ERR, bytes) or (CLOSE, None).
+
+        Raises AgentDisconnected if the link dropped."""
+        frame = await self._frames.get()
+        if frame is _DISCONNECTED:
+            self._frames.put_nowait(_DISCONNECTED)  # later calls see it too
+            raise AgentDisconnected
+        if frame[0] in (wire.OUT, wire.ERR):
+            self._consumed += len(frame[1])
+            if self._consumed >= wire.WINDOW // 4:
+                self._connection.write(wire.encode_credit(self.id, self._consumed))
+                self._consumed = 0
+        return frame
+
+    async def recv_message(self) -> dict[str, Any]:
+        """The next control message; an agent error becomes AgentOpError."""
+        while True:
+            kind, payload = await self.recv()
+            if kind == wire.MSG:
+                if payload.get("type") == "error":
+                    raise AgentOpError(
+                        payload.get("message", "agent error"),
+                        code=payload.get("code", "INTERNAL"),
+                        **payload.get("details", {}),
+                    )
+                return dict(payload)
+            if kind == wire.CLOSE:
+                raise AgentOpError("agent closed the stream without an answer", code="INTERNAL")
+
+    async def send_message(self, message: dict[str, Any]) -> None:
+        self._connection.check_alive()
+        self._connection.write(wire.encode_json(self.id, wire.MSG, message))
+        await self._connection.drain()
+
+    async def send_data(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            while self._send_credit <= 0:
+                self._connection.check_alive()
+                self._credit_changed.clear()
+                await self._credit_changed.wait()
+            self._connection.check_alive()
+            size = min(self._send_credit, len(view), wire.CHUNK)
+            self._send_credit -= size
+            self._connection.write(wire.encode(self.id, wire.IN, bytes(view[:size])))
+            view = view[size:]
+            await self._connection.drain()
+
+    def close(self) -> None:
+        """Tell the agent we are done (cancels the operation if it still runs)."""
+        if not self.closed:
+            self.closed = True
+            if not self.finished and self._connection.alive:
+                self._connection.write(wire.encode(self.id, wire.CLOSE))
+            self._connection.forget(self.id)
+
+
+class AgentConnection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 on_disconnect: Callable[[], Awaitable[None]] | None) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._streams: dict[int, AgentStream] = {}
+        self._next_id = 1
+        self._on_disconnect = on_disconnect
+        self._drain_lock = asyncio.Lock()
+        self.alive = True
+        self._reader_task = asyncio.get_running_loop().create_task(self._read_loop())
+
+    @classmethod
+    async def connect(cls, socket_path: str, timeout: float,
+                      on_disconnect: Callable[[], Awaitable[None]] | None = None) -> AgentConnection:
+        """Connect, retrying while the agent is still starting; then say hello."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        delay = 0.001
+        while True:
+            try:
+                reader, writer = await asyncio.open_unix_connection(socket_path, limit=2**22)
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if loop.time() >= deadline:
+                    raise AgentDisconnected(f"agent socket {socket_path} did not come up") from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 1.5, 0.02)
+        connection = cls(reader, writer, on_disconnect)
+        try:
+            await asyncio.wait_for(connection.request({"op": "hello"}), max(0.1, deadline - loop.time()))
+        except (asyncio.TimeoutError, AgentDisconnected, AgentOpError):
+            await connection.close()
+            raise AgentDisconnected("agent did not answer hello") from None
+        return connection
+
+    def check_alive(self) -> None:
+        if not self.alive:
+            raise AgentDisconnected
+
+    def write(self, frame: bytes) -> None:
+        if self.alive:
+            self._writer.write(frame)
+
+    async def drain(self) -> None:
+        if self._writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
+            async with self._drain_lock:
+                with contextlib.suppress(ConnectionError):
+                    await self._writer.drain()
+
+    def forget(self, stream_id: int) -> None:
+        self._streams.pop(stream_id, None)
+
+    async def open(self, request: dict[str, Any]) -> AgentStream:
+        self.check_alive()
+        stream = AgentStream(self, self._next_id)
+        self._next_id += 1
+        self._streams[stream.id] = stream
+        self.write(wire.encode_json(stream.id, wire.OPEN, request))
+        await self.drain()
+        return stream
+
+    async def request(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A one-answer operation (stat, mkdir, signal...)."""
+        stream = await self.open(request)
+        try:
+            return await stream.recv_message()
+        finally:
+            stream.close()
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                header = await self._reader.readexactly(wire.HEADER.size)
+                length, stream_id, kind = wire.decode_header(header)
+                payload = await self._reader.readexactly(length) if length else b""
+                stream = self._streams.get(stream_id)
+                if stream is None:
+                    continue
+                if kind == wire.MSG:
+                    stream._deliver((kind, wire.decode_json(payload)))
+                elif kind in (wire.OUT, wire.ERR):
+                    stream._deliver((kind, payload))
+                elif kind == wire.CREDIT:
+                    stream._add_credit(wire.decode_credit(payload))
+                elif kind == wire.CLOSE:
+                    stream._deliver((kind, None))
+                    self._streams.pop(stream_id, None)
+                else:
+                    raise wire.ProtocolError(f"unexpected frame kind {kind} from agent")
+        except (asyncio.IncompleteReadError, ConnectionError, OSError, wire.ProtocolError) as exc:
+            log.info("agent link closed: %r", exc)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            await self._lost()
+
+    async def _lost(self) -> None:
+        if not self.alive:
+            return
+        self.alive = False
+        for stream in list(self._streams.values()):
+            stream._disconnect()
+        self._streams.clear()
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        if self._on_disconnect is not None:
+            await self._on_disconnect()
+
+    async def close(self) -> None:
+        """Close without reporting a disconnect (we chose to go)."""
+        self._on_disconnect = None
+        self._reader_task.cancel()
+        with contextlib.suppress(BaseException):
+            await self._reader_task
+        await self._lost()

@@ -1,0 +1,70 @@
+"""The ASGI application: wires settings, store, runtime and services to the routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from workspace_server import __version__
+from workspace_server.api.deps import Services
+from workspace_server.api.errors import install_error_handlers
+from workspace_server.api.middleware import GuardMiddleware
+from workspace_server.api.routes import files, health, processes, pty, sandboxes
+from workspace_server.config import Settings
+from workspace_server.domain.templates import TemplateRegistry
+from workspace_server.metrics import Metrics
+from workspace_server.runtimes.base import Runtime
+from workspace_server.services.files import FileService
+from workspace_server.services.processes import ProcessService
+from workspace_server.services.ptys import PtyService
+from workspace_server.services.sandboxes import SandboxService
+from workspace_server.store.sqlite import SandboxStore
+
+log = logging.getLogger("workspace")
+
+
+def default_runtime(settings: Settings) -> Runtime:
+    from workspace_server.runtimes.runc import RuncRuntime
+
+    return RuncRuntime(settings.data_dir, runc=settings.runc)
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        chosen = runtime or default_runtime(settings)
+        chosen.check()
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = SandboxStore(settings.data_dir / "state.db")
+        metrics = Metrics()
+        templates = TemplateRegistry()
+        sandbox_service = SandboxService(settings, store, chosen, templates, metrics)
+        metrics.track_states(sandbox_service.counts_by_state)
+        process_service = ProcessService(sandbox_service)
+        app.state.services = Services(
+            settings=settings, sandboxes=sandbox_service, processes=process_service,
+            files=FileService(sandbox_service), ptys=PtyService(sandbox_service, process_service), metrics=metrics,
+        )
+        await sandbox_service.start()
+        log.info("runtime=%s data_dir=%s templates=%s pool_size=%d", chosen.name, settings.data_dir,
+                 ",".join(templates.names()), settings.pool_size)
+        log.info("listening on http://%s:%d (auth %s)", settings.host, settings.port,
+                 "on" if settings.api_key else "off")
+        try:
+            yield
+        finally:
+            await sandbox_service.shutdown()
+            store.close()
+
+    app = FastAPI(title="Workspace API", version=__version__, lifespan=lifespan,
+                  description="Self-hosted sandboxes: create, run commands, stream output, files, PTYs.")
+    install_error_handlers(app)
+    for module in (health, sandboxes, processes, files, pty):
+        app.include_router(module.router)
+    app.include_router(pty.socket_router)
+    app.add_middleware(GuardMiddleware, api_key=settings.api_key, max_json_body=settings.max_json_body,
+                       max_upload=settings.max_upload_bytes)
+    return app

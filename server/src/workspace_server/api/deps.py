@@ -1,0 +1,29 @@
+"""The services the routes call, bundled on the app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import HTTPConnection
+
+from workspace_server.config import Settings
+from workspace_server.metrics import Metrics
+from workspace_server.services.files import FileService
+from workspace_server.services.processes import ProcessService
+from workspace_server.services.ptys import PtyService
+from workspace_server.services.sandboxes import SandboxService
+
+
+@dataclass
+class Services:
+    settings: Settings
+    sandboxes: SandboxService
+    processes: ProcessService
+    files: FileService
+    ptys: PtyService
+    metrics: Metrics
+
+
+def services(connection: HTTPConnection) -> Services:
+    found: Services = connection.app.state.services
+    return found

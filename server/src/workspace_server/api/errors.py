@@ -1,0 +1,73 @@
+"""One error envelope for every failure, on every route."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from workspace_server.api.schemas import ErrorBody
+from workspace_server.domain.errors import WorkspaceError
+
+log = logging.getLogger(__name__)
+
+HTTP_CODES = {400: "INVALID_REQUEST", 401: "UNAUTHORIZED", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
+              413: "PAYLOAD_TOO_LARGE", 415: "INVALID_REQUEST", 422: "INVALID_REQUEST"}
+
+# Documented on every route so the OpenAPI document tells the whole truth.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (400, "Invalid request"), (401, "Missing or wrong API key"), (403, "Permission denied"),
+        (404, "Not found"), (405, "Method not allowed"), (408, "Command timed out"), (409, "Conflict"),
+        (413, "Payload too large"), (429, "Too many sandboxes"), (500, "Internal error"),
+        (503, "Agent not connected or server shutting down"), (507, "Out of space"),
+    )
+}
+
+
+def error_response(code: str, message: str, status: int, details: dict[str, Any] | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"code": code, "message": message, "details": details or {}}, status_code=status,
+                        headers=headers)
+
+
+def _clean_validation_errors(errors: list[Any]) -> list[dict[str, Any]]:
+    cleaned = []
+    for error in errors[:20]:
+        cleaned.append({
+            "loc": [str(part) for part in error.get("loc", ())],
+            "msg": str(error.get("msg", "")),
+            "type": str(error.get("type", "")),
+        })
+    return cleaned
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(WorkspaceError)
+    async def workspace_error(_: Request, exc: WorkspaceError) -> JSONResponse:
+        if exc.http_status >= 500:
+            log.warning("%s: %s", exc.code, exc.message)
+        return error_response(exc.code, exc.message, exc.http_status, exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _clean_validation_errors(list(exc.errors()))
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        where = ".".join(p for p in first["loc"] if p not in ("body", "query", "path"))
+        message = f"{where}: {first['msg']}" if where else str(first["msg"])
+        return error_response("INVALID_REQUEST", message, 400, {"errors": errors})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = HTTP_CODES.get(exc.status_code, "INVALID_REQUEST" if exc.status_code < 500 else "INTERNAL")
+        return error_response(code, str(exc.detail), exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return error_response("INTERNAL", f"internal error: {type(exc).__name__}", 500)

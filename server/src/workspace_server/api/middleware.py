@@ -1,0 +1,111 @@
+"""ASGI middleware: API-key auth, request-size limits, request ids for the logs."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import secrets
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from workspace_server.logs import request_id_var, sandbox_id_var
+
+OPEN_PATHS = {"/healthz"}
+UPLOAD_PATH = re.compile(r"^/api/v1/sandboxes/[^/]+/files$")
+SANDBOX_PATH = re.compile(r"^/api/v1/sandboxes/([^/]+)")
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def presented_key(scope: Scope) -> str | None:
+    authorization = _header(scope, b"authorization")
+    if authorization and authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip()
+    return _header(scope, b"x-api-key")
+
+
+async def _reject_http(send: Send, status: int, code: str, message: str) -> None:
+    body = json.dumps({"code": code, "message": message, "details": {}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def reject_websocket(receive: Receive, send: Send, close_code: int, code: str, message: str) -> None:
+    """Errors on a WebSocket are an error frame then a close, so browsers can read them."""
+    first = await receive()
+    if first["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.send", "text": json.dumps({"type": "error", "code": code, "message": message})})
+    await send({"type": "websocket.close", "code": close_code})
+
+
+class GuardMiddleware:
+    def __init__(self, app: ASGIApp, api_key: str | None, max_json_body: int, max_upload: int) -> None:
+        self.app = app
+        self.api_key = api_key
+        self.max_json_body = max_json_body
+        self.max_upload = max_upload
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+        request_id = _header(scope, b"x-request-id") or secrets.token_hex(8)
+        request_id_var.set(request_id[:64])
+        match = SANDBOX_PATH.match(path)
+        sandbox_id_var.set(match.group(1) if match else "-")
+
+        if self.api_key is not None and path not in OPEN_PATHS:
+            key = presented_key(scope)
+            if key is None or not hmac.compare_digest(key.encode(), self.api_key.encode()):
+                message = "missing or invalid API key (Authorization: Bearer KEY or X-API-Key: KEY)"
+                if scope["type"] == "websocket":
+                    await reject_websocket(receive, send, 4401, "UNAUTHORIZED", message)
+                else:
+                    await _reject_http(send, 401, "UNAUTHORIZED", message)
+                return
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)
+            return
+
+        limit = self.max_upload if UPLOAD_PATH.match(path) and scope.get("method") == "PUT" else self.max_json_body
+        declared = _header(scope, b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                await _reject_http(send, 400, "INVALID_REQUEST", "malformed Content-Length")
+                return
+            if int(declared) > limit:
+                await _reject_http(send, 413, "PAYLOAD_TOO_LARGE", f"request body exceeds {limit} bytes")
+                return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise HTTPException(413, f"request body exceeds {limit} bytes")
+            return message
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers: list[Any] = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode("latin-1", "replace")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, limited_receive, send_with_id)

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from workspace_server.api.deps import Services, services
+from workspace_server.api.errors import ERROR_RESPONSES
+from workspace_server.api.schemas import (
+    CopyBody,
+    ExistsBody,
+    FileInfoBody,
+    FileList,
+    MkdirBody,
+    MoveBody,
+)
+
+router = APIRouter(prefix="/api/v1/sandboxes/{sandbox_id}/files", tags=["files"], responses=ERROR_RESPONSES)
+PathQuery = Annotated[str, Query(min_length=1, max_length=4096, description="Absolute path inside the sandbox")]
+
+DOWNLOAD_DOC: dict[int | str, dict[str, Any]] = {200: {
+    "description": "The file's bytes",
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+}}
+UPLOAD_BODY: dict[str, Any] = {"requestBody": {
+    "required": False,
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+}}
+
+
+@router.get("", response_class=StreamingResponse, responses=DOWNLOAD_DOC)
+async def read_file(sandbox_id: str, path: PathQuery, svc: Annotated[Services, Depends(services)]) -> StreamingResponse:
+    size, chunks = await svc.files.read(sandbox_id, path)
+    return StreamingResponse(chunks, media_type="application/octet-stream",
+                             headers={"Content-Length": str(size)})
+
+
+@router.put("", response_model=FileInfoBody, openapi_extra=UPLOAD_BODY)
+async def write_file(sandbox_id: str, path: PathQuery, request: Request,
+                     svc: Annotated[Services, Depends(services)]) -> FileInfoBody:
+    info = await svc.files.write(sandbox_id, path, request.stream(), svc.settings.max_upload_bytes)
+    return FileInfoBody(**info)
+
+
+@router.delete("", status_code=204, response_class=Response)
+async def remove_file(sandbox_id: str, path: PathQuery, svc: Annotated[Services, Depends(services)],
+                      recursive: bool = False) -> Response:
+    await svc.files.remove(sandbox_id, path, recursive)
+    return Response(status_code=204)
+
+
+@router.get("/list", response_model=FileList)
+async def list_files(sandbox_id: str, path: PathQuery, svc: Annotated[Services, Depends(services)]) -> FileList:
+    return FileList(files=[FileInfoBody(**f) for f in await svc.files.list(sandbox_id, path)])
+
+
+@router.get("/stat", response_model=FileInfoBody)
+async def stat_file(sandbox_id: str, path: PathQuery, svc: Annotated[Services, Depends(services)]) -> FileInfoBody:
+    return FileInfoBody(**await svc.files.stat(sandbox_id, path))
+
+
+@router.get("/exists", response_model=ExistsBody)
+async def file_exists(sandbox_id: str, path: PathQuery, svc: Annotated[Services, Depends(services)]) -> ExistsBody:
+    return ExistsBody(exists=await svc.files.exists(sandbox_id, path))
+
+
+@router.post("/mkdir", response_model=FileInfoBody)
+async def make_directory(sandbox_id: str, body: MkdirBody, svc: Annotated[Services, Depends(services)]) -> FileInfoBody:
+    return FileInfoBody(**await svc.files.mkdir(sandbox_id, body.path, body.recursive))
+
+
+@router.post("/move", response_model=FileInfoBody)
+async def move_file(sandbox_id: str, body: MoveBody, svc: Annotated[Services, Depends(services)]) -> FileInfoBody:
+    return FileInfoBody(**await svc.files.move(sandbox_id, body.source, body.destination))
+
+
+@router.post("/copy", response_model=FileInfoBody)
+async def copy_file(sandbox_id: str, body: CopyBody, svc: Annotated[Services, Depends(services)]) -> FileInfoBody:
+    return FileInfoBody(**await svc.files.copy(sandbox_id, body.source, body.destination, body.recursive))

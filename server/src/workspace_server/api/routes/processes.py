@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import StreamingResponse
+
+from workspace_server.api.deps import Services, services
+from workspace_server.api.errors import ERROR_RESPONSES
+from workspace_server.api.schemas import CommandResultBody, KillBody, ProcessInfo, ProcessList, RunCommandBody
+from workspace_server.domain.errors import InvalidRequest
+from workspace_server.services.processes import ProcessEvent, RunCommand
+
+router = APIRouter(prefix="/api/v1/sandboxes/{sandbox_id}/processes", tags=["processes"],
+                   responses=ERROR_RESPONSES)
+T = TypeVar("T")
+
+SSE_DOC: dict[int | str, dict[str, Any]] = {200: {
+    "description": "Server-Sent Events: start, stdout, stderr, exit, error",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+}}
+
+
+async def until_disconnect(request: Request, work: asyncio.Future[T] | Any) -> T:
+    """Run `work`, cancelling it if the client goes away (which kills the command)."""
+    task: asyncio.Task[T] = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_disconnect(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        raise InvalidRequest("the client disconnected; the command was killed")
+    return task.result()
+
+
+async def _wait_disconnect(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def sse(event: ProcessEvent | None) -> bytes:
+    if event is None:
+        return b": keepalive\n\n"
+    return f"event: {event.type}\ndata: {json.dumps(event.data, ensure_ascii=False)}\n\n".encode()
+
+
+def command_of(body: RunCommandBody) -> RunCommand:
+    return RunCommand(**body.model_dump())
+
+
+@router.post("/run", response_model=CommandResultBody)
+async def run_command(sandbox_id: str, body: RunCommandBody, request: Request,
+                      svc: Annotated[Services, Depends(services)]) -> CommandResultBody:
+    result = await until_disconnect(
+        request, svc.processes.run(sandbox_id, command_of(body), svc.settings.max_run_output))
+    return CommandResultBody(exit_code=result.exit_code, stdout=result.stdout, stderr=result.stderr, pid=result.pid)
+
+
+@router.post("/stream", response_class=StreamingResponse, responses=SSE_DOC)
+async def stream_command(sandbox_id: str, body: RunCommandBody,
+                         svc: Annotated[Services, Depends(services)]) -> StreamingResponse:
+    _, events = await svc.processes.stream(sandbox_id, command_of(body), svc.settings.keepalive_seconds)
+
+    async def frames() -> AsyncIterator[bytes]:
+        async for event in events:
+            yield sse(event)
+
+    return StreamingResponse(frames(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.get("", response_model=ProcessList)
+async def list_processes(sandbox_id: str, svc: Annotated[Services, Depends(services)]) -> ProcessList:
+    return ProcessList(processes=[ProcessInfo(**p) for p in await svc.processes.list(sandbox_id)])
+
+
+@router.post("/{pid}/kill", status_code=204, response_class=Response)
+async def kill_process(sandbox_id: str, pid: int, svc: Annotated[Services, Depends(services)],
+                       body: KillBody | None = None) -> Response:
+    await svc.processes.kill(sandbox_id, pid, (body or KillBody()).signal)
+    return Response(status_code=204)

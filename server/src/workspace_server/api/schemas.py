@@ -1,0 +1,170 @@
+"""Request and response bodies of the REST API (the OpenAPI document comes from these)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from workspace_server.domain.models import Sandbox
+
+ShortText = Annotated[str, StringConstraints(max_length=256)]
+EnvName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+EnvValue = Annotated[str, StringConstraints(max_length=32768)]
+PathText = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+Arg = Annotated[str, StringConstraints(max_length=131072)]
+MetaValue = Annotated[str, StringConstraints(max_length=4096)]
+Timeout = Annotated[int, Field(gt=0, le=30 * 24 * 3600)]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class CreateSandboxBody(StrictModel):
+    template: ShortText | None = None
+    name: ShortText | None = None
+    env: Annotated[dict[EnvName, EnvValue], Field(max_length=256)] | None = None
+    metadata: Annotated[dict[ShortText, MetaValue], Field(max_length=256)] | None = None
+    timeout: Timeout | None = None
+    cpu: Annotated[float, Field(gt=0, le=1024)] | None = None
+    memory_mb: Annotated[int, Field(gt=0, le=1 << 20)] | None = None
+    pids: Annotated[int, Field(gt=0, le=1 << 20)] | None = None
+    disk_mb: Annotated[int, Field(gt=0, le=1 << 24)] | None = None
+    network: bool | None = None
+
+
+class SandboxBody(BaseModel):
+    id: str
+    template: str
+    state: Literal["starting", "running", "stopping", "stopped", "error"]
+    created_at: str
+    updated_at: str
+    name: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    metadata: dict[str, str] = Field(default_factory=dict)
+    nfs_url: str | None = None
+    timeout: int | None = None
+    error_message: str | None = None
+    expires_at: str | None = None
+    cpu: float
+    memory_mb: int
+    pids: int
+    disk_mb: int
+    network: bool
+
+    @classmethod
+    def of(cls, sandbox: Sandbox) -> SandboxBody:
+        expires = None
+        if sandbox.expires_at is not None:
+            expires = datetime.fromtimestamp(sandbox.expires_at, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+        return cls(
+            id=sandbox.id, template=sandbox.template, state=sandbox.state.value, created_at=sandbox.created_at,
+            updated_at=sandbox.updated_at, name=sandbox.name, env=sandbox.env, metadata=sandbox.metadata,
+            timeout=sandbox.timeout, error_message=sandbox.error_message, expires_at=expires,
+            cpu=sandbox.limits.cpu, memory_mb=sandbox.limits.memory_mb, pids=sandbox.limits.pids,
+            disk_mb=sandbox.limits.disk_mb, network=sandbox.network,
+        )
+
+
+class SandboxList(BaseModel):
+    sandboxes: list[SandboxBody]
+
+
+class TemplateBody(BaseModel):
+    name: str
+    description: str
+
+
+class TemplateList(BaseModel):
+    templates: list[TemplateBody]
+
+
+class RunCommandBody(StrictModel):
+    command: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    args: Annotated[list[Arg], Field(max_length=4096)] = Field(default_factory=list)
+    env: Annotated[dict[EnvName, EnvValue], Field(max_length=256)] = Field(default_factory=dict)
+    cwd: PathText | None = None
+    timeout: Annotated[float, Field(gt=0, le=30 * 24 * 3600)] | None = None
+    user: Literal["user", "root"] | None = None
+    stdin: Annotated[str, StringConstraints(max_length=1 << 20)] | None = None
+
+
+class CommandResultBody(BaseModel):
+    exit_code: int
+    stdout: str
+    stderr: str
+    pid: int
+
+
+class KillBody(StrictModel):
+    signal: Annotated[int, Field(ge=1, le=64)] = 15
+
+
+class ProcessInfo(BaseModel):
+    pid: int
+    command: str
+    args: list[str]
+    pty: bool
+
+
+class ProcessList(BaseModel):
+    processes: list[ProcessInfo]
+
+
+class FileInfoBody(BaseModel):
+    name: str
+    path: str
+    type: Literal["file", "directory", "symlink", "other"]
+    size: int
+    modified_at: str | None = None
+    mode: str | None = None
+
+
+class FileList(BaseModel):
+    files: list[FileInfoBody]
+
+
+class ExistsBody(BaseModel):
+    exists: bool
+
+
+class MkdirBody(StrictModel):
+    path: PathText
+    recursive: bool = False
+
+
+class MoveBody(StrictModel):
+    source: PathText
+    destination: PathText
+
+
+class CopyBody(MoveBody):
+    recursive: bool = True
+
+
+class ResizeBody(StrictModel):
+    cols: Annotated[int, Field(ge=1, le=1000)]
+    rows: Annotated[int, Field(ge=1, le=1000)]
+
+
+class PtyInfo(BaseModel):
+    pty_id: str
+    pid: int
+    cols: int
+    rows: int
+
+
+class PtyList(BaseModel):
+    ptys: list[PtyInfo]
+
+
+class Health(BaseModel):
+    status: str

@@ -1,0 +1,74 @@
+"""The `workspace` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from workspace_server import logs
+from workspace_server.config import Settings
+from workspace_server.domain.models import ResourceLimits
+
+app = typer.Typer(help="Workspace: self-hosted sandboxes.", no_args_is_help=True, add_completion=False)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind")] = 8080,
+    data_dir: Annotated[Path, typer.Option(envvar="WORKSPACE_DATA_DIR", help="State and sandboxes")] = Path(
+        "/var/lib/workspace"),
+    api_key: Annotated[Optional[str], typer.Option(envvar="WORKSPACE_API_KEY", help="Required API key")] = None,  # noqa: UP007
+    pool_size: Annotated[int, typer.Option(envvar="WORKSPACE_POOL_SIZE", help="Warm sandboxes per template")] = 2,
+    max_sandboxes: Annotated[int, typer.Option(envvar="WORKSPACE_MAX_SANDBOXES")] = 500,
+    default_cpu: Annotated[float, typer.Option(envvar="WORKSPACE_DEFAULT_CPU")] = 1.0,
+    default_memory_mb: Annotated[int, typer.Option(envvar="WORKSPACE_DEFAULT_MEMORY_MB")] = 512,
+    default_pids: Annotated[int, typer.Option(envvar="WORKSPACE_DEFAULT_PIDS")] = 256,
+    default_disk_mb: Annotated[int, typer.Option(envvar="WORKSPACE_DEFAULT_DISK_MB")] = 1024,
+    log_level: Annotated[str, typer.Option(envvar="WORKSPACE_LOG_LEVEL")] = "INFO",
+) -> None:
+    """Run the Workspace service with the embedded local runtime."""
+    import uvicorn
+
+    from workspace_server.api.app import create_app
+
+    logs.configure(log_level.upper())
+    settings = Settings(
+        data_dir=data_dir.resolve(), host=host, port=port, api_key=api_key or None, pool_size=pool_size,
+        max_sandboxes=max_sandboxes,
+        default_limits=ResourceLimits(cpu=default_cpu, memory_mb=default_memory_mb, pids=default_pids,
+                                      disk_mb=default_disk_mb),
+    )
+    if not settings.loopback_only and not settings.api_key:
+        typer.echo(f"error: refusing to listen on {host} without an API key: anyone who can reach it could run "
+                   "code. Set --api-key or WORKSPACE_API_KEY, or bind 127.0.0.1.", err=True)
+        raise typer.Exit(2)
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        probe = settings.data_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        typer.echo(f"error: data dir {settings.data_dir} is not writable: {exc}", err=True)
+        raise typer.Exit(2) from None
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False,
+                timeout_graceful_shutdown=int(settings.shutdown_grace_seconds), ws_max_size=1 << 20,
+                h11_max_incomplete_event_size=64 * 1024)
+
+
+@app.command()
+def openapi(output: Annotated[Optional[Path], typer.Option(help="Write here instead of stdout")] = None) -> None:  # noqa: UP007
+    """Print the OpenAPI document of the REST API."""
+    from workspace_server.api.app import create_app
+
+    document = create_app(Settings(data_dir=Path(os.devnull))).openapi()
+    text = json.dumps(document, indent=2, sort_keys=True) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)

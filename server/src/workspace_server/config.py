@@ -1,0 +1,44 @@
+"""Server settings: command-line flags and WORKSPACE_* environment variables."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workspace_server.domain.models import ResourceLimits
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_key: str | None = None
+    default_limits: ResourceLimits = field(default_factory=ResourceLimits)
+    max_limits: ResourceLimits = field(default_factory=lambda: ResourceLimits(
+        cpu=8.0, memory_mb=16384, pids=4096, disk_mb=65536))
+    max_sandboxes: int = 500
+    pool_size: int = 2
+    default_timeout: int | None = None
+    max_json_body: int = 1024 * 1024
+    max_upload_bytes: int = 64 * 1024 * 1024 * 1024
+    max_run_output: int = 64 * 1024 * 1024
+    keepalive_seconds: float = 15.0
+    agent_connect_timeout: float = 20.0
+    stopped_retention_seconds: float = 3600.0
+    shutdown_grace_seconds: float = 10.0
+    runc: str = "runc"
+
+    @property
+    def loopback_only(self) -> bool:
+        return is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

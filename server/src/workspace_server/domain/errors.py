@@ -1,0 +1,117 @@
+"""Domain errors. Each carries a stable code; the API maps codes to HTTP statuses from
+one table, and the SDK maps the same codes to exceptions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+HTTP_STATUS: dict[str, int] = {
+    "INVALID_REQUEST": 400,
+    "COMMAND_NOT_FOUND": 400,
+    "NOT_A_DIRECTORY": 400,
+    "IS_A_DIRECTORY": 400,
+    "UNAUTHORIZED": 401,
+    "PERMISSION_DENIED": 403,
+    "NOT_FOUND": 404,
+    "SANDBOX_NOT_FOUND": 404,
+    "TEMPLATE_NOT_FOUND": 404,
+    "FILE_NOT_FOUND": 404,
+    "PROCESS_NOT_FOUND": 404,
+    "PTY_NOT_FOUND": 404,
+    "METHOD_NOT_ALLOWED": 405,
+    "PROCESS_TIMEOUT": 408,
+    "SANDBOX_NOT_RUNNING": 409,
+    "FILE_EXISTS": 409,
+    "DIRECTORY_NOT_EMPTY": 409,
+    "PAYLOAD_TOO_LARGE": 413,
+    "RESOURCE_EXHAUSTED": 429,
+    "INTERNAL": 500,
+    "AGENT_NOT_CONNECTED": 503,
+    "SHUTTING_DOWN": 503,
+    "DISK_QUOTA_EXCEEDED": 507,
+    "STORAGE_ERROR": 507,
+}
+
+
+class WorkspaceError(Exception):
+    """Base of every error the service reports to callers."""
+
+    code = "INTERNAL"
+
+    def __init__(self, message: str, *, code: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        self.message = message
+        self.details = details
+
+    @property
+    def http_status(self) -> int:
+        return HTTP_STATUS.get(self.code, 500)
+
+    def envelope(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "details": self.details}
+
+
+class InvalidRequest(WorkspaceError):
+    code = "INVALID_REQUEST"
+
+
+class SandboxNotFound(WorkspaceError):
+    code = "SANDBOX_NOT_FOUND"
+
+    def __init__(self, sandbox_id: str) -> None:
+        super().__init__(f"sandbox {sandbox_id} not found", sandbox_id=sandbox_id)
+
+
+class TemplateNotFound(WorkspaceError):
+    code = "TEMPLATE_NOT_FOUND"
+
+    def __init__(self, template: str, known: list[str]) -> None:
+        super().__init__(
+            f"template {template!r} not found; known templates: {', '.join(known)}",
+            template=template,
+        )
+
+
+class SandboxNotRunning(WorkspaceError):
+    code = "SANDBOX_NOT_RUNNING"
+
+    def __init__(self, sandbox_id: str, state: str) -> None:
+        super().__init__(f"sandbox {sandbox_id} is {state}, not running", sandbox_id=sandbox_id, state=state)
+
+
+class AgentNotConnected(WorkspaceError):
+    code = "AGENT_NOT_CONNECTED"
+
+    def __init__(self, sandbox_id: str, reason: str = "the sandbox agent is not connected") -> None:
+        super().__init__(f"sandbox {sandbox_id}: {reason}", sandbox_id=sandbox_id)
+
+
+class ProcessTimeout(WorkspaceError):
+    code = "PROCESS_TIMEOUT"
+
+
+class PtyNotFound(WorkspaceError):
+    code = "PTY_NOT_FOUND"
+
+    def __init__(self, pty_id: str) -> None:
+        super().__init__(f"pty {pty_id} not found", pty_id=pty_id)
+
+
+class ResourceExhausted(WorkspaceError):
+    code = "RESOURCE_EXHAUSTED"
+
+
+class RuntimeFailure(WorkspaceError):
+    """The isolation tool failed to start or stop a sandbox."""
+
+    code = "INTERNAL"
+
+
+class StorageError(WorkspaceError):
+    code = "STORAGE_ERROR"
+
+
+class ShuttingDown(WorkspaceError):
+    code = "SHUTTING_DOWN"

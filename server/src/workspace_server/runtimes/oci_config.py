@@ -1,0 +1,142 @@
+"""Builds the OCI runtime `config.json` of a sandbox (pure: no I/O)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from workspace_server.runtimes.base import SandboxSpec
+
+# Every sandbox runs in its own user namespace: root inside is this host uid, the sandbox
+# user (uid 1000) is HOST_UID_BASE + 1000; neither owns anything on the host.
+HOST_UID_BASE = 100000
+UID_RANGE = 65536
+SANDBOX_UID = 1000
+AGENT_DIR = "/opt/workspace-agent"
+AGENT_RUN_DIR = "/run/workspace"
+AGENT_SOCKET_NAME = "agent.sock"
+
+# The agent needs these to start commands as the sandbox user and to do file operations
+# for it; commands run as that user hold none of them.
+AGENT_CAPABILITIES = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+    "CAP_SETGID", "CAP_SETUID", "CAP_NET_BIND_SERVICE",
+]
+
+# Kernel interfaces that must never be reachable from a sandbox, as OCI runtimes mask them.
+MASKED_PATHS = [
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware", "/sys/devices/virtual/powercap",
+]
+READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+
+# Denied outright (EPERM) on top of the dropped capabilities: defence in depth against
+# kernel attack surface that sandboxed code has no business touching.
+DENIED_SYSCALLS = [
+    "acct", "add_key", "bpf", "delete_module", "finit_module", "fsconfig", "fsmount",
+    "fsopen", "fspick", "init_module", "kexec_file_load", "kexec_load", "keyctl",
+    "lookup_dcookie", "mount", "mount_setattr", "move_mount", "name_to_handle_at",
+    "open_by_handle_at", "open_tree", "perf_event_open", "pivot_root", "quotactl",
+    "reboot", "request_key", "setns", "swapoff", "swapon", "syslog", "umount2",
+    "unshare", "userfaultfd", "vhangup",
+]
+NAMESPACE_CLONE_FLAGS = [
+    0x00020000,  # CLONE_NEWNS
+    0x02000000,  # CLONE_NEWCGROUP
+    0x04000000,  # CLONE_NEWUTS
+    0x08000000,  # CLONE_NEWIPC
+    0x10000000,  # CLONE_NEWUSER
+    0x20000000,  # CLONE_NEWPID
+    0x40000000,  # CLONE_NEWNET
+]
+ENOSYS = 38
+
+
+def seccomp_profile() -> dict[str, Any]:
+    syscalls: list[dict[str, Any]] = [
+        {"names": DENIED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+        # clone3 passes its flags in memory seccomp cannot read: make libc fall back to clone.
+        {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS},
+    ]
+    for flag in NAMESPACE_CLONE_FLAGS:
+        syscalls.append({
+            "names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+            "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}],
+        })
+    return {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64"],
+        "syscalls": syscalls,
+    }
+
+
+def bind(source: Path | str, destination: str, *, readonly: bool) -> dict[str, Any]:
+    options = ["rbind", "nosuid", "nodev"] + (["ro"] if readonly else ["rw"])
+    return {"destination": destination, "type": "bind", "source": str(source), "options": options}
+
+
+def build_config(spec: SandboxSpec, *, writable_dir: Path, run_dir: Path, agent_dir: Path,
+                 etc_overrides: dict[str, Path], cgroups_path: str,
+                 python: str = "/usr/bin/python3", nofile: int = 4096) -> dict[str, Any]:
+    limits = spec.limits
+    mounts: list[dict[str, Any]] = [
+        {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+        bind("/usr", "/usr", readonly=True),
+        bind("/etc", "/etc", readonly=True),
+    ]
+    for name, source in sorted(etc_overrides.items()):
+        mounts.append(bind(source, f"/etc/{name}", readonly=True))
+    mounts += [
+        bind(writable_dir / "workspace", "/workspace", readonly=False),
+        bind(writable_dir / "home", "/home", readonly=False),
+        bind(writable_dir / "root", "/root", readonly=False),
+        bind(writable_dir / "tmp", "/tmp", readonly=False),
+        bind(writable_dir / "var-tmp", "/var/tmp", readonly=False),
+        bind(agent_dir, AGENT_DIR, readonly=True),
+        bind(run_dir, AGENT_RUN_DIR, readonly=False),
+    ]
+    cpu_period = 100_000
+    resources: dict[str, Any] = {
+        "devices": [{"allow": False, "access": "rwm"}],
+        "memory": {"limit": limits.memory_mb * 1024 * 1024, "swap": limits.memory_mb * 1024 * 1024},
+        "pids": {"limit": limits.pids},
+        "cpu": {"shares": max(2, int(1024 * limits.cpu)), "quota": int(cpu_period * limits.cpu),
+                "period": cpu_period},
+    }
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": 0, "gid": 0},
+            "args": [python, "-S", "-E", "-B", f"{AGENT_DIR}/agent.py", f"{AGENT_RUN_DIR}/{AGENT_SOCKET_NAME}"],
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root",
+                    "LANG=C.UTF-8"],
+            "cwd": "/",
+            "capabilities": {key: AGENT_CAPABILITIES for key in ("bounding", "effective", "permitted")},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
+            "noNewPrivileges": True,
+            "oomScoreAdj": 500,
+        },
+        "root": {"path": "rootfs", "readonly": True},
+        "hostname": spec.sandbox_id[:63],
+        "mounts": mounts,
+        "linux": {
+            "uidMappings": [{"containerID": 0, "hostID": HOST_UID_BASE, "size": UID_RANGE}],
+            "gidMappings": [{"containerID": 0, "hostID": HOST_UID_BASE, "size": UID_RANGE}],
+            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "user", "cgroup")],
+            "cgroupsPath": cgroups_path,
+            "resources": resources,
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS,
+            "seccomp": seccomp_profile(),
+        },
+    }

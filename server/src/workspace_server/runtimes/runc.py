@@ -1,0 +1,200 @@
+"""The local runtime: every sandbox is an OCI bundle run by runc (Debian's package).
+
+Layout under the data dir:
+  runc/                 runc's own state (--root)
+  runtime/etc/          passwd, group and hosts seen inside every sandbox
+  sandboxes/<id>/       the bundle: config.json, rootfs/ (an empty read-only skeleton),
+                        rw/ (a size-capped tmpfs: /workspace, /home, /tmp, /root inside),
+                        run/ (the agent's socket), agent.log
+
+runc applies namespaces, the user-namespace id maps, cgroup limits, capabilities,
+no_new_privs, seccomp and the masked /proc paths; we only write the config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from workspace_server import agent as agent_package
+from workspace_server.domain.errors import RuntimeFailure
+from workspace_server.runtimes import oci_config
+from workspace_server.runtimes.base import SandboxSpec, StartedSandbox
+from workspace_server.runtimes.cgroups import sandbox_cgroup_parent
+
+log = logging.getLogger(__name__)
+
+ROOTFS_DIRS = ["usr", "etc", "proc", "dev", "sys", "tmp", "workspace", "home", "root", "run/workspace", "var/tmp", "opt/workspace-agent"]
+ROOTFS_LINKS = {"bin": "usr/bin", "lib": "usr/lib", "lib64": "usr/lib64", "sbin": "usr/sbin"}
+PASSWD = (
+    "root:x:0:0:root:/root:/bin/bash\n"
+    "user:x:1000:1000:Sandbox user:/home/user:/bin/bash\n"
+    "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+)
+GROUP = "root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n"
+HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+
+
+class RuncRuntime:
+    name = "runc"
+
+    def __init__(self, data_dir: Path, runc: str = "runc") -> None:
+        self.data_dir = data_dir
+        self.runc = runc
+        self.state_dir = data_dir / "runc"
+        self.sandboxes_dir = data_dir / "sandboxes"
+        self.etc_dir = data_dir / "runtime" / "etc"
+        self.agent_dir = Path(agent_package.__file__).resolve().parent
+        self.cgroup_parent = sandbox_cgroup_parent()
+
+    # ------------------------------------------------------------------ setup
+    def check(self) -> None:
+        if os.geteuid() != 0:
+            raise RuntimeFailure("the local runtime needs root (it runs runc to create namespaces and cgroups)")
+        if shutil.which(self.runc) is None:
+            raise RuntimeFailure(f"{self.runc} not found: install Debian's runc package (scripts/setup.sh does)")
+        if not Path("/usr/bin/python3").exists():
+            raise RuntimeFailure("/usr/bin/python3 not found: the in-sandbox agent needs Debian's python3")
+        for directory in (self.state_dir, self.sandboxes_dir, self.etc_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        for name, content in (("passwd", PASSWD), ("group", GROUP), ("hosts", HOSTS)):
+            (self.etc_dir / name).write_text(content)
+
+    # ------------------------------------------------------------------ helpers
+    def _bundle(self, sandbox_id: str) -> Path:
+        return self.sandboxes_dir / sandbox_id
+
+    def agent_socket(self, sandbox_id: str) -> Path:
+        return self._bundle(sandbox_id) / "run" / oci_config.AGENT_SOCKET_NAME
+
+    async def _runc(self, *args: str, check: bool = True) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            self.runc, "--root", str(self.state_dir), *args,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        text = out.decode(errors="replace").strip()
+        if check and proc.returncode != 0:
+            raise RuntimeFailure(f"runc {args[0]} failed: {text}")
+        return proc.returncode or 0, text
+
+    @staticmethod
+    async def _run(*argv: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await proc.communicate()
+        return proc.returncode or 0, out.decode(errors="replace").strip()
+
+    def _prepare_bundle(self, spec: SandboxSpec) -> Path:
+        bundle = self._bundle(spec.sandbox_id)
+        rootfs = bundle / "rootfs"
+        for directory in ROOTFS_DIRS:
+            (rootfs / directory).mkdir(parents=True, exist_ok=True)
+        for link, target in ROOTFS_LINKS.items():
+            (rootfs / link).symlink_to(target)
+        run_dir = bundle / "run"
+        run_dir.mkdir(mode=0o700)
+        os.chown(run_dir, oci_config.HOST_UID_BASE, oci_config.HOST_UID_BASE)
+        (bundle / "rw").mkdir()
+        return bundle
+
+    @staticmethod
+    def _populate_writable(rw: Path) -> None:
+        root = oci_config.HOST_UID_BASE
+        user = oci_config.HOST_UID_BASE + oci_config.SANDBOX_UID
+        layout = [
+            ("workspace", 0o755, user), ("home", 0o755, root), ("home/user", 0o755, user),
+            ("root", 0o700, root), ("tmp", 0o1777, root), ("var-tmp", 0o1777, root),
+        ]
+        for name, mode, owner in layout:
+            path = rw / name
+            path.mkdir()
+            os.chown(path, owner, owner)
+            os.chmod(path, mode)
+
+    # ------------------------------------------------------------------ Runtime
+    async def start(self, spec: SandboxSpec) -> StartedSandbox:
+        bundle = await asyncio.to_thread(self._prepare_bundle, spec)
+        rw = bundle / "rw"
+        try:
+            code, out = await self._run(
+                "mount", "-t", "tmpfs", "-o",
+                f"size={spec.limits.disk_mb}m,mode=0755,nosuid,nodev,"
+                f"uid={oci_config.HOST_UID_BASE},gid={oci_config.HOST_UID_BASE}",
+                f"ws-{spec.sandbox_id}", str(rw),
+            )
+            if code != 0:
+                raise RuntimeFailure(f"could not mount the sandbox's disk: {out}")
+            await asyncio.to_thread(self._populate_writable, rw)
+            config = oci_config.build_config(
+                spec, writable_dir=rw, run_dir=bundle / "run", agent_dir=self.agent_dir,
+                etc_overrides={name: self.etc_dir / name for name in ("passwd", "group", "hosts")},
+                cgroups_path=f"{self.cgroup_parent}/{spec.sandbox_id}",
+            )
+            (bundle / "config.json").write_text(json.dumps(config))
+            pid_file = bundle / "init.pid"
+            with open(bundle / "agent.log", "ab") as agent_log:
+                proc = await asyncio.create_subprocess_exec(
+                    self.runc, "--root", str(self.state_dir), "run", "--detach", "--bundle", str(bundle),
+                    "--pid-file", str(pid_file), spec.sandbox_id,
+                    stdin=asyncio.subprocess.DEVNULL, stdout=agent_log, stderr=agent_log,
+                )
+                await proc.wait()
+            if proc.returncode != 0:
+                tail = (bundle / "agent.log").read_text(errors="replace")[-2000:]
+                raise RuntimeFailure(f"runc could not start the sandbox: {tail.strip()}")
+            host_pid = int(pid_file.read_text().strip())
+        except BaseException:
+            await asyncio.shield(self.destroy(spec.sandbox_id))
+            raise
+        return StartedSandbox(spec.sandbox_id, self.agent_socket(spec.sandbox_id), host_pid)
+
+    async def destroy(self, sandbox_id: str) -> None:
+        bundle = self._bundle(sandbox_id)
+        code, out = await self._runc("delete", "--force", sandbox_id, check=False)
+        if code != 0 and "does not exist" not in out and "not exist" not in out:
+            log.warning("runc delete %s: %s", sandbox_id, out)
+        rw = bundle / "rw"
+        if os.path.ismount(rw):
+            code, out = await self._run("umount", str(rw))
+            if code != 0:
+                await self._run("umount", "--lazy", str(rw))
+        await asyncio.to_thread(shutil.rmtree, bundle, True)
+        self._remove_cgroups(sandbox_id)
+
+    def _remove_cgroups(self, sandbox_id: str) -> None:
+        for controller in ("memory", "pids", "cpu,cpuacct", "cpu", "cpuacct", "blkio", "devices", "freezer",
+                           "cpuset", "net_cls,net_prio", "perf_event", "hugetlb", "systemd", "unified"):
+            path = Path("/sys/fs/cgroup") / controller / self.cgroup_parent.lstrip("/") / sandbox_id
+            if path.is_dir():
+                try:
+                    path.rmdir()
+                except OSError as exc:
+                    log.warning("could not remove cgroup %s: %s", path, exc)
+
+    async def running(self, sandbox_id: str) -> StartedSandbox | None:
+        code, out = await self._runc("state", sandbox_id, check=False)
+        if code != 0:
+            return None
+        try:
+            state = json.loads(out)
+        except ValueError:
+            return None
+        if state.get("status") != "running":
+            return None
+        return StartedSandbox(sandbox_id, self.agent_socket(sandbox_id), int(state.get("pid", 0)))
+
+    async def list_ids(self) -> list[str]:
+        ids = {p.name for p in self.sandboxes_dir.iterdir()} if self.sandboxes_dir.is_dir() else set()
+        code, out = await self._runc("list", "--format", "json", check=False)
+        if code == 0 and out and out != "null":
+            try:
+                ids.update(entry["id"] for entry in json.loads(out))
+            except (ValueError, KeyError, TypeError):
+                pass
+        return sorted(ids)

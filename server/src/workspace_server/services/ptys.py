@@ -1,0 +1,137 @@
+"""Interactive terminals. A PTY outlives the WebSocket that opened it: clients detach
+and re-attach by id, and get the last output replayed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from workspace_server.agent import wire
+from workspace_server.agent_link.connection import AgentDisconnected, AgentStream
+from workspace_server.domain.errors import InvalidRequest, PtyNotFound
+from workspace_server.services.processes import ProcessService, RunCommand
+from workspace_server.services.sandboxes import SandboxService
+
+SCROLLBACK = 64 * 1024
+SUBSCRIBER_QUEUE = 1024
+MAX_DIMENSION = 1000
+
+# What subscribers receive: ("data", bytes) | ("exit", int) | ("error", message)
+PtyEvent = tuple[str, Any]
+
+
+@dataclass
+class PtySession:
+    pty_id: str
+    sandbox_id: str
+    pid: int
+    cols: int
+    rows: int
+    stream: AgentStream
+    scrollback: bytearray = field(default_factory=bytearray)
+    subscribers: set[asyncio.Queue[PtyEvent]] = field(default_factory=set)
+    pump: asyncio.Task[None] | None = None
+
+    def info(self) -> dict[str, Any]:
+        return {"pty_id": self.pty_id, "pid": self.pid, "cols": self.cols, "rows": self.rows}
+
+
+def check_size(cols: int, rows: int) -> None:
+    if not (1 <= cols <= MAX_DIMENSION and 1 <= rows <= MAX_DIMENSION):
+        raise InvalidRequest(f"cols and rows must be between 1 and {MAX_DIMENSION}", field="cols")
+
+
+class PtyService:
+    def __init__(self, sandboxes: SandboxService, processes: ProcessService) -> None:
+        self.sandboxes = sandboxes
+        self.processes = processes
+        self._sessions: dict[str, PtySession] = {}
+        sandboxes.on_sandbox_gone(self._sandbox_gone)
+
+    async def create(self, sandbox_id: str, cols: int, rows: int, shell: str | None) -> PtySession:
+        check_size(cols, rows)
+        command = RunCommand(command=shell or "/bin/bash", args=["-l"] if not shell else [])
+        stream, pid = await self.processes._spawn(sandbox_id, command, pty={"cols": cols, "rows": rows})
+        session = PtySession("pty-" + secrets.token_hex(6), sandbox_id, pid, cols, rows, stream)
+        self._sessions[session.pty_id] = session
+        session.pump = asyncio.get_running_loop().create_task(self._pump(session))
+        return session
+
+    def get(self, sandbox_id: str, pty_id: str) -> PtySession:
+        self.sandboxes.get(sandbox_id)
+        session = self._sessions.get(pty_id)
+        if session is None or session.sandbox_id != sandbox_id:
+            raise PtyNotFound(pty_id)
+        return session
+
+    def list(self, sandbox_id: str) -> list[dict[str, Any]]:
+        self.sandboxes.get(sandbox_id)
+        return [s.info() for s in self._sessions.values() if s.sandbox_id == sandbox_id]
+
+    def subscribe(self, session: PtySession) -> tuple[asyncio.Queue[PtyEvent], bytes]:
+        queue: asyncio.Queue[PtyEvent] = asyncio.Queue(SUBSCRIBER_QUEUE)
+        session.subscribers.add(queue)
+        return queue, bytes(session.scrollback)
+
+    @staticmethod
+    def unsubscribe(session: PtySession, queue: asyncio.Queue[PtyEvent]) -> None:
+        session.subscribers.discard(queue)
+
+    async def write(self, session: PtySession, data: bytes) -> None:
+        with contextlib.suppress(AgentDisconnected):
+            await session.stream.send_data(data)
+
+    async def resize(self, session: PtySession, cols: int, rows: int) -> None:
+        check_size(cols, rows)
+        session.cols, session.rows = cols, rows
+        with contextlib.suppress(AgentDisconnected):
+            await session.stream.send_message({"type": "resize", "cols": cols, "rows": rows})
+
+    async def kill(self, session: PtySession) -> None:
+        with contextlib.suppress(AgentDisconnected):
+            await session.stream.send_message({"type": "kill", "signal": 9})
+
+    async def _pump(self, session: PtySession) -> None:
+        final: PtyEvent = ("error", "the pty ended without an exit status")
+        try:
+            while True:
+                kind, payload = await session.stream.recv()
+                if kind == wire.OUT:
+                    session.scrollback += payload
+                    del session.scrollback[:-SCROLLBACK]
+                    self._publish(session, ("data", payload))
+                elif kind == wire.MSG and payload.get("type") == "exit":
+                    final = ("exit", int(payload["code"]))
+                    break
+                elif kind == wire.CLOSE:
+                    break
+        except AgentDisconnected:
+            final = ("error", "the sandbox agent disconnected")
+        finally:
+            self._sessions.pop(session.pty_id, None)
+            session.stream.close()
+            self._publish(session, final, last=True)
+
+    @staticmethod
+    def _publish(session: PtySession, event: PtyEvent, last: bool = False) -> None:
+        for queue in list(session.subscribers):
+            if last:
+                # Room is made for the final event so a slow client still learns the end.
+                while queue.full():
+                    queue.get_nowait()
+            try:
+                queue.put_nowait(event)
+            except asyncio.QueueFull:
+                # A client this far behind is dropped; it can re-attach and get the scrollback.
+                session.subscribers.discard(queue)
+                queue.get_nowait()
+                queue.put_nowait(("error", "client too slow: detached; re-attach to continue"))
+
+    def _sandbox_gone(self, sandbox_id: str) -> None:
+        for session in [s for s in self._sessions.values() if s.sandbox_id == sandbox_id]:
+            self._sessions.pop(session.pty_id, None)
+            if session.pump is not None:
+                session.pump.cancel()

@@ -1,0 +1,375 @@
+"""Sandbox lifecycle: create (from the warm pool when it can), get, list, delete, expiry,
+and what a server restart does to sandboxes that were running (re-adopt or report)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+
+from workspace_server.agent_link.connection import AgentConnection, AgentDisconnected
+from workspace_server.config import Settings
+from workspace_server.domain.errors import (
+    AgentNotConnected,
+    InvalidRequest,
+    ResourceExhausted,
+    RuntimeFailure,
+    SandboxNotFound,
+    SandboxNotRunning,
+    ShuttingDown,
+    WorkspaceError,
+)
+from workspace_server.domain.models import ResourceLimits, Sandbox, SandboxState
+from workspace_server.domain.templates import TemplateRegistry
+from workspace_server.metrics import Metrics
+from workspace_server.runtimes.base import Runtime, SandboxSpec
+from workspace_server.store.sqlite import SandboxStore
+
+log = logging.getLogger(__name__)
+
+EXPIRY_TICK = 0.1
+AGENT_LOST = "the sandbox agent disconnected: the sandbox's init exited or was killed"
+AGENT_LOST_ON_RESTART = "the sandbox agent did not survive the server restart"
+STARTING_ON_RESTART = "the server restarted while the sandbox was starting"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class CreateRequest:
+    template: str | None = None
+    name: str | None = None
+    env: dict[str, str] | None = None
+    metadata: dict[str, str] | None = None
+    timeout: int | None = None
+    cpu: float | None = None
+    memory_mb: int | None = None
+    pids: int | None = None
+    disk_mb: int | None = None
+    network: bool | None = None
+
+
+@dataclass
+class Warm:
+    """A started sandbox with its agent connected, not yet handed to anyone."""
+
+    sandbox_id: str
+    template: str
+    connection: AgentConnection
+    host_pid: int
+
+
+class SandboxService:
+    def __init__(self, settings: Settings, store: SandboxStore, runtime: Runtime,
+                 templates: TemplateRegistry, metrics: Metrics) -> None:
+        self.settings = settings
+        self.store = store
+        self.runtime = runtime
+        self.templates = templates
+        self.metrics = metrics
+        self._connections: dict[str, AgentConnection] = {}
+        self._records: dict[str, Sandbox] = {}
+        self._deleting: set[str] = set()
+        self._pool: dict[str, list[Warm]] = {name: [] for name in templates.names()}
+        self._pool_filling: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._on_sandbox_gone: list[Callable[[str], None]] = []
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        await self._recover()
+        self._spawn(self._expiry_loop())
+        for template in self._pool:
+            self._refill(template)
+
+    async def shutdown(self) -> None:
+        """Stop background work and drop warm sandboxes; user sandboxes keep running and
+        are re-adopted by the next server on this data dir."""
+        self._closing = True
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+        warm = [w for pool in self._pool.values() for w in pool]
+        for pool in self._pool.values():
+            pool.clear()
+        await asyncio.gather(*(self._discard_warm(w) for w in warm), return_exceptions=True)
+        for connection in list(self._connections.values()):
+            await connection.close()
+        self._connections.clear()
+
+    def on_sandbox_gone(self, callback: Callable[[str], None]) -> None:
+        self._on_sandbox_gone.append(callback)
+
+    def _spawn(self, coroutine: object) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ queries
+    def get(self, sandbox_id: str) -> Sandbox:
+        record = self._records.get(sandbox_id) or self.store.get(sandbox_id)
+        if record is None:
+            raise SandboxNotFound(sandbox_id)
+        return record
+
+    def list(self, state: SandboxState | None = None) -> list[Sandbox]:
+        return self.store.list(state)
+
+    def connection(self, sandbox_id: str) -> AgentConnection:
+        """The live agent link of a running sandbox, or the error that says why not."""
+        connection = self._connections.get(sandbox_id)
+        if connection is not None and connection.alive:
+            return connection
+        record = self.get(sandbox_id)
+        if record.state == SandboxState.ERROR:
+            raise AgentNotConnected(sandbox_id, record.error_message or "the sandbox agent is not connected")
+        if record.state != SandboxState.RUNNING:
+            raise SandboxNotRunning(sandbox_id, record.state.value)
+        raise AgentNotConnected(sandbox_id)
+
+    # ------------------------------------------------------------------ create
+    def _limits(self, request: CreateRequest) -> ResourceLimits:
+        default, maximum = self.settings.default_limits, self.settings.max_limits
+        limits = ResourceLimits(
+            cpu=request.cpu if request.cpu is not None else default.cpu,
+            memory_mb=request.memory_mb if request.memory_mb is not None else default.memory_mb,
+            pids=request.pids if request.pids is not None else default.pids,
+            disk_mb=request.disk_mb if request.disk_mb is not None else default.disk_mb,
+        )
+        for field_name, low in (("cpu", 0.05), ("memory_mb", 32), ("pids", 8), ("disk_mb", 8)):
+            value, high = getattr(limits, field_name), getattr(maximum, field_name)
+            if not low <= value <= high:
+                raise InvalidRequest(f"{field_name} must be between {low} and {high}", field=field_name)
+        return limits
+
+    async def create(self, request: CreateRequest) -> Sandbox:
+        if self._closing:
+            raise ShuttingDown("the server is shutting down")
+        template = self.templates.get(request.template)
+        limits = self._limits(request)
+        network = bool(request.network)
+        if request.timeout is not None and request.timeout <= 0:
+            raise InvalidRequest("timeout must be a positive number of seconds", field="timeout")
+        live = sum(1 for r in self._records.values() if r.state in (SandboxState.STARTING, SandboxState.RUNNING))
+        if live >= self.settings.max_sandboxes:
+            raise ResourceExhausted(f"the server already runs {live} sandboxes (max_sandboxes)")
+        started = time.perf_counter()
+        timeout = request.timeout if request.timeout is not None else self.settings.default_timeout
+        stamp = now_iso()
+        record = Sandbox(
+            id="", template=template.name, state=SandboxState.STARTING, created_at=stamp, updated_at=stamp,
+            limits=limits, network=network, name=request.name, env=dict(request.env or {}),
+            metadata=dict(request.metadata or {}), timeout=timeout,
+        )
+        warm = self._claim_warm(template.name) if limits == self.settings.default_limits and not network else None
+        if warm is not None:
+            record = replace(record, id=warm.sandbox_id, host_pid=warm.host_pid)
+            self._adopt(record, warm.connection)
+        else:
+            record = await self._start_cold(replace(record, id=new_sandbox_id()), template.name)
+        record = self._mark_running(record)
+        self.metrics.create_seconds.labels(source="pool" if warm else "cold").observe(time.perf_counter() - started)
+        return record
+
+    async def _start_cold(self, record: Sandbox, template_name: str) -> Sandbox:
+        self._records[record.id] = record
+        self.store.put(record)
+        spec = SandboxSpec(record.id, self.templates.get(template_name), record.limits, record.network)
+        try:
+            started = await self.runtime.start(spec)
+            connection = await AgentConnection.connect(
+                str(started.agent_socket), self.settings.agent_connect_timeout, self._disconnect_handler(record.id))
+        except BaseException as exc:
+            self._records.pop(record.id, None)
+            self.store.delete(record.id)
+            await asyncio.shield(self.runtime.destroy(record.id))
+            if isinstance(exc, AgentDisconnected):
+                raise RuntimeFailure(f"sandbox {record.id} started but its agent never answered") from exc
+            raise
+        record = replace(record, host_pid=started.host_pid)
+        self._connections[record.id] = connection
+        return record
+
+    def _adopt(self, record: Sandbox, connection: AgentConnection) -> None:
+        connection._on_disconnect = self._disconnect_handler(record.id)
+        self._connections[record.id] = connection
+
+    def _mark_running(self, record: Sandbox) -> Sandbox:
+        expires_at = time.time() + record.timeout if record.timeout else None
+        record = replace(record, state=SandboxState.RUNNING, updated_at=now_iso(), expires_at=expires_at)
+        self._records[record.id] = record
+        self.store.put(record)
+        return record
+
+    # ------------------------------------------------------------------ warm pool
+    def _claim_warm(self, template: str) -> Warm | None:
+        pool = self._pool.get(template, [])
+        while pool:
+            warm = pool.pop()
+            self._refill(template)
+            if warm.connection.alive:
+                return warm
+            self._spawn(self._discard_warm(warm))
+        self._refill(template)
+        return None
+
+    def _refill(self, template: str) -> None:
+        if self._closing or self.settings.pool_size <= 0 or template in self._pool_filling:
+            return
+        self._pool_filling.add(template)
+        self._spawn(self._fill_pool(template))
+
+    async def _fill_pool(self, template: str) -> None:
+        try:
+            while not self._closing and len(self._pool[template]) < self.settings.pool_size:
+                sandbox_id = new_sandbox_id()
+                spec = SandboxSpec(sandbox_id, self.templates.get(template), self.settings.default_limits, False)
+                try:
+                    started = await self.runtime.start(spec)
+                    connection = await AgentConnection.connect(
+                        str(started.agent_socket), self.settings.agent_connect_timeout)
+                except (WorkspaceError, AgentDisconnected, OSError) as exc:
+                    log.warning("warm pool for %s: could not start a sandbox: %s", template, exc)
+                    await self.runtime.destroy(sandbox_id)
+                    await asyncio.sleep(1.0)
+                    continue
+                self._pool[template].append(Warm(sandbox_id, template, connection, started.host_pid))
+                self.metrics.pool_size.labels(template=template).set(len(self._pool[template]))
+        finally:
+            self._pool_filling.discard(template)
+            self.metrics.pool_size.labels(template=template).set(len(self._pool[template]))
+
+    async def _discard_warm(self, warm: Warm) -> None:
+        await warm.connection.close()
+        await self.runtime.destroy(warm.sandbox_id)
+
+    # ------------------------------------------------------------------ agent loss
+    def _disconnect_handler(self, sandbox_id: str):  # type: ignore[no-untyped-def]
+        async def lost() -> None:
+            self.metrics.agent_disconnects.inc()
+            self._connections.pop(sandbox_id, None)
+            if sandbox_id in self._deleting or self._closing:
+                return
+            record = self._records.get(sandbox_id)
+            if record is None:
+                return
+            log.warning("sandbox %s: %s", sandbox_id, AGENT_LOST)
+            self._set_state(record, SandboxState.ERROR, AGENT_LOST)
+
+        return lost
+
+    def _set_state(self, record: Sandbox, state: SandboxState, message: str | None = None) -> Sandbox:
+        record = record.with_state(state, now_iso(), message)
+        self._records[record.id] = record
+        self.store.put(record)
+        return record
+
+    # ------------------------------------------------------------------ delete / expiry
+    async def delete(self, sandbox_id: str, force: bool = False) -> None:
+        record = self.get(sandbox_id)
+        await self._stop(record, force=force, keep_record=False)
+
+    async def _stop(self, record: Sandbox, *, force: bool, keep_record: bool) -> None:
+        sandbox_id = record.id
+        if sandbox_id in self._deleting:
+            while sandbox_id in self._deleting:  # someone else is already stopping it
+                await asyncio.sleep(0.01)
+            if not keep_record:
+                self.store.delete(sandbox_id)
+                self._records.pop(sandbox_id, None)
+            return
+        self._deleting.add(sandbox_id)
+        try:
+            if record.state in (SandboxState.RUNNING, SandboxState.STARTING):
+                record = self._set_state(record, SandboxState.STOPPING)
+            connection = self._connections.pop(sandbox_id, None)
+            if connection is not None:
+                if not force and connection.alive:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(connection.request({"op": "shutdown", "grace": 2.0}), 3.0)
+                await connection.close()
+            for callback in self._on_sandbox_gone:
+                callback(sandbox_id)
+            await asyncio.shield(self.runtime.destroy(sandbox_id))
+            if keep_record:
+                self._set_state(record, SandboxState.STOPPED, record.error_message)
+            else:
+                self.store.delete(sandbox_id)
+                self._records.pop(sandbox_id, None)
+        finally:
+            self._deleting.discard(sandbox_id)
+
+    async def _expiry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_TICK)
+            now = time.time()
+            for record in list(self._records.values()):
+                if record.id in self._deleting:
+                    continue
+                if record.expires_at is not None and record.expires_at <= now and record.state in (
+                        SandboxState.RUNNING, SandboxState.ERROR):
+                    log.info("sandbox %s reached its timeout; stopping it", record.id)
+                    self._spawn(self._stop(record, force=True, keep_record=True))
+                elif record.state == SandboxState.STOPPED and now - _epoch(record.updated_at) > \
+                        self.settings.stopped_retention_seconds:
+                    self.store.delete(record.id)
+                    self._records.pop(record.id, None)
+
+    # ------------------------------------------------------------------ restart
+    async def _recover(self) -> None:
+        """Re-adopt sandboxes that outlived the previous server; report the rest."""
+        known = {record.id: record for record in self.store.list()}
+        for record in known.values():
+            self._records[record.id] = record
+            if record.state in (SandboxState.STOPPED, SandboxState.ERROR):
+                continue
+            if record.state == SandboxState.STOPPING:
+                await self._stop(record, force=True, keep_record=False)
+                continue
+            if record.state == SandboxState.STARTING:
+                self._set_state(record, SandboxState.ERROR, STARTING_ON_RESTART)
+                await self.runtime.destroy(record.id)
+                continue
+            started = await self.runtime.running(record.id)
+            connection = None
+            if started is not None:
+                with contextlib.suppress(AgentDisconnected, OSError):
+                    connection = await AgentConnection.connect(
+                        str(started.agent_socket), 2.0, self._disconnect_handler(record.id))
+            if connection is None:
+                self._set_state(record, SandboxState.ERROR, AGENT_LOST_ON_RESTART)
+                await self.runtime.destroy(record.id)
+                continue
+            self._connections[record.id] = connection
+            log.info("re-adopted sandbox %s", record.id)
+        for sandbox_id in await self.runtime.list_ids():
+            if sandbox_id not in known or known[sandbox_id].state in (SandboxState.STOPPED, SandboxState.ERROR):
+                if sandbox_id not in self._connections:
+                    await self.runtime.destroy(sandbox_id)
+
+    def counts_by_state(self) -> dict[str, int]:
+        counts = {state.value: 0 for state in SandboxState}
+        for record in self._records.values():
+            counts[record.state.value] += 1
+        return counts
+
+    def warm_count(self) -> int:
+        return sum(len(pool) for pool in self._pool.values())
+
+
+def new_sandbox_id() -> str:
+    return "sbx-" + secrets.token_hex(8)
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()

@@ -1,0 +1,116 @@
+"""Sandbox state in SQLite (WAL mode), under the data dir. Survives restarts.
+
+Calls are short and local, so they run inline on the event loop; one connection is
+shared and serialised by a lock.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from workspace_server.domain.errors import StorageError
+from workspace_server.domain.models import ResourceLimits, Sandbox, SandboxState
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sandboxes (
+    id TEXT PRIMARY KEY,
+    template TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    name TEXT,
+    env TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    timeout INTEGER,
+    expires_at REAL,
+    error_message TEXT,
+    cpu REAL NOT NULL,
+    memory_mb INTEGER NOT NULL,
+    pids INTEGER NOT NULL,
+    disk_mb INTEGER NOT NULL,
+    network INTEGER NOT NULL,
+    host_pid INTEGER
+);
+CREATE INDEX IF NOT EXISTS sandboxes_state ON sandboxes(state);
+"""
+
+COLUMNS = ["id", "template", "state", "created_at", "updated_at", "name", "env", "metadata", "timeout",
+           "expires_at", "error_message", "cpu", "memory_mb", "pids", "disk_mb", "network", "host_pid"]
+
+
+def _to_row(sandbox: Sandbox) -> tuple[Any, ...]:
+    return (
+        sandbox.id, sandbox.template, sandbox.state.value, sandbox.created_at, sandbox.updated_at,
+        sandbox.name, json.dumps(sandbox.env), json.dumps(sandbox.metadata), sandbox.timeout,
+        sandbox.expires_at, sandbox.error_message, sandbox.limits.cpu, sandbox.limits.memory_mb,
+        sandbox.limits.pids, sandbox.limits.disk_mb, int(sandbox.network), sandbox.host_pid,
+    )
+
+
+def _from_row(row: sqlite3.Row) -> Sandbox:
+    return Sandbox(
+        id=row["id"], template=row["template"], state=SandboxState(row["state"]),
+        created_at=row["created_at"], updated_at=row["updated_at"], name=row["name"],
+        env=json.loads(row["env"]), metadata=json.loads(row["metadata"]), timeout=row["timeout"],
+        expires_at=row["expires_at"], error_message=row["error_message"],
+        limits=ResourceLimits(cpu=row["cpu"], memory_mb=row["memory_mb"], pids=row["pids"],
+                              disk_mb=row["disk_mb"]),
+        network=bool(row["network"]), host_pid=row["host_pid"],
+    )
+
+
+class SandboxStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            self._db.row_factory = sqlite3.Row
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"cannot open the state database {path}: {exc}") from exc
+
+    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    rows = self._db.execute(sql, params).fetchall()
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                return rows
+            except sqlite3.Error as exc:
+                raise StorageError(f"state database error: {exc}") from exc
+
+    def put(self, sandbox: Sandbox) -> None:
+        placeholders = ",".join("?" * len(COLUMNS))
+        self._execute(f"INSERT OR REPLACE INTO sandboxes ({','.join(COLUMNS)}) VALUES ({placeholders})",
+                      _to_row(sandbox))
+
+    def get(self, sandbox_id: str) -> Sandbox | None:
+        rows = self._execute("SELECT * FROM sandboxes WHERE id = ?", (sandbox_id,))
+        return _from_row(rows[0]) if rows else None
+
+    def list(self, state: SandboxState | None = None) -> list[Sandbox]:
+        if state is None:
+            rows = self._execute("SELECT * FROM sandboxes ORDER BY created_at")
+        else:
+            rows = self._execute("SELECT * FROM sandboxes WHERE state = ? ORDER BY created_at", (state.value,))
+        return [_from_row(row) for row in rows]
+
+    def delete(self, sandbox_id: str) -> None:
+        self._execute("DELETE FROM sandboxes WHERE id = ?", (sandbox_id,))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
