@@ -4,88 +4,23 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-@dataclass
-class LiveServer:
-    url: str
-    api_key: str | None
-    data_dir: Path
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def workspace_command() -> list[str]:
-    exe = Path(sys.executable).with_name("workspace")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "workspace_server"]
-
-
-def start_server(data_dir: Path, api_key: str | None = None, extra: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> LiveServer:
-    port = free_port()
-    log_path = data_dir.with_suffix(".log")
-    cmd = workspace_command() + ["serve", "--host", "127.0.0.1", "--port", str(port),
-                                 "--data-dir", str(data_dir)]
-    if api_key:
-        cmd += ["--api-key", api_key]
-    cmd += extra or []
-    full_env = {**os.environ, **(env or {})}
-    full_env.pop("WORKSPACE_API_KEY", None)
-    log = open(log_path, "ab")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return LiveServer(url, api_key, data_dir, proc, log_path)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"server did not become healthy:\n{log_path.read_text()}")
-
-
-def stop_server(server: LiveServer, sig: int = signal.SIGTERM) -> None:
-    if server.process.poll() is None:
-        server.process.send_signal(sig)
-        try:
-            server.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
+from tests.support.live_server import LiveServer, start_server, stop_server
 
 
 @pytest.fixture(scope="session")
 def workspace_server() -> Iterator[LiveServer]:
     """One live server for the whole session (no API key)."""
     root = Path(tempfile.mkdtemp(prefix="ws-test-"))
+    root.chmod(0o755)  # sandboxes run as an unprivileged uid that must reach the data dir
     server = start_server(root / "data")
     os.environ["WORKSPACE_API_URL"] = server.url
     try:
@@ -98,3 +33,20 @@ def workspace_server() -> Iterator[LiveServer]:
 @pytest.fixture
 def server_url(workspace_server: LiveServer) -> str:
     return workspace_server.url
+
+
+@pytest.fixture
+def api(workspace_server: LiveServer) -> Iterator[httpx.Client]:
+    """A plain HTTP client on /api/v1 of the shared live server."""
+    with httpx.Client(base_url=workspace_server.url + "/api/v1", timeout=60) as client:
+        yield client
+
+
+@pytest.fixture
+def sandbox(api: httpx.Client) -> Iterator[dict[str, Any]]:
+    """A fresh running sandbox, force-deleted afterwards."""
+    response = api.post("/sandboxes", json={})
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    yield created
+    api.delete(f"/sandboxes/{created['id']}", params={"force": "true"})

@@ -61,6 +61,15 @@ class RuncRuntime:
             raise RuntimeFailure("/usr/bin/python3 not found: the in-sandbox agent needs Debian's python3")
         for directory in (self.state_dir, self.sandboxes_dir, self.etc_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        # Sandbox roots run as an unprivileged host uid, which must be able to walk down
+        # to the bundle: the data dir and every directory above it need the x bit for others.
+        for directory in (self.data_dir, self.sandboxes_dir, self.etc_dir.parent, self.etc_dir):
+            os.chmod(directory, os.stat(directory).st_mode | 0o011)
+        for ancestor in self.data_dir.resolve().parents:
+            if not os.stat(ancestor).st_mode & 0o001:
+                raise RuntimeFailure(
+                    f"{ancestor} is not searchable by other users (chmod o+x it), so sandboxes cannot "
+                    f"reach their root under {self.data_dir}; or choose a --data-dir elsewhere")
         for name, content in (("passwd", PASSWD), ("group", GROUP), ("hosts", HOSTS)):
             (self.etc_dir / name).write_text(content)
 
