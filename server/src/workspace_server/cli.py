@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -23,7 +23,7 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to bind")] = 8080,
     data_dir: Annotated[Path, typer.Option(envvar="WORKSPACE_DATA_DIR", help="State and sandboxes")] = Path(
         "/var/lib/workspace"),
-    api_key: Annotated[Optional[str], typer.Option(envvar="WORKSPACE_API_KEY", help="Required API key")] = None,  # noqa: UP007
+    api_key: Annotated[str | None, typer.Option(envvar="WORKSPACE_API_KEY", help="Required API key")] = None,
     pool_size: Annotated[int, typer.Option(envvar="WORKSPACE_POOL_SIZE", help="Warm sandboxes per template")] = 2,
     max_sandboxes: Annotated[int, typer.Option(envvar="WORKSPACE_MAX_SANDBOXES")] = 500,
     default_cpu: Annotated[float, typer.Option(envvar="WORKSPACE_DEFAULT_CPU")] = 1.0,
@@ -62,7 +62,7 @@ def serve(
 
 
 @app.command()
-def openapi(output: Annotated[Optional[Path], typer.Option(help="Write here instead of stdout")] = None) -> None:  # noqa: UP007
+def openapi(output: Annotated[Path | None, typer.Option(help="Write here instead of stdout")] = None) -> None:
     """Print the OpenAPI document of the REST API."""
     from workspace_server.api.app import create_app
 

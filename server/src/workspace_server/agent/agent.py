@@ -30,10 +30,13 @@ import termios
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import wire  # noqa: E402  (lives beside this file, inside the sandbox too)
+if TYPE_CHECKING:
+    from workspace_server.agent import wire
+else:  # inside a sandbox there is no package: wire.py lives beside this file
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import wire
 
 EXIT_DRAIN_GRACE = 0.1  # seconds to keep reading output after the process exited
 LIST_BATCH = 500
@@ -89,7 +92,9 @@ class Reaper:
         self._have_children = threading.Event()
         threading.Thread(target=self._run, name="reaper", daemon=True).start()
 
-    def spawn(self, start: Callable[[], "subprocess.Popen[bytes]"], on_exit: Callable[[int], None]) -> "subprocess.Popen[bytes]":
+    def spawn(
+        self, start: Callable[[], "subprocess.Popen[bytes]"], on_exit: Callable[[int], None]
+    ) -> "subprocess.Popen[bytes]":
         with self.spawn_lock:
             proc = start()
             self._watchers[proc.pid] = on_exit
@@ -446,7 +451,9 @@ class Agent:
         if pty:
             master_fd, slave_fd = os.openpty()
             set_winsize(slave_fd, int(pty.get("cols", 80)), int(pty.get("rows", 24)))
-            stdio: Dict[str, Any] = {"stdin": slave_fd, "stdout": slave_fd, "stderr": slave_fd, "preexec_fn": set_controlling_tty}
+            stdio: Dict[str, Any] = {
+                "stdin": slave_fd, "stdout": slave_fd, "stderr": slave_fd, "preexec_fn": set_controlling_tty,
+            }
         else:
             stdio = {
                 "stdin": subprocess.PIPE if want_stdin else subprocess.DEVNULL,
@@ -498,7 +505,11 @@ class Agent:
             readers.append(self._start_reader(stream, process, process.proc.stdout.fileno(), wire.OUT))
             readers.append(self._start_reader(stream, process, process.proc.stderr.fileno(), wire.ERR))
             stdin_fd = process.proc.stdin.fileno() if want_stdin and process.proc.stdin else None
-        writer = StdinWriter(stream, stdin_fd, close_after=process.master_fd is None) if stdin_fd is not None else None
+        writer = None
+        if stdin_fd is not None:
+            # A pipe is closed at "eof"; a pty's master stays open for its output.
+            closer = process.proc.stdin.close if process.master_fd is None and process.proc.stdin else None
+            writer = StdinWriter(stream, stdin_fd, closer)
 
         timed_out = False
         timer: Optional[threading.Timer] = None
@@ -533,10 +544,11 @@ class Agent:
             reader.join()
         if writer is not None:
             writer.put(None)
+            writer.thread.join(1.0)
         for pipe in (process.proc.stdin, process.proc.stdout, process.proc.stderr):
             if pipe is not None:
                 pipe.close()
-        if process.master_fd is not None and writer is None:
+        if process.master_fd is not None:
             os.close(process.master_fd)
         process.proc.returncode = process.exit_code  # keeps Popen from waiting on a reaped pid
         with self.lock:
@@ -719,13 +731,13 @@ class StdinWriter:
     """Feeds a process's stdin from its own thread, so a process that never reads its
     stdin cannot block the stream's control loop (kill, resize)."""
 
-    def __init__(self, stream: Stream, fd: int, close_after: bool) -> None:
+    def __init__(self, stream: Stream, fd: int, close: Optional[Callable[[], None]]) -> None:
         self.stream = stream
         self.fd = fd
-        self.close_after = close_after
+        self.close = close
         self.queue: "queue.Queue[Optional[bytes]]" = queue.Queue()
-        self.done = False
-        threading.Thread(target=self._run, daemon=True).start()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
 
     def put(self, data: Optional[bytes]) -> None:
         self.queue.put(data)
@@ -742,10 +754,9 @@ class StdinWriter:
             except OSError:
                 pass  # the process closed its stdin; later data is dropped
             self.stream.grant(len(data))
-        if not self.done:
-            self.done = True
+        if self.close is not None:
             try:
-                os.close(self.fd)
+                self.close()
             except OSError:
                 pass
 
@@ -783,6 +794,7 @@ def main() -> None:
         sys.stderr.write("usage: agent.py SOCKET_PATH\n")
         sys.exit(2)
     json.dumps({})  # warm the encoder before the first request
+    sys.setswitchinterval(0.0005)  # many short-lived threads hand the GIL around; keep waits short
     serve(sys.argv[1])
 
 

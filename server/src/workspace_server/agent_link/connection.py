@@ -132,7 +132,6 @@ class AgentConnection:
         """Connect, retrying while the agent is still starting; then say hello."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        delay = 0.001
         while True:
             try:
                 reader, writer = await asyncio.open_unix_connection(socket_path, limit=2**22)
@@ -140,8 +139,7 @@ class AgentConnection:
             except (FileNotFoundError, ConnectionRefusedError):
                 if loop.time() >= deadline:
                     raise AgentDisconnected(f"agent socket {socket_path} did not come up") from None
-                await asyncio.sleep(delay)
-                delay = min(delay * 1.5, 0.02)
+                await asyncio.sleep(0.002)
         connection = cls(reader, writer, on_disconnect)
         try:
             await asyncio.wait_for(connection.request({"op": "hello"}), max(0.1, deadline - loop.time()))

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 from workspace_server import agent as agent_package
@@ -28,8 +29,13 @@ from workspace_server.runtimes.cgroups import sandbox_cgroup_parent
 
 log = logging.getLogger(__name__)
 
-ROOTFS_DIRS = ["usr", "etc", "proc", "dev", "sys", "tmp", "workspace", "home", "root", "run/workspace", "var/tmp", "opt/workspace-agent"]
+ROOTFS_DIRS = [
+    "usr", "etc", "proc", "dev", "sys", "tmp", "workspace", "home", "root", "run/workspace", "var/tmp",
+    "opt/workspace-agent",
+]
 ROOTFS_LINKS = {"bin": "usr/bin", "lib": "usr/lib", "lib64": "usr/lib64", "sbin": "usr/sbin"}
+AGENT_FILES = ("agent.py", "wire.py")
+SANDBOX_PYTHON = "/usr/bin/python3"
 PASSWD = (
     "root:x:0:0:root:/root:/bin/bash\n"
     "user:x:1000:1000:Sandbox user:/home/user:/bin/bash\n"
@@ -48,7 +54,8 @@ class RuncRuntime:
         self.state_dir = data_dir / "runc"
         self.sandboxes_dir = data_dir / "sandboxes"
         self.etc_dir = data_dir / "runtime" / "etc"
-        self.agent_dir = Path(agent_package.__file__).resolve().parent
+        self.agent_source = Path(agent_package.__file__).resolve().parent
+        self.agent_dir = data_dir / "runtime" / "agent"
         self.cgroup_parent = sandbox_cgroup_parent()
 
     # ------------------------------------------------------------------ setup
@@ -57,7 +64,7 @@ class RuncRuntime:
             raise RuntimeFailure("the local runtime needs root (it runs runc to create namespaces and cgroups)")
         if shutil.which(self.runc) is None:
             raise RuntimeFailure(f"{self.runc} not found: install Debian's runc package (scripts/setup.sh does)")
-        if not Path("/usr/bin/python3").exists():
+        if not Path(SANDBOX_PYTHON).exists():
             raise RuntimeFailure("/usr/bin/python3 not found: the in-sandbox agent needs Debian's python3")
         for directory in (self.state_dir, self.sandboxes_dir, self.etc_dir):
             directory.mkdir(parents=True, exist_ok=True)
@@ -72,6 +79,19 @@ class RuncRuntime:
                     f"reach their root under {self.data_dir}; or choose a --data-dir elsewhere")
         for name, content in (("passwd", PASSWD), ("group", GROUP), ("hosts", HOSTS)):
             (self.etc_dir / name).write_text(content)
+        self._install_agent()
+
+    def _install_agent(self) -> None:
+        """Copy the agent beside the data and byte-compile it with the sandboxes' python3, so
+        no sandbox pays for compiling it (the bind mount is read-only, so none could cache it)."""
+        shutil.rmtree(self.agent_dir, ignore_errors=True)
+        self.agent_dir.mkdir(parents=True)
+        for name in AGENT_FILES:
+            shutil.copy2(self.agent_source / name, self.agent_dir / name)
+        result = subprocess.run([SANDBOX_PYTHON, "-m", "compileall", "-q", str(self.agent_dir)],
+                                capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeFailure(f"{SANDBOX_PYTHON} cannot compile the agent: {result.stdout}{result.stderr}")
 
     # ------------------------------------------------------------------ helpers
     def _bundle(self, sandbox_id: str) -> Path:

@@ -11,7 +11,7 @@ from typing import Any
 
 from workspace_server.agent import wire
 from workspace_server.agent_link.connection import AgentDisconnected, AgentStream
-from workspace_server.domain.errors import AgentNotConnected, InvalidRequest, ProcessTimeout
+from workspace_server.domain.errors import AgentNotConnected, InvalidRequest, ProcessTimeout, WorkspaceError
 from workspace_server.domain.models import Sandbox
 from workspace_server.domain.paths import sandbox_path
 from workspace_server.services.sandboxes import SandboxService
@@ -128,6 +128,8 @@ class ProcessService:
                         out += payload[: max(0, max_output - len(out))]
                     elif kind == wire.ERR:
                         err += payload[: max(0, max_output - len(err))]
+                    elif kind == wire.MSG and payload.get("type") == "error":
+                        raise agent_failure(payload)
                     elif kind == wire.MSG and payload.get("type") == "exit":
                         if payload.get("timed_out"):
                             raise timeout_error(command.timeout, out, err)
@@ -176,6 +178,10 @@ class ProcessService:
                         else:
                             yield ProcessEvent("exit", {"code": int(payload["code"])})
                         return
+                    elif kind == wire.MSG and payload.get("type") == "error":
+                        failure = agent_failure(payload)
+                        yield ProcessEvent("error", {"code": failure.code, "message": failure.message})
+                        return
                     elif kind == wire.CLOSE:
                         yield ProcessEvent("error", {"code": "INTERNAL", "message": "the agent ended the stream"})
                         return
@@ -206,6 +212,11 @@ class ProcessService:
             return await connection.request(request)
         except AgentDisconnected:
             raise AgentNotConnected(sandbox_id) from None
+
+
+def agent_failure(message: dict[str, Any]) -> WorkspaceError:
+    return WorkspaceError(str(message.get("message", "agent error")), code=str(message.get("code", "INTERNAL")),
+                          **dict(message.get("details") or {}))
 
 
 def timeout_error(timeout: float | None, out: bytearray, err: bytearray) -> ProcessTimeout:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -24,7 +24,7 @@ SSE_DOC: dict[int | str, dict[str, Any]] = {200: {
 }}
 
 
-async def until_disconnect(request: Request, work: asyncio.Future[T] | Any) -> T:
+async def until_disconnect(request: Request, work: Coroutine[Any, Any, T]) -> T:
     """Run `work`, cancelling it if the client goes away (which kills the command)."""
     task: asyncio.Task[T] = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_wait_disconnect(request))

@@ -75,7 +75,7 @@ async def serve(websocket: WebSocket, svc: Services, session: PtySession, replay
             await websocket.send_bytes(scrollback)
         to_client = asyncio.ensure_future(_to_client(websocket, queue))
         from_client = asyncio.ensure_future(_from_client(websocket, svc, session))
-        done, pending = await asyncio.wait({to_client, from_client}, return_when=asyncio.FIRST_COMPLETED)
+        _, pending = await asyncio.wait({to_client, from_client}, return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
             task.cancel()
             with contextlib.suppress(BaseException):
