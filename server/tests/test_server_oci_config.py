@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from workspace_server.domain.models import ResourceLimits, Template
 from workspace_server.runtimes import oci_config
 from workspace_server.runtimes.base import SandboxSpec
 
+DEFAULT_LIMITS = ResourceLimits()
 
-def build(limits: ResourceLimits = ResourceLimits()) -> dict:  # type: ignore[type-arg]
+
+def build(limits: ResourceLimits = DEFAULT_LIMITS) -> dict[str, Any]:
     spec = SandboxSpec("sbx-1", Template("default", ""), limits, False)
     return oci_config.build_config(spec, writable_dir=Path("/d/rw"), run_dir=Path("/d/run"), agent_dir=Path("/a"),
                                    etc_overrides={"passwd": Path("/e/passwd")}, cgroups_path="/cg/sbx-1")

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,12 +40,19 @@ def workspace_command() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "workspace_server"]
 
 
+def data_root(prefix: str = "ws-test-") -> Path:
+    """A fresh directory for a data dir: sandboxes run as an unprivileged uid, which must be
+    able to walk down to their root, so it is 0755 (pytest's tmp_path is 0700)."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    root.chmod(0o755)
+    return root
+
+
 def start_server(data_dir: Path, api_key: str | None = None, extra: list[str] | None = None,
                  env: dict[str, str] | None = None) -> LiveServer:
     port = free_port()
     log_path = data_dir.with_suffix(".log")
-    cmd = workspace_command() + ["serve", "--host", "127.0.0.1", "--port", str(port),
-                                 "--data-dir", str(data_dir)]
+    cmd = [*workspace_command(), "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)]
     if api_key:
         cmd += ["--api-key", api_key]
     cmd += extra or []

@@ -12,6 +12,7 @@ import typer
 
 from workspace_server import logs
 from workspace_server.config import Settings
+from workspace_server.domain.errors import WorkspaceError
 from workspace_server.domain.models import ResourceLimits
 
 app = typer.Typer(help="Workspace: self-hosted sandboxes.", no_args_is_help=True, add_completion=False)
@@ -35,7 +36,7 @@ def serve(
     """Run the Workspace service with the embedded local runtime."""
     import uvicorn
 
-    from workspace_server.api.app import create_app
+    from workspace_server.api.app import create_app, default_runtime
 
     logs.configure(log_level.upper())
     settings = Settings(
@@ -56,7 +57,13 @@ def serve(
     except OSError as exc:
         typer.echo(f"error: data dir {settings.data_dir} is not writable: {exc}", err=True)
         raise typer.Exit(2) from None
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False,
+    runtime = default_runtime(settings)
+    try:
+        runtime.check()
+    except WorkspaceError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    uvicorn.run(create_app(settings, runtime, checked=True), host=host, port=port, log_config=None, access_log=False,
                 timeout_graceful_shutdown=int(settings.shutdown_grace_seconds), ws_max_size=1 << 20,
                 h11_max_incomplete_event_size=64 * 1024)
 
