@@ -14,10 +14,12 @@ no_new_privs, seccomp and the masked /proc paths; we only write the config.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -35,6 +37,8 @@ ROOTFS_DIRS = [
 ]
 ROOTFS_LINKS = {"bin": "usr/bin", "lib": "usr/lib", "lib64": "usr/lib64", "sbin": "usr/sbin"}
 AGENT_FILES = ("agent.py", "wire.py")
+NETWORK_READY_TIMEOUT = 10.0
+RESOLV_CONF = "nameserver 10.0.2.3\n"  # slirp4netns's DNS forwarder
 SANDBOX_PYTHON = "/usr/bin/python3"
 PASSWD = (
     "root:x:0:0:root:/root:/bin/bash\n"
@@ -45,12 +49,17 @@ GROUP = "root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n"
 HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 
 
+def etc_files(network: bool) -> tuple[str, ...]:
+    return ("passwd", "group", "hosts", "resolv.conf") if network else ("passwd", "group", "hosts")
+
+
 class RuncRuntime:
     name = "runc"
 
-    def __init__(self, data_dir: Path, runc: str = "runc") -> None:
+    def __init__(self, data_dir: Path, runc: str = "runc", slirp4netns: str = "slirp4netns") -> None:
         self.data_dir = data_dir
         self.runc = runc
+        self.slirp4netns = slirp4netns
         self.state_dir = data_dir / "runc"
         self.sandboxes_dir = data_dir / "sandboxes"
         self.etc_dir = data_dir / "runtime" / "etc"
@@ -77,7 +86,7 @@ class RuncRuntime:
                 raise RuntimeFailure(
                     f"{ancestor} is not searchable by other users (chmod o+x it), so sandboxes cannot "
                     f"reach their root under {self.data_dir}; or choose a --data-dir elsewhere")
-        for name, content in (("passwd", PASSWD), ("group", GROUP), ("hosts", HOSTS)):
+        for name, content in (("passwd", PASSWD), ("group", GROUP), ("hosts", HOSTS), ("resolv.conf", RESOLV_CONF)):
             (self.etc_dir / name).write_text(content)
         self._install_agent()
 
@@ -162,7 +171,7 @@ class RuncRuntime:
             await asyncio.to_thread(self._populate_writable, rw)
             config = oci_config.build_config(
                 spec, writable_dir=rw, run_dir=bundle / "run", agent_dir=self.agent_dir,
-                etc_overrides={name: self.etc_dir / name for name in ("passwd", "group", "hosts")},
+                etc_overrides={name: self.etc_dir / name for name in etc_files(spec.network)},
                 cgroups_path=f"{self.cgroup_parent}/{spec.sandbox_id}",
             )
             (bundle / "config.json").write_text(json.dumps(config))
@@ -178,13 +187,48 @@ class RuncRuntime:
                 tail = (bundle / "agent.log").read_text(errors="replace")[-2000:]
                 raise RuntimeFailure(f"runc could not start the sandbox: {tail.strip()}")
             host_pid = int(pid_file.read_text().strip())
+            if spec.network:
+                await self._start_network(bundle, host_pid)
         except BaseException:
             await asyncio.shield(self.destroy(spec.sandbox_id))
             raise
         return StartedSandbox(spec.sandbox_id, self.agent_socket(spec.sandbox_id), host_pid)
 
+    async def _start_network(self, bundle: Path, host_pid: int) -> None:
+        """Outbound access through slirp4netns: a user-mode TCP/IP stack on the host side of
+        a tap device in the sandbox's network namespace. --disable-host-loopback keeps the
+        host's 127.0.0.1 services out of reach; --enable-sandbox confines slirp4netns itself."""
+        if shutil.which(self.slirp4netns) is None:
+            raise RuntimeFailure("network=true needs slirp4netns: install Debian's slirp4netns package")
+        read_fd, write_fd = os.pipe()
+        try:
+            with open(bundle / "network.log", "ab") as network_log:
+                proc = await asyncio.create_subprocess_exec(
+                    self.slirp4netns, "--configure", "--mtu=65520", "--disable-host-loopback", "--enable-sandbox",
+                    f"--ready-fd={write_fd}", str(host_pid), "tap0",
+                    stdin=asyncio.subprocess.DEVNULL, stdout=network_log, stderr=network_log,
+                    pass_fds=(write_fd,), start_new_session=True,
+                )
+            os.close(write_fd)
+            write_fd = -1
+            ready = await asyncio.wait_for(asyncio.to_thread(os.read, read_fd, 1), NETWORK_READY_TIMEOUT)
+            if ready != b"1":
+                raise RuntimeFailure(f"slirp4netns did not configure the network: "
+                                     f"{(bundle / 'network.log').read_text(errors='replace')[-500:]}")
+            (bundle / "network.pid").write_text(str(proc.pid))
+        except asyncio.TimeoutError:
+            raise RuntimeFailure("slirp4netns did not become ready") from None
+        finally:
+            os.close(read_fd)
+            if write_fd >= 0:
+                os.close(write_fd)
+
     async def destroy(self, sandbox_id: str) -> None:
         bundle = self._bundle(sandbox_id)
+        network_pid = bundle / "network.pid"
+        if network_pid.exists():
+            with contextlib.suppress(ValueError, OSError):
+                os.kill(int(network_pid.read_text()), signal.SIGKILL)
         code, out = await self._runc("delete", "--force", sandbox_id, check=False)
         if code != 0 and "does not exist" not in out and "not exist" not in out:
             log.warning("runc delete %s: %s", sandbox_id, out)
