@@ -133,3 +133,14 @@ def test_bad_process_requests(api: httpx.Client, sandbox: dict[str, Any]) -> Non
         response = api.post(f"/sandboxes/{sandbox['id']}/processes/run", json=body)
         assert response.status_code == 400, (body, response.text)
         assert response.json()["code"] == "INVALID_REQUEST"
+
+
+def test_commands_still_run_when_the_user_spawner_is_killed(api: httpx.Client, sandbox: dict[str, Any]) -> None:
+    # The spawner runs as the sandbox user, so sandbox code can kill it; the agent falls back.
+    killed = run(api, sandbox, command="sh", args=["-c", "pkill -KILL -u 1000 -f agent.py; echo done"]).json()
+    assert killed["stdout"].endswith("done\n") or killed["exit_code"] == 137
+    for _ in range(3):
+        body = run(api, sandbox, command="id", args=["-u"]).json()
+        assert (body["exit_code"], body["stdout"]) == (0, "1000\n")
+    streamed = api.post(f"/sandboxes/{sandbox['id']}/processes/stream", json={"command": "echo", "args": ["s"]})
+    assert ("stdout", {"data": "s\n"}) in sse_events(streamed)

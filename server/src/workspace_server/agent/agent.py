@@ -92,14 +92,12 @@ class Reaper:
         self._have_children = threading.Event()
         threading.Thread(target=self._run, name="reaper", daemon=True).start()
 
-    def spawn(
-        self, start: Callable[[], "subprocess.Popen[bytes]"], on_exit: Callable[[int], None]
-    ) -> "subprocess.Popen[bytes]":
+    def spawn(self, start: Callable[[], int], on_exit: Callable[[int], None]) -> int:
         with self.spawn_lock:
-            proc = start()
-            self._watchers[proc.pid] = on_exit
+            pid = start()
+            self._watchers[pid] = on_exit
         self._have_children.set()
-        return proc
+        return pid
 
     def _run(self) -> None:
         while True:
@@ -120,8 +118,160 @@ class Reaper:
                     continue
                 watcher = self._watchers.pop(info.si_pid, None)
             if watcher is not None:
-                code = os.waitstatus_to_exitcode(status)
-                watcher(128 - code if code < 0 else code)  # killed by signal N -> 128+N
+                watcher(exit_code(status))
+
+
+def exit_code(status: int) -> int:
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code  # killed by signal N -> 128+N
+
+
+# --------------------------------------------------------------------------- user spawner
+
+SPAWN_MESSAGE_MAX = 60 * 1024  # larger requests take the slow path
+
+
+class UserSpawner:
+    """A forked helper that runs as the sandbox user and starts that user's commands.
+
+    Starting a command under another uid forces fork() instead of vfork() in CPython, and
+    forking this multi-threaded agent is slow (every page it touches afterwards is copied).
+    The helper already runs as the user, so it starts commands with vfork; it receives the
+    stdio fds over a SOCK_SEQPACKET pair, answers with the pid, and reports exits. If it
+    dies (code in the sandbox can kill it: same uid), its orphans are reparented to us and
+    our reaper reports them, and we fall back to starting commands ourselves."""
+
+    def __init__(self) -> None:
+        self.alive = False
+        self.sock: Optional[socket.socket] = None
+        self._lock = threading.Lock()
+        self._next_id = 0
+        self._replies: Dict[int, "queue.Queue[Dict[str, Any]]"] = {}
+        self._watchers: Dict[int, Callable[[int], None]] = {}
+        self._early_exits: Dict[int, int] = {}
+
+    def fork(self) -> None:
+        """Must run before the agent starts any thread."""
+        if os.getuid() != 0:
+            return
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            parent.close()
+            try:
+                run_spawner(child)
+            finally:
+                os._exit(0)
+        child.close()
+        self.sock = parent
+        self.alive = True
+        threading.Thread(target=self._read, name="spawner", daemon=True).start()
+
+    def spawn(self, argv: List[str], executable: str, env: Dict[str, str], cwd: str,
+              fds: Tuple[int, int, int], pty: bool) -> int:
+        with self._lock:
+            self._next_id += 1
+            request_id = self._next_id
+            replies: "queue.Queue[Dict[str, Any]]" = queue.Queue(1)
+            self._replies[request_id] = replies
+        request = json.dumps({"id": request_id, "argv": argv, "executable": executable, "env": env,
+                              "cwd": cwd, "pty": pty}).encode()
+        try:
+            if len(request) > SPAWN_MESSAGE_MAX or self.sock is None:
+                raise OSError(errno.EMSGSIZE, "request too large for the spawner")
+            socket.send_fds(self.sock, [request], list(fds))
+            reply = replies.get()
+        finally:
+            with self._lock:
+                self._replies.pop(request_id, None)
+        if "pid" not in reply:
+            raise OSError(int(reply.get("errno", errno.EIO)), str(reply.get("strerror", "spawner failed")))
+        return int(reply["pid"])
+
+    def watch(self, pid: int, on_exit: Callable[[int], None]) -> None:
+        with self._lock:
+            code = self._early_exits.pop(pid, None)
+            if code is None:
+                self._watchers[pid] = on_exit
+        if code is not None:
+            on_exit(code)
+
+    def _read(self) -> None:
+        assert self.sock is not None
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            message = json.loads(data)
+            if "exit" in message:
+                pid, code = int(message["exit"]), int(message["code"])
+                with self._lock:
+                    watcher = self._watchers.pop(pid, None)
+                    if watcher is None:
+                        self._early_exits[pid] = code
+                if watcher is not None:
+                    watcher(code)
+            else:
+                with self._lock:
+                    replies = self._replies.get(int(message["id"]))
+                if replies is not None:
+                    replies.put(message)
+        log("user spawner is gone; starting user commands directly")
+        self.alive = False
+        with self._lock:
+            pending = list(self._replies.values())
+        for replies in pending:
+            replies.put({"errno": errno.EIO, "strerror": "the user spawner exited"})
+
+
+def run_spawner(sock: socket.socket) -> None:
+    """The spawner's main loop (a forked child, single-threaded)."""
+    os.setgroups([])
+    os.setgid(SANDBOX_USER[1])
+    os.setuid(SANDBOX_USER[0])
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    children: Dict[int, "subprocess.Popen[bytes]"] = {}
+    while True:
+        readable, _, _ = select.select([sock.fileno(), wake_r], [], [])
+        if wake_r in readable:
+            os.read(wake_r, 4096)
+            while True:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                child = children.pop(pid, None)
+                if child is not None:
+                    child.returncode = exit_code(status)
+                sock.send(json.dumps({"exit": pid, "code": exit_code(status)}).encode())
+        if sock.fileno() in readable:
+            data, fds, _, _ = socket.recv_fds(sock, 1 << 20, 3)
+            if not data:
+                return  # the agent is gone
+            request = json.loads(data)
+            try:
+                popen = subprocess.Popen(
+                    request["argv"], executable=request["executable"], env=request["env"], cwd=request["cwd"],
+                    stdin=fds[0], stdout=fds[1], stderr=fds[2], start_new_session=True, close_fds=True,
+                    preexec_fn=set_controlling_tty if request["pty"] else None,
+                )
+                children[popen.pid] = popen
+                reply: Dict[str, Any] = {"id": request["id"], "pid": popen.pid}
+            except OSError as exc:
+                reply = {"id": request["id"], "errno": exc.errno, "strerror": exc.strerror}
+            finally:
+                for fd in set(fds):
+                    os.close(fd)
+            sock.send(json.dumps(reply).encode())
 
 
 # --------------------------------------------------------------------------- link
@@ -259,11 +409,17 @@ class Link:
 
 
 class Process:
-    def __init__(self, proc: "subprocess.Popen[bytes]", argv: List[str], master_fd: Optional[int]) -> None:
-        self.proc = proc
-        self.pid = proc.pid
+    """A command we started: its pid and our ends of its stdio (raw fds)."""
+
+    def __init__(self, pid: int, argv: List[str], out_fd: int, err_fd: Optional[int], in_fd: Optional[int],
+                 pty: bool, popen: "Optional[subprocess.Popen[bytes]]" = None) -> None:
+        self.pid = pid
         self.argv = argv
-        self.master_fd = master_fd
+        self.out_fd = out_fd
+        self.err_fd = err_fd
+        self.in_fd = in_fd
+        self.pty = pty
+        self.popen = popen
         self.exit_code: Optional[int] = None
         self.exited = threading.Event()
         self.exited_at = 0.0
@@ -271,10 +427,18 @@ class Process:
     def signal_group(self, signum: int) -> None:
         try:
             os.killpg(self.pid, signum)
-        except ProcessLookupError:
+        except (ProcessLookupError, PermissionError):
             pass
-        except PermissionError:
-            pass
+
+    def close_fds(self) -> None:
+        for fd in {self.out_fd, self.err_fd, self.in_fd}:
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        if self.popen is not None:
+            self.popen.returncode = self.exit_code  # keeps Popen from waiting on a reaped pid
 
 
 def resolve_command(command: str, path_var: str) -> str:
@@ -374,7 +538,8 @@ def log(message: str) -> None:
 
 
 class Agent:
-    def __init__(self) -> None:
+    def __init__(self, spawner: UserSpawner) -> None:
+        self.spawner = spawner
         self.reaper = Reaper()
         self.processes: Dict[int, Process] = {}
         self.lock = threading.Lock()
@@ -402,7 +567,7 @@ class Agent:
     def op_processes(self, stream: Stream, request: Dict[str, Any]) -> None:
         with self.lock:
             listed = [
-                {"pid": p.pid, "argv": p.argv, "pty": p.master_fd is not None}
+                {"pid": p.pid, "argv": p.argv, "pty": p.pty}
                 for p in self.processes.values()
             ]
         stream.finish({"type": "ok", "processes": listed})
@@ -437,79 +602,83 @@ class Agent:
         as_root = request.get("user") == "root"
         pty = request.get("pty")
         want_stdin = bool(request.get("stdin"))
-        timeout = request.get("timeout")
 
         executable = resolve_command(argv[0], env.get("PATH", os.defpath))
         if not os.path.isdir(cwd):
             raise OpError("FILE_NOT_FOUND", "working directory %s does not exist" % cwd, path=cwd)
-        credentials: Dict[str, Any] = {}
-        if not as_root and os.getuid() == 0:
-            credentials = {"user": SANDBOX_USER[0], "group": SANDBOX_USER[1], "extra_groups": []}
 
-        master_fd: Optional[int] = None
-        slave_fd: Optional[int] = None
+        # Our ends and the child's ends of its stdio.
         if pty:
             master_fd, slave_fd = os.openpty()
             set_winsize(slave_fd, int(pty.get("cols", 80)), int(pty.get("rows", 24)))
-            stdio: Dict[str, Any] = {
-                "stdin": slave_fd, "stdout": slave_fd, "stderr": slave_fd, "preexec_fn": set_controlling_tty,
-            }
+            ours: Tuple[int, Optional[int], Optional[int]] = (master_fd, None, master_fd)
+            theirs = (slave_fd, slave_fd, slave_fd)
         else:
-            stdio = {
-                "stdin": subprocess.PIPE if want_stdin else subprocess.DEVNULL,
-                "stdout": subprocess.PIPE,
-                "stderr": subprocess.PIPE,
-            }
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            if want_stdin:
+                in_r, in_w = os.pipe()
+                stdin_ours: Optional[int] = in_w
+            else:
+                in_r, stdin_ours = os.open(os.devnull, os.O_RDONLY), None
+            ours = (out_r, err_r, stdin_ours)
+            theirs = (in_r, out_w, err_w)
         holder: Dict[str, Process] = {}
 
         def on_exit(code: int) -> None:
             process = holder["p"]  # set under the reaper's lock, before this can run
+            if process.exited.is_set():
+                return  # the spawner and our own reaper may both report it
             process.exit_code = code
             process.exited_at = time.monotonic()
             process.exited.set()
             stream.inbox.put(("exited", code))
 
-        def start() -> "subprocess.Popen[bytes]":
-            proc = subprocess.Popen(
-                argv, executable=executable, env=env, cwd=cwd, start_new_session=True,
-                close_fds=True, **stdio, **credentials,
-            )
-            holder["p"] = Process(proc, argv, master_fd)
-            return proc
+        def start() -> int:
+            popen = None
+            if not as_root and os.getuid() == 0 and self.spawner.alive:
+                pid = self.spawner.spawn(argv, executable, env, cwd, theirs, bool(pty))
+            else:
+                credentials: Dict[str, Any] = {}
+                if not as_root and os.getuid() == 0:  # the spawner is gone: the slower way
+                    credentials = {"user": SANDBOX_USER[0], "group": SANDBOX_USER[1], "extra_groups": []}
+                popen = subprocess.Popen(
+                    argv, executable=executable, env=env, cwd=cwd, start_new_session=True, close_fds=True,
+                    stdin=theirs[0], stdout=theirs[1], stderr=theirs[2],
+                    preexec_fn=set_controlling_tty if pty else None, **credentials,
+                )
+                pid = popen.pid
+            holder["p"] = Process(pid, argv, ours[0], ours[1], ours[2], bool(pty), popen)
+            self.spawner.watch(pid, on_exit)
+            return pid
 
         try:
             self.reaper.spawn(start, on_exit)
-        except PermissionError as exc:
-            raise OpError("PERMISSION_DENIED", "%s: %s" % (argv[0], exc.strerror), command=argv[0]) from None
         except OSError as exc:
+            for fd in set(ours):
+                if fd is not None:
+                    os.close(fd)
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                raise OpError("PERMISSION_DENIED", "%s: %s" % (argv[0], exc.strerror), command=argv[0]) from None
             raise OpError("COMMAND_NOT_FOUND" if exc.errno == errno.ENOENT else "INTERNAL",
                           "%s: %s" % (argv[0], exc.strerror), command=argv[0]) from None
         finally:
-            if slave_fd is not None:
-                os.close(slave_fd)
-            if master_fd is not None and "p" not in holder:
-                os.close(master_fd)
+            for fd in set(theirs):
+                os.close(fd)
         process = holder["p"]
         with self.lock:
             self.processes[process.pid] = process
         stream.send({"type": "started", "pid": process.pid})
-        self._supervise(stream, process, want_stdin, timeout)
+        self._supervise(stream, process, request.get("timeout"))
 
-    def _supervise(self, stream: Stream, process: Process, want_stdin: bool, timeout: Optional[float]) -> None:
-        readers = []
-        if process.master_fd is not None:
-            readers.append(self._start_reader(stream, process, process.master_fd, wire.OUT))
-            stdin_fd: Optional[int] = process.master_fd
-        else:
-            assert process.proc.stdout is not None and process.proc.stderr is not None
-            readers.append(self._start_reader(stream, process, process.proc.stdout.fileno(), wire.OUT))
-            readers.append(self._start_reader(stream, process, process.proc.stderr.fileno(), wire.ERR))
-            stdin_fd = process.proc.stdin.fileno() if want_stdin and process.proc.stdin else None
+    def _supervise(self, stream: Stream, process: Process, timeout: Optional[float]) -> None:
+        readers = [self._start_reader(stream, process, process.out_fd, wire.OUT)]
+        if process.err_fd is not None:
+            readers.append(self._start_reader(stream, process, process.err_fd, wire.ERR))
         writer = None
-        if stdin_fd is not None:
+        if process.in_fd is not None:
             # A pipe is closed at "eof"; a pty's master stays open for its output.
-            closer = process.proc.stdin.close if process.master_fd is None and process.proc.stdin else None
-            writer = StdinWriter(stream, stdin_fd, closer)
+            writer = StdinWriter(stream, process.in_fd, None if process.pty else process)
 
         timed_out = False
         timer: Optional[threading.Timer] = None
@@ -534,8 +703,8 @@ class Agent:
                 kind = value.get("type")
                 if kind == "kill":
                     process.signal_group(int(value.get("signal", signal.SIGTERM)))
-                elif kind == "resize" and process.master_fd is not None:
-                    set_winsize(process.master_fd, int(value["cols"]), int(value["rows"]))
+                elif kind == "resize" and process.pty:
+                    set_winsize(process.out_fd, int(value["cols"]), int(value["rows"]))
                 elif kind == "eof" and writer is not None:
                     writer.put(None)
         if timer is not None:
@@ -545,12 +714,7 @@ class Agent:
         if writer is not None:
             writer.put(None)
             writer.thread.join(1.0)
-        for pipe in (process.proc.stdin, process.proc.stdout, process.proc.stderr):
-            if pipe is not None:
-                pipe.close()
-        if process.master_fd is not None:
-            os.close(process.master_fd)
-        process.proc.returncode = process.exit_code  # keeps Popen from waiting on a reaped pid
+        process.close_fds()
         with self.lock:
             self.processes.pop(process.pid, None)
         if not stream.closed:
@@ -731,10 +895,10 @@ class StdinWriter:
     """Feeds a process's stdin from its own thread, so a process that never reads its
     stdin cannot block the stream's control loop (kill, resize)."""
 
-    def __init__(self, stream: Stream, fd: int, close: Optional[Callable[[], None]]) -> None:
+    def __init__(self, stream: Stream, fd: int, owner: Optional[Process]) -> None:
         self.stream = stream
         self.fd = fd
-        self.close = close
+        self.owner = owner  # set for a pipe: "eof" closes it
         self.queue: "queue.Queue[Optional[bytes]]" = queue.Queue()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -754,14 +918,17 @@ class StdinWriter:
             except OSError:
                 pass  # the process closed its stdin; later data is dropped
             self.stream.grant(len(data))
-        if self.close is not None:
+        if self.owner is not None and self.owner.in_fd is not None:
             try:
-                self.close()
+                os.close(self.owner.in_fd)
             except OSError:
                 pass
+            self.owner.in_fd = None
 
 
 def serve(socket_path: str) -> None:
+    spawner = UserSpawner()
+    spawner.fork()  # before any thread exists
     try:
         os.unlink(socket_path)
     except FileNotFoundError:
@@ -771,7 +938,7 @@ def serve(socket_path: str) -> None:
     listener.bind(socket_path)
     os.umask(old_umask)
     listener.listen(4)
-    agent = Agent()
+    agent = Agent(spawner)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     log("listening on %s" % socket_path)
