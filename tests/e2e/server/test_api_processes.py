@@ -144,3 +144,17 @@ def test_commands_still_run_when_the_user_spawner_is_killed(api: httpx.Client, s
         assert (body["exit_code"], body["stdout"]) == (0, "1000\n")
     streamed = api.post(f"/sandboxes/{sandbox['id']}/processes/stream", json={"command": "echo", "args": ["s"]})
     assert ("stdout", {"data": "s\n"}) in sse_events(streamed)
+
+
+def test_memory_hog_is_oom_killed_and_the_sandbox_survives(api: httpx.Client) -> None:
+    created = api.post("/sandboxes", json={"memory_mb": 64}).json()
+    try:
+        hog = api.post(f"/sandboxes/{created['id']}/processes/run",
+                       json={"command": "python3", "args": ["-c", "x = bytearray(256 * 1024 * 1024)"]}).json()
+        assert hog["exit_code"] == 137
+        after = api.get(f"/sandboxes/{created['id']}").json()
+        assert after["state"] == "running" and after["oom_kills"] >= 1
+        alive = api.post(f"/sandboxes/{created['id']}/processes/run", json={"command": "echo", "args": ["ok"]})
+        assert alive.json()["stdout"] == "ok\n"
+    finally:
+        api.delete(f"/sandboxes/{created['id']}", params={"force": "true"})

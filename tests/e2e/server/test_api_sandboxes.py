@@ -78,6 +78,11 @@ def test_absurd_sizes_are_refused(api: httpx.Client) -> None:
     assert response.status_code == 413 and response.json()["code"] == "PAYLOAD_TOO_LARGE"
 
 
+def test_oversized_headers_are_refused(api: httpx.Client) -> None:
+    response = api.get("/sandboxes", headers={"X-Padding": "x" * 40000})
+    assert response.status_code == 431 and response.json()["code"] == "HEADERS_TOO_LARGE"
+
+
 def test_unknown_route_and_method_use_the_envelope(api: httpx.Client) -> None:
     assert api.get("/nope").json()["code"] == "NOT_FOUND"
     response = api.patch("/sandboxes")

@@ -41,6 +41,17 @@ else:  # inside a sandbox there is no package: wire.py lives beside this file
 EXIT_DRAIN_GRACE = 0.1  # seconds to keep reading output after the process exited
 LIST_BATCH = 500
 SANDBOX_USER = (1000, 1000)
+# Commands are the OOM killer's first choice, so a memory hog dies and the agent survives.
+# (Raising a score needs no privilege; lowering one would.)
+COMMAND_OOM_SCORE_ADJ = b"500"
+
+
+def raise_oom_score(pid: str = "self") -> None:
+    try:
+        with open("/proc/%s/oom_score_adj" % pid, "wb") as f:
+            f.write(COMMAND_OOM_SCORE_ADJ)
+    except OSError:
+        pass
 
 ERRNO_CODES = {
     errno.ENOENT: "FILE_NOT_FOUND",
@@ -229,6 +240,7 @@ class UserSpawner:
 
 def run_spawner(sock: socket.socket) -> None:
     """The spawner's main loop (a forked child, single-threaded)."""
+    raise_oom_score()  # inherited by every command it starts
     os.setgroups([])
     os.setgid(SANDBOX_USER[1])
     os.setuid(SANDBOX_USER[0])
@@ -648,6 +660,7 @@ class Agent:
                     preexec_fn=set_controlling_tty if pty else None, **credentials,
                 )
                 pid = popen.pid
+                raise_oom_score(str(pid))
             holder["p"] = Process(pid, argv, ours[0], ours[1], ours[2], bool(pty), popen)
             self.spawner.watch(pid, on_exit)
             return pid

@@ -24,7 +24,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for status, description in (
         (400, "Invalid request"), (401, "Missing or wrong API key"), (403, "Permission denied"),
         (404, "Not found"), (405, "Method not allowed"), (408, "Command timed out"), (409, "Conflict"),
-        (413, "Payload too large"), (429, "Too many sandboxes"), (500, "Internal error"),
+        (413, "Payload too large"), (429, "Too many sandboxes"), (431, "Request headers too large"),
+        (500, "Internal error"),
         (503, "Agent not connected or server shutting down"), (507, "Out of space"),
     )
 }

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from workspace_server.logs import request_id_var, sandbox_id_var
 
 OPEN_PATHS = {"/healthz"}
+MAX_HEADER_BYTES = 32 * 1024
 UPLOAD_PATH = re.compile(r"^/api/v1/sandboxes/[^/]+/files$")
 SANDBOX_PATH = re.compile(r"^/api/v1/sandboxes/([^/]+)")
 
@@ -63,6 +64,12 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope.get("path", "")
+        if sum(len(k) + len(v) for k, v in scope.get("headers", ())) > MAX_HEADER_BYTES:
+            if scope["type"] == "websocket":
+                await reject_websocket(receive, send, 4400, "HEADERS_TOO_LARGE", "request headers too large")
+            else:
+                await _reject_http(send, 431, "HEADERS_TOO_LARGE", f"request headers exceed {MAX_HEADER_BYTES} bytes")
+            return
         request_id = _header(scope, b"x-request-id") or secrets.token_hex(8)
         request_id_var.set(request_id[:64])
         match = SANDBOX_PATH.match(path)

@@ -59,6 +59,7 @@ class SandboxBody(BaseModel):
     pids: int
     disk_mb: int
     network: bool
+    oom_kills: int = Field(0, description="Processes the OOM killer ended in this sandbox (memory_mb reached)")
 
     @classmethod
     def of(cls, sandbox: Sandbox) -> SandboxBody:
@@ -70,7 +71,7 @@ class SandboxBody(BaseModel):
             updated_at=sandbox.updated_at, name=sandbox.name, env=sandbox.env, metadata=sandbox.metadata,
             timeout=sandbox.timeout, error_message=sandbox.error_message, expires_at=expires,
             cpu=sandbox.limits.cpu, memory_mb=sandbox.limits.memory_mb, pids=sandbox.limits.pids,
-            disk_mb=sandbox.limits.disk_mb, network=sandbox.network,
+            disk_mb=sandbox.limits.disk_mb, network=sandbox.network, oom_kills=sandbox.oom_kills,
         )
 
 

@@ -43,6 +43,10 @@ class Runtime(Protocol):
         """Every sandbox this runtime still holds resources for."""
         ...
 
+    def oom_kills(self, sandbox_id: str) -> int:
+        """How many processes the OOM killer ended inside the sandbox so far."""
+        ...
+
     def check(self) -> None:
         """Raise a clear error if the host cannot run sandboxes."""
         ...

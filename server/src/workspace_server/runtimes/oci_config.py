@@ -124,7 +124,7 @@ def build_config(spec: SandboxSpec, *, writable_dir: Path, run_dir: Path, agent_
             "capabilities": {key: AGENT_CAPABILITIES for key in ("bounding", "effective", "permitted")},
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
             "noNewPrivileges": True,
-            "oomScoreAdj": 500,
+            "oomScoreAdj": 0,  # commands get COMMAND_OOM_SCORE_ADJ: the OOM killer picks them first
         },
         "root": {"path": "rootfs", "readonly": True},
         "hostname": spec.sandbox_id[:63],

@@ -250,6 +250,17 @@ class RuncRuntime:
                 except OSError as exc:
                     log.warning("could not remove cgroup %s: %s", path, exc)
 
+    def oom_kills(self, sandbox_id: str) -> int:
+        control = Path("/sys/fs/cgroup/memory") / self.cgroup_parent.lstrip("/") / sandbox_id / "memory.oom_control"
+        try:
+            for line in control.read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            pass
+        return 0
+
     async def running(self, sandbox_id: str) -> StartedSandbox | None:
         code, out = await self._runc("state", sandbox_id, check=False)
         if code != 0:

@@ -120,6 +120,8 @@ class SandboxService:
         record = self._records.get(sandbox_id) or self.store.get(sandbox_id)
         if record is None:
             raise SandboxNotFound(sandbox_id)
+        if record.state == SandboxState.RUNNING:
+            record = replace(record, oom_kills=self.runtime.oom_kills(sandbox_id))
         return record
 
     def list(self, state: SandboxState | None = None) -> list[Sandbox]:
