@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import stat
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,6 +16,10 @@ from workspace_server.domain.errors import WorkspaceError
 log = logging.getLogger(__name__)
 
 WRITE_HIGH_WATER = 4 * 1024 * 1024
+# The agent runs inside the sandbox, so everything it sends is untrusted: a stream may not
+# hold more than its window of unread data, nor pile up control messages.
+MAX_BUFFERED_BYTES = wire.WINDOW + wire.CHUNK
+MAX_PENDING_FRAMES = 4096
 
 
 class AgentDisconnected(Exception):
@@ -38,6 +44,7 @@ class AgentStream:
         self._send_credit = wire.WINDOW
         self._credit_changed = asyncio.Event()
         self._consumed = 0
+        self._buffered = 0
         self.finished = False  # the agent sent CLOSE
         self.closed = False  # we sent CLOSE
 
@@ -45,6 +52,12 @@ class AgentStream:
     def _deliver(self, frame: Frame) -> None:
         if frame[0] == wire.CLOSE:
             self.finished = True
+        elif frame[0] in (wire.OUT, wire.ERR):
+            self._buffered += len(frame[1])
+            if self._buffered > MAX_BUFFERED_BYTES:
+                raise wire.ProtocolError(f"stream {self.id}: the agent ignored flow control")
+        if self._frames.qsize() >= MAX_PENDING_FRAMES:
+            raise wire.ProtocolError(f"stream {self.id}: too many unread frames from the agent")
         self._frames.put_nowait(frame)
 
     def _add_credit(self, amount: int) -> None:
@@ -65,6 +78,7 @@ class AgentStream:
             self._frames.put_nowait(_DISCONNECTED)  # later calls see it too
             raise AgentDisconnected
         if frame[0] in (wire.OUT, wire.ERR):
+            self._buffered -= len(frame[1])
             self._consumed += len(frame[1])
             if self._consumed >= wire.WINDOW // 4:
                 self._connection.write(wire.encode_credit(self.id, self._consumed))
@@ -114,6 +128,22 @@ class AgentStream:
             self._connection.forget(self.id)
 
 
+async def open_socket_safely(socket_path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to the agent's socket without following a symlink.
+
+    The socket's directory is writable from inside the sandbox, so its last component
+    is untrusted: code there could swap the socket for a symlink to a host socket. We
+    open the name itself (O_NOFOLLOW), check it is a socket, and connect through the
+    descriptor, so the host never follows a path the sandbox controls."""
+    fd = os.open(socket_path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            raise AgentDisconnected(f"{socket_path} is not a socket")
+        return await asyncio.open_unix_connection(f"/proc/self/fd/{fd}", limit=2**22)
+    finally:
+        os.close(fd)
+
+
 class AgentConnection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  on_disconnect: Callable[[], Awaitable[None]] | None) -> None:
@@ -134,9 +164,9 @@ class AgentConnection:
         deadline = loop.time() + timeout
         while True:
             try:
-                reader, writer = await asyncio.open_unix_connection(socket_path, limit=2**22)
+                reader, writer = await open_socket_safely(socket_path)
                 break
-            except (FileNotFoundError, ConnectionRefusedError):
+            except (FileNotFoundError, ConnectionRefusedError, AgentDisconnected, OSError):
                 if loop.time() >= deadline:
                     raise AgentDisconnected(f"agent socket {socket_path} did not come up") from None
                 await asyncio.sleep(0.002)

@@ -1,0 +1,89 @@
+"""The host side of the agent link against a fake (hostile) agent."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from workspace_server.agent import wire
+from workspace_server.agent_link.connection import AgentConnection, AgentDisconnected
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, int, bytes]:
+    length, stream_id, kind = wire.decode_header(await reader.readexactly(wire.HEADER.size))
+    return stream_id, kind, await reader.readexactly(length)
+
+
+async def hello_then(behaviour: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]) -> Handler:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stream_id, _, _ = await read_frame(reader)
+        writer.write(wire.encode_json(stream_id, wire.MSG, {"type": "ok"}) + wire.encode(stream_id, wire.CLOSE))
+        await behaviour(reader, writer)
+
+    return handler
+
+
+async def serve(tmp_path: Path, handler: Handler) -> tuple[asyncio.AbstractServer, str]:
+    path = str(tmp_path / "agent.sock")
+    return await asyncio.start_unix_server(handler, path), path
+
+
+async def test_symlinked_socket_is_refused(tmp_path: Path) -> None:
+    async def idle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+
+    server, path = await serve(tmp_path, await hello_then(idle))
+    link = tmp_path / "link.sock"
+    os.symlink(path, link)
+    async with server:
+        with pytest.raises(AgentDisconnected):
+            await AgentConnection.connect(str(link), timeout=0.3)
+        connection = await AgentConnection.connect(path, timeout=2)
+        assert connection.alive
+        await connection.close()
+
+
+async def test_agent_ignoring_flow_control_is_cut_off(tmp_path: Path) -> None:
+    lost = asyncio.Event()
+
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stream_id, _, _ = await read_frame(reader)
+        chunk = b"x" * wire.CHUNK
+        for _ in range(wire.WINDOW // wire.CHUNK + 4):
+            writer.write(wire.encode(stream_id, wire.OUT, chunk))
+        await writer.drain()
+        await reader.read()
+
+    async def on_lost() -> None:
+        lost.set()
+
+    server, path = await serve(tmp_path, await hello_then(flood))
+    async with server:
+        connection = await AgentConnection.connect(path, timeout=2, on_disconnect=on_lost)
+        stream = await connection.open({"op": "read", "path": "/x"})
+        await asyncio.wait_for(lost.wait(), 5)
+        assert not connection.alive
+        with pytest.raises(AgentDisconnected):
+            while True:
+                await stream.recv()
+
+
+async def test_garbage_from_the_agent_drops_the_link(tmp_path: Path) -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stream_id, _, _ = await read_frame(reader)
+        writer.write(wire.encode(stream_id, wire.MSG, b"{not json"))
+        await reader.read()
+
+    server, path = await serve(tmp_path, await hello_then(garbage))
+    async with server:
+        connection = await AgentConnection.connect(path, timeout=2)
+        stream = await connection.open({"op": "stat", "path": "/"})
+        with pytest.raises(AgentDisconnected):
+            await asyncio.wait_for(stream.recv_message(), 5)
+        assert not connection.alive
