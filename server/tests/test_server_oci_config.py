@@ -13,7 +13,7 @@ DEFAULT_LIMITS = ResourceLimits()
 def build(limits: ResourceLimits = DEFAULT_LIMITS) -> dict[str, Any]:
     spec = SandboxSpec("sbx-1", Template("default", ""), limits, False)
     return oci_config.build_config(spec, writable_dir=Path("/d/rw"), run_dir=Path("/d/run"), agent_dir=Path("/a"),
-                                   etc_overrides={"passwd": Path("/e/passwd")}, cgroups_path="/cg/sbx-1")
+                                   etc_dir=Path("/e"), cgroups_path="/cg/sbx-1")
 
 
 def test_every_namespace_is_private() -> None:
@@ -37,7 +37,8 @@ def test_limits_become_cgroup_resources() -> None:
 
 def test_host_dirs_are_read_only_and_private_dirs_writable() -> None:
     mounts = {m["destination"]: m for m in build()["mounts"]}
-    for host_dir in ("/usr", "/etc", "/etc/passwd", "/opt/workspace-agent"):
+    assert mounts["/etc"]["source"] == "/e"
+    for host_dir in ("/usr", "/etc", "/opt/workspace-agent"):
         assert "ro" in mounts[host_dir]["options"], host_dir
     for private in ("/workspace", "/tmp", "/home", "/root"):
         assert "rw" in mounts[private]["options"]

@@ -77,7 +77,7 @@ def bind(source: Path | str, destination: str, *, readonly: bool) -> dict[str, A
 
 
 def build_config(spec: SandboxSpec, *, writable_dir: Path, run_dir: Path, agent_dir: Path,
-                 etc_overrides: dict[str, Path], cgroups_path: str,
+                 etc_dir: Path, cgroups_path: str,
                  python: str = "/usr/bin/python3", nofile: int = 4096) -> dict[str, Any]:
     limits = spec.limits
     mounts: list[dict[str, Any]] = [
@@ -91,10 +91,8 @@ def build_config(spec: SandboxSpec, *, writable_dir: Path, run_dir: Path, agent_
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
         bind("/usr", "/usr", readonly=True),
-        bind("/etc", "/etc", readonly=True),
+        bind(etc_dir, "/etc", readonly=True),
     ]
-    for name, source in sorted(etc_overrides.items()):
-        mounts.append(bind(source, f"/etc/{name}", readonly=True))
     mounts += [
         bind(writable_dir / "workspace", "/workspace", readonly=False),
         bind(writable_dir / "home", "/home", readonly=False),

@@ -2,7 +2,8 @@
 
 Layout under the data dir:
   runc/                 runc's own state (--root)
-  runtime/etc/          passwd, group and hosts seen inside every sandbox
+  runtime/etc/          the sandboxes' /etc: an allow-listed copy of the host's (no host
+                        secrets such as pip or npm tokens), with our own passwd, group, hosts
   sandboxes/<id>/       the bundle: config.json, rootfs/ (an empty read-only skeleton),
                         rw/ (a size-capped tmpfs: /workspace, /home, /tmp, /root inside),
                         run/ (the agent's socket), agent.log
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from workspace_server import agent as agent_package
 from workspace_server.domain.errors import RuntimeFailure
-from workspace_server.runtimes import oci_config
+from workspace_server.runtimes import oci_config, shared_dirs
 from workspace_server.runtimes.base import SandboxSpec, StartedSandbox
 from workspace_server.runtimes.cgroups import sandbox_cgroup_parent
 
@@ -49,8 +50,29 @@ GROUP = "root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n"
 HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 
 
-def etc_files(network: bool) -> tuple[str, ...]:
-    return ("passwd", "group", "hosts", "resolv.conf") if network else ("passwd", "group", "hosts")
+# What a userland needs from /etc; everything else on the host (credentials, service
+# configs, package-manager tokens) stays out of sandboxes.
+ETC_ALLOWLIST = (
+    "alternatives", "bash.bashrc", "bash_completion.d", "ca-certificates", "ca-certificates.conf",
+    "debian_version", "fonts", "gai.conf", "host.conf", "inputrc", "issue", "java-17-openjdk", "ld.so.cache",
+    "ld.so.conf", "ld.so.conf.d", "locale.alias", "localtime", "login.defs", "magic", "magic.mime",
+    "manpath.config", "mime.types", "networks", "nsswitch.conf", "os-release", "perl", "profile", "profile.d",
+    "protocols", "python3", "python3.11", "rpc", "services", "shells", "skel", "ssl", "terminfo", "timezone",
+    "vim", "xdg",
+)
+ETC_PRIVATE = {"private"}  # e.g. /etc/ssl/private: key material
+
+
+def build_etc(target: Path, source: Path = Path("/etc")) -> None:
+    for name in ETC_ALLOWLIST:
+        origin = source / name
+        if origin.is_symlink() or origin.is_file():
+            shutil.copy2(origin, target / name, follow_symlinks=False)
+        elif origin.is_dir():
+            shutil.copytree(origin, target / name, symlinks=True, ignore=lambda _d, names: ETC_PRIVATE & set(names))
+    for name, content in (("passwd", PASSWD), ("group", GROUP), ("hosts", HOSTS), ("resolv.conf", RESOLV_CONF),
+                          ("hostname", "sandbox\n")):
+        (target / name).write_text(content)
 
 
 class RuncRuntime:
@@ -62,9 +84,10 @@ class RuncRuntime:
         self.slirp4netns = slirp4netns
         self.state_dir = data_dir / "runc"
         self.sandboxes_dir = data_dir / "sandboxes"
-        self.etc_dir = data_dir / "runtime" / "etc"
+        self.shared_dir = data_dir / "runtime"
         self.agent_source = Path(agent_package.__file__).resolve().parent
-        self.agent_dir = data_dir / "runtime" / "agent"
+        self.etc_dir = self.shared_dir / "etc-unpublished"
+        self.agent_dir = self.shared_dir / "agent-unpublished"
         self.cgroup_parent = sandbox_cgroup_parent()
 
     # ------------------------------------------------------------------ setup
@@ -75,32 +98,43 @@ class RuncRuntime:
             raise RuntimeFailure(f"{self.runc} not found: install Debian's runc package (scripts/setup.sh does)")
         if not Path(SANDBOX_PYTHON).exists():
             raise RuntimeFailure("/usr/bin/python3 not found: the in-sandbox agent needs Debian's python3")
-        for directory in (self.state_dir, self.sandboxes_dir, self.etc_dir):
+        for directory in (self.state_dir, self.sandboxes_dir, self.shared_dir):
             directory.mkdir(parents=True, exist_ok=True)
         # Sandbox roots run as an unprivileged host uid, which must be able to walk down
         # to the bundle: the data dir and every directory above it need the x bit for others.
-        for directory in (self.data_dir, self.sandboxes_dir, self.etc_dir.parent, self.etc_dir):
+        for directory in (self.data_dir, self.sandboxes_dir, self.shared_dir):
             os.chmod(directory, os.stat(directory).st_mode | 0o011)
         for ancestor in self.data_dir.resolve().parents:
             if not os.stat(ancestor).st_mode & 0o001:
                 raise RuntimeFailure(
                     f"{ancestor} is not searchable by other users (chmod o+x it), so sandboxes cannot "
                     f"reach their root under {self.data_dir}; or choose a --data-dir elsewhere")
-        for name, content in (("passwd", PASSWD), ("group", GROUP), ("hosts", HOSTS), ("resolv.conf", RESOLV_CONF)):
-            (self.etc_dir / name).write_text(content)
-        self._install_agent()
+        self.etc_dir = shared_dirs.publish(self.shared_dir, "etc", build_etc)
+        self.agent_dir = shared_dirs.publish(self.shared_dir, "agent", self._build_agent)
+        in_use = self._shared_dirs_in_use() | {self.etc_dir, self.agent_dir}
+        shared_dirs.prune(self.shared_dir, "etc", in_use)
+        shared_dirs.prune(self.shared_dir, "agent", in_use)
 
-    def _install_agent(self) -> None:
+    def _build_agent(self, target: Path) -> None:
         """Copy the agent beside the data and byte-compile it with the sandboxes' python3, so
         no sandbox pays for compiling it (the bind mount is read-only, so none could cache it)."""
-        shutil.rmtree(self.agent_dir, ignore_errors=True)
-        self.agent_dir.mkdir(parents=True)
         for name in AGENT_FILES:
-            shutil.copy2(self.agent_source / name, self.agent_dir / name)
-        result = subprocess.run([SANDBOX_PYTHON, "-m", "compileall", "-q", str(self.agent_dir)],
+            shutil.copy2(self.agent_source / name, target / name)
+        result = subprocess.run([SANDBOX_PYTHON, "-m", "compileall", "-q", str(target)],
                                 capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise RuntimeFailure(f"{SANDBOX_PYTHON} cannot compile the agent: {result.stdout}{result.stderr}")
+
+    def _shared_dirs_in_use(self) -> set[Path]:
+        """Shared directories that existing sandboxes bind (they outlive server restarts)."""
+        used: set[Path] = set()
+        for config in self.sandboxes_dir.glob("*/config.json"):
+            try:
+                mounts = json.loads(config.read_text())["mounts"]
+            except (OSError, ValueError, KeyError):
+                continue
+            used.update(Path(m["source"]) for m in mounts if str(m.get("source", "")).startswith(str(self.shared_dir)))
+        return used
 
     # ------------------------------------------------------------------ helpers
     def _bundle(self, sandbox_id: str) -> Path:
@@ -171,7 +205,7 @@ class RuncRuntime:
             await asyncio.to_thread(self._populate_writable, rw)
             config = oci_config.build_config(
                 spec, writable_dir=rw, run_dir=bundle / "run", agent_dir=self.agent_dir,
-                etc_overrides={name: self.etc_dir / name for name in etc_files(spec.network)},
+                etc_dir=self.etc_dir,
                 cgroups_path=f"{self.cgroup_parent}/{spec.sandbox_id}",
             )
             (bundle / "config.json").write_text(json.dumps(config))
