@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 import pytest
 
 from tests.support.live_server import LiveServer, start_server, stop_server
