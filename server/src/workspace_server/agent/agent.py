@@ -38,7 +38,10 @@ else:  # inside a sandbox there is no package: wire.py lives beside this file
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import wire
 
-EXIT_DRAIN_GRACE = 0.1  # seconds to keep reading output after the process exited
+# After the process exits we read what is left; we stop once the pipe stays quiet this long
+# (a background child may hold it open forever) or, with output still flowing, at the cap.
+EXIT_DRAIN_GRACE = 0.1
+EXIT_DRAIN_CAP = 5.0
 LIST_BATCH = 500
 SANDBOX_USER = (1000, 1000)
 # Commands are the OOM killer's first choice, so a memory hog dies and the agent survives.
@@ -745,9 +748,11 @@ class Agent:
             poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
             while True:
                 if process.exited.is_set():
-                    remaining = EXIT_DRAIN_GRACE - (time.monotonic() - process.exited_at)
-                    if remaining <= 0 or not poller.poll(remaining * 1000):
-                        break  # background children still hold the pipe: stop waiting
+                    since_exit = time.monotonic() - process.exited_at
+                    # poll(0) still reports data already in the pipe: a late-scheduled reader loses nothing.
+                    quiet_for = max(0.0, EXIT_DRAIN_GRACE - since_exit) * 1000
+                    if since_exit > EXIT_DRAIN_CAP or not poller.poll(quiet_for):
+                        break
                 elif not poller.poll(100):
                     continue  # re-check whether the process has exited
                 try:

@@ -302,10 +302,11 @@ class SandboxService:
                 await connection.close()
             for callback in self._on_sandbox_gone:
                 callback(sandbox_id)
-            await asyncio.shield(self.runtime.destroy(sandbox_id))
             if keep_record:
+                # Nothing can reach it any more: report it stopped now, reclaim in the background.
                 self._set_state(record, SandboxState.STOPPED, record.error_message)
-            else:
+            await asyncio.shield(self.runtime.destroy(sandbox_id))
+            if not keep_record:
                 self.store.delete(sandbox_id)
                 self._records.pop(sandbox_id, None)
         finally:
