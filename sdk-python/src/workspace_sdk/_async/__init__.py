@@ -1,0 +1,1 @@
+"""Client implementation: ``_async`` is written by hand, ``_sync`` is generated from it."""

@@ -1,0 +1,215 @@
+"""``client.filesystem``: read, write and manage files inside a sandbox.
+
+``read``/``write`` move whole files through memory and suit small files. For large files use
+``read_stream``/``download`` and ``upload`` (or ``write`` with a file object or an iterable):
+they move the data in chunks and never hold the whole file.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import os
+import stat
+from collections.abc import AsyncIterator
+from typing import IO
+
+from .._primitives import async_upload_chunks
+from .._protocol import ApiRequest
+from .._protocol import filesystem as protocol
+from ..types import AsyncFileContent, FileInfo, LocalPath
+from ._api_client import AsyncAPIClient
+from ._streaming import AsyncResponseStream
+
+DEFAULT_CHUNK_SIZE = 256 * 1024
+
+
+class AsyncFileSystemService:
+    """Files inside a sandbox. Paths are absolute; relative ones start at ``/workspace``."""
+
+    def __init__(self, api: AsyncAPIClient) -> None:
+        self._api = api
+
+    async def read(self, sandbox_id: str, path: str) -> bytes:
+        """The whole file as bytes (use ``read_stream``/``download`` for large files)."""
+        response = await self._api.request(protocol.read_request(sandbox_id, path))
+        return response.content
+
+    async def read_string(self, sandbox_id: str, path: str, encoding: str = "utf-8") -> str:
+        """The whole file decoded as text."""
+        return (await self.read(sandbox_id, path)).decode(encoding)
+
+    def read_stream(
+        self, sandbox_id: str, path: str, chunk_size: int = DEFAULT_CHUNK_SIZE
+    ) -> AsyncFileReadStream:
+        """Stream the file in chunks of at most ``chunk_size`` bytes::
+
+            async with client.filesystem.read_stream(sandbox_id, "/workspace/big.bin") as f:
+                print(f.size)
+                async for chunk in f:
+                    ...
+
+        The request is sent when the stream is entered or first iterated.
+        """
+        return AsyncFileReadStream(
+            self._api, protocol.read_request(sandbox_id, path), chunk_size=chunk_size
+        )
+
+    async def download(
+        self,
+        sandbox_id: str,
+        path: str,
+        destination: LocalPath | IO[bytes],
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> int:
+        """Copy a sandbox file to a local path or writable binary file; returns the byte count.
+
+        A local path is written in place; if the transfer fails the partial file is removed.
+        """
+        if isinstance(destination, (str, os.PathLike)):
+            written = 0
+            try:
+                with open(destination, "wb") as local_file:
+                    written = await self._copy_to(sandbox_id, path, local_file, chunk_size)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(destination)
+                raise
+            return written
+        return await self._copy_to(sandbox_id, path, destination, chunk_size)
+
+    async def _copy_to(
+        self, sandbox_id: str, path: str, local_file: IO[bytes], chunk_size: int
+    ) -> int:
+        written = 0
+        async with self.read_stream(sandbox_id, path, chunk_size) as chunks:
+            async for chunk in chunks:
+                local_file.write(chunk)
+                written += len(chunk)
+        return written
+
+    async def write(self, sandbox_id: str, path: str, content: AsyncFileContent) -> FileInfo:
+        """Create or replace a file (parents are created; the replace is atomic).
+
+        ``content`` is bytes, a binary file object, or a stream of byte chunks (anything in
+        ``AsyncFileContent``); all but bytes are sent as they are read, never held whole.
+        """
+        body: bytes | AsyncIterator[bytes]
+        if isinstance(content, (bytes, bytearray, memoryview)):
+            body = bytes(content)
+        else:
+            body = async_upload_chunks(content, DEFAULT_CHUNK_SIZE)
+        data = await self._api.request_json(protocol.write_request(sandbox_id, path), content=body)
+        return protocol.parse_file_info(data)
+
+    async def write_string(
+        self, sandbox_id: str, path: str, content: str, encoding: str = "utf-8"
+    ) -> FileInfo:
+        """Create or replace a text file."""
+        return await self.write(sandbox_id, path, content.encode(encoding))
+
+    async def upload(
+        self,
+        sandbox_id: str,
+        path: str,
+        source: LocalPath | IO[bytes],
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> FileInfo:
+        """Stream a local file (path or binary file object) into the sandbox."""
+        if isinstance(source, (str, os.PathLike)):
+            with open(source, "rb") as local_file:
+                return await self._upload_file(sandbox_id, path, local_file, chunk_size)
+        return await self._upload_file(sandbox_id, path, source, chunk_size)
+
+    async def _upload_file(
+        self, sandbox_id: str, path: str, local_file: IO[bytes], chunk_size: int
+    ) -> FileInfo:
+        # A known length is sent as Content-Length (instead of chunked encoding), which lets
+        # the server reject an oversized upload before reading it.
+        size = _remaining_size(local_file)
+        headers = {"Content-Length": str(size)} if size is not None else None
+        data = await self._api.request_json(
+            protocol.write_request(sandbox_id, path),
+            content=async_upload_chunks(local_file, chunk_size),
+            headers=headers,
+        )
+        return protocol.parse_file_info(data)
+
+    async def mkdir(self, sandbox_id: str, path: str, recursive: bool = False) -> FileInfo:
+        """Create a directory (and its parents with ``recursive=True``)."""
+        data = await self._api.request_json(protocol.mkdir_request(sandbox_id, path, recursive))
+        return protocol.parse_file_info(data)
+
+    async def list(self, sandbox_id: str, path: str) -> builtins.list[FileInfo]:
+        """Entries of a directory."""
+        data = await self._api.request_json(protocol.list_request(sandbox_id, path))
+        return protocol.parse_file_list(data)
+
+    async def stat(self, sandbox_id: str, path: str) -> FileInfo:
+        """Metadata of one entry (a final symlink is described, not followed)."""
+        data = await self._api.request_json(protocol.stat_request(sandbox_id, path))
+        return protocol.parse_file_info(data)
+
+    async def exists(self, sandbox_id: str, path: str) -> bool:
+        """Whether the path exists."""
+        data = await self._api.request_json(protocol.exists_request(sandbox_id, path))
+        return protocol.parse_exists(data)
+
+    async def remove(self, sandbox_id: str, path: str, recursive: bool = False) -> None:
+        """Delete a file, or a directory tree with ``recursive=True``."""
+        await self._api.request(protocol.remove_request(sandbox_id, path, recursive))
+
+    async def move(self, sandbox_id: str, source: str, destination: str) -> FileInfo:
+        """Move or rename; returns the entry at its new path."""
+        data = await self._api.request_json(protocol.move_request(sandbox_id, source, destination))
+        return protocol.parse_file_info(data)
+
+    async def copy(
+        self, sandbox_id: str, source: str, destination: str, recursive: bool = True
+    ) -> FileInfo:
+        """Copy a file, or a directory tree (``recursive`` defaults to true, as on the server)."""
+        data = await self._api.request_json(
+            protocol.copy_request(sandbox_id, source, destination, recursive)
+        )
+        return protocol.parse_file_info(data)
+
+
+class AsyncFileReadStream(AsyncResponseStream):
+    """A sandbox file being downloaded: iterate it for byte chunks (once). ``size`` is the
+    ``Content-Length`` once the stream is open."""
+
+    def __init__(self, api: AsyncAPIClient, request: ApiRequest, *, chunk_size: int) -> None:
+        super().__init__(api, request, api.config.request_timeout(), chunk_size)
+        self._size: int | None = None
+
+    @property
+    def size(self) -> int | None:
+        """Total size in bytes, when the stream is open and the server sent it."""
+        return self._size
+
+    async def _enter(self) -> None:
+        response = await self._open_response()
+        length = response.headers.get("Content-Length")
+        self._size = int(length) if length and length.isdigit() else None
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate_chunks()
+
+    async def _iterate_chunks(self) -> AsyncIterator[bytes]:
+        try:
+            await self._enter()
+            while (chunk := await self._read_chunk()) is not None:
+                yield chunk
+        finally:
+            await self.aclose()
+
+
+def _remaining_size(file: IO[bytes]) -> int | None:
+    """Bytes left to read in a regular file, or ``None`` if it cannot be known."""
+    try:
+        status = os.fstat(file.fileno())
+        if not stat.S_ISREG(status.st_mode):
+            return None  # pipes and sockets report no meaningful size
+        return max(status.st_size - file.tell(), 0)
+    except (AttributeError, OSError, ValueError):  # no fileno(), unseekable, or closed
+        return None

@@ -1,0 +1,133 @@
+"""File routes: ``/sandboxes/{id}/files...``."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from ..types import FileInfo, FileType
+from ._common import (
+    ApiRequest,
+    expect_object,
+    invalid_response,
+    optional_str,
+    path_segment,
+    query_bool,
+    require_int,
+    require_str,
+)
+
+
+def _files_path(sandbox_id: str, action: str = "") -> str:
+    return f"/sandboxes/{path_segment(sandbox_id)}/files{action}"
+
+
+def _context(sandbox_id: str, path: str) -> dict[str, str]:
+    return {"sandbox_id": sandbox_id, "path": path}
+
+
+def read_request(sandbox_id: str, path: str) -> ApiRequest:
+    return ApiRequest(
+        "GET",
+        _files_path(sandbox_id),
+        params={"path": path},
+        error_context=_context(sandbox_id, path),
+    )
+
+
+def write_request(sandbox_id: str, path: str) -> ApiRequest:
+    """The body (raw bytes, streamed) is supplied by the I/O layer."""
+    return ApiRequest(
+        "PUT",
+        _files_path(sandbox_id),
+        params={"path": path},
+        error_context=_context(sandbox_id, path),
+    )
+
+
+def list_request(sandbox_id: str, path: str) -> ApiRequest:
+    return ApiRequest(
+        "GET",
+        _files_path(sandbox_id, "/list"),
+        params={"path": path},
+        error_context=_context(sandbox_id, path),
+    )
+
+
+def stat_request(sandbox_id: str, path: str) -> ApiRequest:
+    return ApiRequest(
+        "GET",
+        _files_path(sandbox_id, "/stat"),
+        params={"path": path},
+        error_context=_context(sandbox_id, path),
+    )
+
+
+def exists_request(sandbox_id: str, path: str) -> ApiRequest:
+    return ApiRequest(
+        "GET",
+        _files_path(sandbox_id, "/exists"),
+        params={"path": path},
+        error_context=_context(sandbox_id, path),
+    )
+
+
+def mkdir_request(sandbox_id: str, path: str, recursive: bool) -> ApiRequest:
+    return ApiRequest(
+        "POST",
+        _files_path(sandbox_id, "/mkdir"),
+        json={"path": path, "recursive": recursive},
+        error_context=_context(sandbox_id, path),
+    )
+
+
+def remove_request(sandbox_id: str, path: str, recursive: bool) -> ApiRequest:
+    return ApiRequest(
+        "DELETE",
+        _files_path(sandbox_id),
+        params={"path": path, "recursive": query_bool(recursive)},
+        error_context=_context(sandbox_id, path),
+    )
+
+
+def move_request(sandbox_id: str, source: str, destination: str) -> ApiRequest:
+    return ApiRequest(
+        "POST",
+        _files_path(sandbox_id, "/move"),
+        json={"source": source, "destination": destination},
+        error_context=_context(sandbox_id, source),
+    )
+
+
+def copy_request(sandbox_id: str, source: str, destination: str, recursive: bool) -> ApiRequest:
+    return ApiRequest(
+        "POST",
+        _files_path(sandbox_id, "/copy"),
+        json={"source": source, "destination": destination, "recursive": recursive},
+        error_context=_context(sandbox_id, source),
+    )
+
+
+def parse_file_info(data: Any) -> FileInfo:
+    obj = expect_object(data, "FileInfo")
+    return FileInfo(
+        name=require_str(obj, "name"),
+        path=require_str(obj, "path"),
+        type=cast(FileType, require_str(obj, "type")),
+        size=require_int(obj, "size"),
+        modified_at=optional_str(obj, "modified_at"),
+        mode=optional_str(obj, "mode"),
+    )
+
+
+def parse_file_list(data: Any) -> list[FileInfo]:
+    items = expect_object(data, "file list").get("files")
+    if not isinstance(items, list):
+        raise invalid_response("field 'files' must be a list")
+    return [parse_file_info(item) for item in items]
+
+
+def parse_exists(data: Any) -> bool:
+    value = expect_object(data, "exists response").get("exists")
+    if not isinstance(value, bool):
+        raise invalid_response(f"field 'exists' must be a boolean, got {value!r}")
+    return value

@@ -1,0 +1,100 @@
+"""Incremental Server-Sent Events decoder (pure: no I/O, no httpx).
+
+Implements the ``text/event-stream`` parsing rules of the WHATWG HTML standard (section
+"Server-sent events"): lines end with CRLF, LF or CR; ``:`` starts a comment; ``data`` lines
+accumulate, joined by ``\\n``; a blank line dispatches the event; a field without a colon has
+an empty value; one space after the colon is dropped. ``id`` and ``retry`` are accepted and
+ignored because the SDK never reconnects a process stream (a new request would start a new
+process). Chunks may be split anywhere, including inside a UTF-8 character or between the
+CR and LF of a line ending.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from dataclasses import dataclass
+
+__all__ = ["SSEDecoder", "ServerSentEvent"]
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+@dataclass(frozen=True)
+class ServerSentEvent:
+    """One dispatched event. ``event`` defaults to ``"message"`` as the standard says."""
+
+    event: str
+    data: str
+
+
+class SSEDecoder:
+    """Feed bytes in, get complete events out.
+
+    >>> decoder = SSEDecoder()
+    >>> decoder.feed(b"event: stdout\\ndata: {\\"data\\": \\"hi\\"}\\n")
+    []
+    >>> decoder.feed(b"\\n")
+    [ServerSentEvent(event='stdout', data='{"data": "hi"}')]
+
+    An event that is still incomplete when the stream ends is never dispatched (the standard
+    requires discarding it), so there is nothing to flush at end of stream.
+    """
+
+    def __init__(self) -> None:
+        self._text_decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._partial_line = ""
+        self._at_stream_start = True
+        # A chunk ending in CR might be the first half of CRLF: the LF, if it comes next,
+        # must not be read as a second (empty, event-dispatching) line.
+        self._skip_leading_lf = False
+        self._event_type = ""
+        self._data_lines: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        """Consume ``chunk`` and return the events it completed, in order."""
+        text = self._text_decoder.decode(chunk)
+        if not text:
+            return []
+        if self._at_stream_start:
+            self._at_stream_start = False
+            text = text.removeprefix("\ufeff")
+        if self._skip_leading_lf:
+            self._skip_leading_lf = False
+            text = text.removeprefix("\n")
+
+        buffer = self._partial_line + text
+        events: list[ServerSentEvent] = []
+        line_start = 0
+        for line_end in _LINE_END.finditer(buffer):
+            event = self._process_line(buffer[line_start : line_end.start()])
+            if event is not None:
+                events.append(event)
+            line_start = line_end.end()
+            if line_end.group() == "\r" and line_start == len(buffer):
+                self._skip_leading_lf = True
+        self._partial_line = buffer[line_start:]
+        return events
+
+    def _process_line(self, line: str) -> ServerSentEvent | None:
+        if not line:
+            return self._dispatch()
+        if line.startswith(":"):
+            return None  # comment, e.g. the server's ": keepalive"
+        name, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if name == "event":
+            self._event_type = value
+        elif name == "data":
+            self._data_lines.append(value)
+        # "id", "retry" and unknown fields are ignored (see module docstring).
+        return None
+
+    def _dispatch(self) -> ServerSentEvent | None:
+        data_lines, event_type = self._data_lines, self._event_type
+        self._data_lines, self._event_type = [], ""
+        if not data_lines:
+            # The standard drops events without any data line (their type is reset too).
+            return None
+        return ServerSentEvent(event=event_type or "message", data="\n".join(data_lines))

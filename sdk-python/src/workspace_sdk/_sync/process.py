@@ -1,0 +1,184 @@
+# Generated from _async/process.py by scripts/unasync.py. Do not edit: edit that file.
+"""``client.process``: run commands, stream their output, list and signal them."""
+
+from __future__ import annotations
+
+import builtins
+from collections import deque
+from collections.abc import Iterator
+
+from .._exceptions import WorkspaceConnectionError
+from .._protocol import ApiRequest
+from .._protocol import process as protocol
+from .._protocol._common import invalid_response
+from .._sse import ServerSentEvent, SSEDecoder
+from ..types import (
+    CommandResult,
+    ErrorEvent,
+    ExitEvent,
+    ProcessEvent,
+    ProcessInfo,
+    RunCommandOptions,
+)
+from ._api_client import APIClient
+from ._streaming import ResponseStream
+
+
+class ProcessService:
+    """Run commands inside a sandbox. Commands run directly (no shell): pass arguments in
+    ``RunCommandOptions.args``, or run ``"sh"`` with ``args=["-c", "..."]`` for shell syntax."""
+
+    def __init__(self, api: APIClient) -> None:
+        self._api = api
+
+    def run(
+        self, sandbox_id: str, command: str, options: RunCommandOptions | None = None
+    ) -> CommandResult:
+        """Run ``command`` to completion and return its exit code and output.
+
+        A non-zero exit code is a normal result, not an exception. If
+        ``options.timeout`` fires, the server kills the command and this raises
+        ``ProcessTimeoutError`` (its ``stdout``/``stderr`` hold the partial output). The HTTP
+        request is allowed to last at least that long, whatever the client timeout.
+        """
+        command_timeout = options.timeout if options else None
+        data = self._api.request_json(
+            protocol.run_request(sandbox_id, command, options),
+            timeout=self._api.config.command_timeout(command_timeout),
+        )
+        return protocol.parse_command_result(data)
+
+    def run_stream(
+        self, sandbox_id: str, command: str, options: RunCommandOptions | None = None
+    ) -> ProcessStream:
+        """Start ``command`` and stream its output as events.
+
+        Returns at once; the request is sent when the stream is entered or first iterated::
+
+            with client.process.run_stream(sandbox_id, "make") as stream:
+                print("pid", stream.pid)
+                for event in stream:
+                    ...
+
+        Iteration yields ``StdoutEvent``/``StderrEvent`` and ends after the final
+        ``ExitEvent`` or ``ErrorEvent``. Closing the stream early (leaving the block,
+        ``break``, ``close()``) disconnects, and the server then kills the process.
+        """
+        return ProcessStream(
+            self._api,
+            protocol.stream_request(sandbox_id, command, options),
+            sandbox_id=sandbox_id,
+            command=command,
+        )
+
+    def kill(self, sandbox_id: str, pid: int, signal: int = 15) -> None:
+        """Send ``signal`` (default SIGTERM) to a process started through the API."""
+        self._api.request(protocol.kill_request(sandbox_id, pid, signal))
+
+    def list(self, sandbox_id: str) -> builtins.list[ProcessInfo]:
+        """Running processes that were started through the API (PTY shells included)."""
+        data = self._api.request_json(protocol.list_request(sandbox_id))
+        return protocol.parse_process_list(data)
+
+
+class ProcessStream(ResponseStream):
+    """Live output of one process: iterate it for events (once), or enter it with ``with``
+    to control when the connection closes. ``pid`` is known once started."""
+
+    def __init__(
+        self, api: APIClient, request: ApiRequest, *, sandbox_id: str, command: str
+    ) -> None:
+        super().__init__(api, request, api.config.stream_timeout())
+        self.sandbox_id = sandbox_id
+        self.command = command
+        self._decoder = SSEDecoder()
+        self._pending: deque[ServerSentEvent] = deque()
+        self._pid: int | None = None
+        self._finished = False
+
+    @property
+    def pid(self) -> int:
+        """The process id inside the sandbox (usable with ``client.process.kill``)."""
+        if self._pid is None:
+            raise RuntimeError(
+                "the process has not started yet: enter the stream with `with`, "
+                "iterate it, or call `stream.start()` first"
+            )
+        return self._pid
+
+    def start(self) -> int:
+        """Send the request if needed and wait for the process to start; returns its pid.
+
+        Raises the same exceptions as ``run`` if the command cannot start.
+        """
+        if self._pid is not None:
+            return self._pid
+        try:
+            self._open_response()
+            first = self._next_event()
+        except BaseException:
+            self.close()
+            raise
+        if isinstance(first, protocol.ProcessStarted):
+            self._pid = first.pid
+            return first.pid
+        self.close()
+        context = {"sandbox_id": self.sandbox_id, "command": self.command}
+        if isinstance(first, ErrorEvent):
+            raise protocol.error_event_to_exception(first, context)
+        if first is None:
+            raise WorkspaceConnectionError(
+                f"process stream for {self.command!r} ended before the process started",
+                details=context,
+            )
+        raise invalid_response(f"process stream began with {first!r} instead of a start event")
+
+    def _enter(self) -> None:
+        self.start()
+
+    def _next_event(self) -> protocol.ProcessStarted | ProcessEvent | None:
+        """Next known event, or ``None`` when the body ends."""
+        while True:
+            while not self._pending:
+                chunk = self._read_chunk()
+                if chunk is None:
+                    return None
+                self._pending.extend(self._decoder.feed(chunk))
+            event = protocol.parse_stream_event(self._pending.popleft())
+            if event is not None:
+                return event
+
+    def __iter__(self) -> Iterator[ProcessEvent]:
+        return self._iterate_events()
+
+    def _iterate_events(self) -> Iterator[ProcessEvent]:
+        # The finally clause runs on normal end, on error, and when a caller's `break`
+        # drops this generator, so the HTTP response is never left open.
+        try:
+            self.start()
+            while not self._finished:
+                event = self._next_event()
+                if event is None and self.closed:
+                    return  # closed by the caller (e.g. iterated again after leaving `with`)
+                if event is None:
+                    raise WorkspaceConnectionError(
+                        f"output stream of process {self._pid} ended without an exit event",
+                        details={"sandbox_id": self.sandbox_id, "pid": self._pid},
+                    )
+                if isinstance(event, protocol.ProcessStarted):
+                    continue
+                if isinstance(event, (ExitEvent, ErrorEvent)):
+                    # Release the connection before handing out the last event: callers
+                    # usually `break` on it, and must not depend on cleanup timing then.
+                    self._finished = True
+                    self.close()
+                yield event
+        finally:
+            self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else ("running" if self._pid is not None else "new")
+        return (
+            f"<{type(self).__name__} sandbox_id={self.sandbox_id!r} "
+            f"command={self.command!r} pid={self._pid} {state}>"
+        )

@@ -1,0 +1,22 @@
+# Generated from _async/template.py by scripts/unasync.py. Do not edit: edit that file.
+"""``client.template``: the templates sandboxes can be created from."""
+
+from __future__ import annotations
+
+import builtins
+
+from .._protocol import template as protocol
+from ..types import Template
+from ._api_client import APIClient
+
+
+class TemplateService:
+    """Available templates."""
+
+    def __init__(self, api: APIClient) -> None:
+        self._api = api
+
+    def list(self) -> builtins.list[Template]:
+        """All templates the server offers (``workspace-test:latest`` is always there)."""
+        data = self._api.request_json(protocol.list_request())
+        return protocol.parse_template_list(data)

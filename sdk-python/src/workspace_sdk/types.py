@@ -1,0 +1,203 @@
+"""Public data types: what the Workspace API returns and what you pass to it.
+
+Every field the seed README documents is here under the same name; fields added since are
+optional with a ``None`` default, so code written against the seed keeps working.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterable, Iterable
+from dataclasses import dataclass, field
+from typing import IO, Literal, TypeAlias
+
+SandboxState: TypeAlias = Literal["starting", "running", "stopping", "stopped", "error"]
+"""Lifecycle state of a sandbox."""
+
+FileType: TypeAlias = Literal["file", "directory", "symlink", "other"]
+"""Kind of filesystem entry; ``"other"`` covers devices, sockets and FIFOs."""
+
+
+@dataclass
+class Sandbox:
+    """An isolated Linux environment created from a template."""
+
+    id: str
+    template: str
+    state: SandboxState
+    created_at: str
+    updated_at: str
+    name: str | None = None
+    env: dict[str, str] | None = None
+    metadata: dict[str, str] | None = None
+    nfs_url: str | None = None
+    timeout: int | None = None
+    error_message: str | None = None
+    expires_at: str | None = None
+    cpu: float | None = None
+    memory_mb: int | None = None
+    pids: int | None = None
+    disk_mb: int | None = None
+    network: bool | None = None
+
+
+@dataclass
+class CreateSandboxParams:
+    """Parameters for ``client.sandbox.create``.
+
+    Fields left as ``None`` are not sent, so the server's defaults apply (the default template,
+    its default lifetime and resource limits).
+    """
+
+    template: str | None = None
+    name: str | None = None
+    env: dict[str, str] | None = None
+    metadata: dict[str, str] | None = None
+    timeout: int | None = None
+    """Sandbox lifetime in seconds; the server deletes the sandbox when it expires."""
+    cpu: float | None = None
+    memory_mb: int | None = None
+    pids: int | None = None
+    disk_mb: int | None = None
+    network: bool | None = None
+
+
+@dataclass
+class RunCommandOptions:
+    """Options for ``client.process.run`` and ``client.process.run_stream``.
+
+    ``timeout`` is how long the *command* may run (seconds). When it fires the server kills the
+    command's whole process group and ``run`` raises ``ProcessTimeoutError``; ``run_stream``
+    ends with an ``ErrorEvent(code="PROCESS_TIMEOUT")``. It is independent of the client's HTTP
+    request timeout, which the SDK extends so that the command timeout always fires first.
+    """
+
+    args: list[str] | None = None
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    timeout: float | None = None
+    user: str | None = None
+    """``"user"`` or ``"root"``; ``None`` uses the sandbox default."""
+    stdin: str | None = None
+    """Text written to the command's stdin, which is then closed. Without it stdin is
+    ``/dev/null``, so commands that read stdin never hang waiting for input."""
+
+
+@dataclass
+class PtyOptions:
+    """Options for ``client.pty.connect``."""
+
+    cols: int = 80
+    rows: int = 24
+    shell: str | None = None
+    """Shell to start; ``None`` lets the server choose (``/bin/bash`` when present)."""
+
+
+@dataclass
+class CommandResult:
+    """Outcome of a command run to completion. A command killed by signal N exits with 128 + N."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+    pid: int | None = None
+
+
+# The ``type`` discriminators default to their only legal value (keyword-only, so the seed's
+# field order is kept) which lets users build events in tests: ``StdoutEvent(data="x")``.
+
+
+@dataclass
+class StdoutEvent:
+    """A chunk of the command's standard output (UTF-8, never splitting a character)."""
+
+    type: Literal["stdout"] = field(default="stdout", kw_only=True)
+    data: str
+
+
+@dataclass
+class StderrEvent:
+    """A chunk of the command's standard error."""
+
+    type: Literal["stderr"] = field(default="stderr", kw_only=True)
+    data: str
+
+
+@dataclass
+class ExitEvent:
+    """The command exited; always the last event of a successful stream."""
+
+    type: Literal["exit"] = field(default="exit", kw_only=True)
+    code: int
+
+
+@dataclass
+class ErrorEvent:
+    """The stream failed after the command started (e.g. its timeout fired); always last.
+
+    ``code`` is the server error code, such as ``"PROCESS_TIMEOUT"`` or
+    ``"AGENT_NOT_CONNECTED"``.
+    """
+
+    type: Literal["error"] = field(default="error", kw_only=True)
+    message: str
+    code: str | None = None
+
+
+ProcessEvent: TypeAlias = StdoutEvent | StderrEvent | ExitEvent | ErrorEvent
+"""Union of the events ``run_stream`` yields; narrow it with ``event.type``."""
+
+
+@dataclass
+class FileInfo:
+    """Metadata for one filesystem entry inside a sandbox."""
+
+    name: str
+    path: str
+    type: FileType
+    size: int
+    modified_at: str | None = None
+    mode: str | None = None
+    """Permission bits in octal, e.g. ``"0644"``."""
+
+
+@dataclass
+class ProcessInfo:
+    """A running process started through the API (``client.process.list``)."""
+
+    pid: int
+    command: str
+    args: list[str] = field(default_factory=list)
+    pty: bool = False
+
+
+@dataclass
+class PtyInfo:
+    """A live terminal session (``client.pty.list``)."""
+
+    pty_id: str
+    pid: int
+    cols: int
+    rows: int
+
+
+@dataclass
+class Template:
+    """A template sandboxes can be created from (``client.template.list``)."""
+
+    name: str
+    description: str | None = None
+
+
+LocalPath: TypeAlias = str | os.PathLike[str]
+"""A path on the machine running the SDK."""
+
+FileContent: TypeAlias = bytes | bytearray | memoryview | IO[bytes] | Iterable[bytes]
+"""What ``WorkspaceClient.filesystem.write`` accepts: bytes, a binary file object, or an
+iterable of byte chunks. File objects and iterables are streamed, never read whole."""
+
+AsyncFileContent: TypeAlias = (
+    bytes | bytearray | memoryview | IO[bytes] | Iterable[bytes] | AsyncIterable[bytes]
+)
+"""What ``AsyncWorkspaceClient.filesystem.write`` accepts: ``FileContent`` or an async
+iterable of byte chunks (for instance another sandbox's ``read_stream``)."""
