@@ -43,6 +43,8 @@ else:  # inside a sandbox there is no package: wire.py lives beside this file
 EXIT_DRAIN_GRACE = 0.1
 EXIT_DRAIN_CAP = 5.0
 LIST_BATCH = 500
+PIPE_SIZE = 256 * 1024
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 SANDBOX_USER = (1000, 1000)
 # Commands are the OOM killer's first choice, so a memory hog dies and the agent survives.
 # (Raising a score needs no privilege; lowering one would.)
@@ -631,6 +633,11 @@ class Agent:
         else:
             out_r, out_w = os.pipe()
             err_r, err_w = os.pipe()
+            for read_end in (out_r, err_r):
+                try:
+                    fcntl.fcntl(read_end, F_SETPIPE_SZ, PIPE_SIZE)  # fewer, larger reads of busy output
+                except OSError:
+                    pass  # the per-user pipe budget is spent: the default size works too
             if want_stdin:
                 in_r, in_w = os.pipe()
                 stdin_ours: Optional[int] = in_w

@@ -73,7 +73,15 @@ class AgentStream:
         """Next frame: (MSG, dict), (OUT|ERR, bytes) or (CLOSE, None).
 
         Raises AgentDisconnected if the link dropped."""
-        frame = await self._frames.get()
+        return self._take(await self._frames.get())
+
+    def recv_nowait(self) -> Frame | None:
+        """The next frame if one is already here (lets callers coalesce output)."""
+        if self._frames.empty():
+            return None
+        return self._take(self._frames.get_nowait())
+
+    def _take(self, frame: Frame) -> Frame:
         if frame is _DISCONNECTED:
             self._frames.put_nowait(_DISCONNECTED)  # later calls see it too
             raise AgentDisconnected

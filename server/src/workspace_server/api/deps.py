@@ -24,6 +24,12 @@ class Services:
     metrics: Metrics
 
 
-def services(connection: HTTPConnection) -> Services:
+async def services(connection: HTTPConnection) -> Services:
+    # async on purpose: FastAPI runs sync dependencies in a worker thread, a costly hop
+    # on every request.
+    return current_services(connection)
+
+
+def current_services(connection: HTTPConnection) -> Services:
     found: Services = connection.app.state.services
     return found

@@ -18,6 +18,7 @@ from workspace_server.services.sandboxes import SandboxService
 
 HOST_TIMEOUT_MARGIN = 5.0  # the agent enforces timeouts; this only guards a wedged agent
 TIMEOUT_OUTPUT_TAIL = 64 * 1024
+COALESCE_BYTES = 1024 * 1024
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -154,15 +155,25 @@ class ProcessService:
         async def events() -> AsyncIterator[ProcessEvent | None]:
             decoders = {wire.OUT: Utf8Stream(), wire.ERR: Utf8Stream()}
             names = {wire.OUT: "stdout", wire.ERR: "stderr"}
+            pending: tuple[int, Any] | None = None
             try:
                 yield ProcessEvent("start", {"pid": pid})
                 while True:
-                    try:
-                        kind, payload = await asyncio.wait_for(stream.recv(), keepalive)
-                    except TimeoutError:
-                        yield None
-                        continue
+                    if pending is not None:
+                        (kind, payload), pending = pending, None
+                    else:
+                        try:
+                            kind, payload = await asyncio.wait_for(stream.recv(), keepalive)
+                        except TimeoutError:
+                            yield None
+                            continue
                     if kind in decoders:
+                        # Output already queued goes out as one event: fewer, larger events.
+                        while len(payload) < COALESCE_BYTES and (more := stream.recv_nowait()) is not None:
+                            if more[0] != kind:
+                                pending = more
+                                break
+                            payload += more[1]
                         text = decoders[kind].feed(payload)
                         if text:
                             yield ProcessEvent(names[kind], {"data": text})

@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Coroutine
+from json.encoder import encode_basestring_ascii as encode_string
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -48,6 +49,9 @@ async def _wait_disconnect(request: Request) -> None:
 def sse(event: ProcessEvent | None) -> bytes:
     if event is None:
         return b": keepalive\n\n"
+    if event.type in ("stdout", "stderr"):
+        # The hot path: skip the generic encoder for the one-field output events.
+        return f'event: {event.type}\ndata: {{"data": {encode_string(event.data["data"])}}}\n\n'.encode()
     return f"event: {event.type}\ndata: {json.dumps(event.data, ensure_ascii=False)}\n\n".encode()
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response, WebSocket, WebSocketDisconnect
 
-from workspace_server.api.deps import Services, services
+from workspace_server.api.deps import Services, current_services, services
 from workspace_server.api.errors import ERROR_RESPONSES
 from workspace_server.api.schemas import PtyList, ResizeBody
 from workspace_server.domain.errors import InvalidRequest, WorkspaceError
@@ -43,7 +43,7 @@ def int_param(websocket: WebSocket, name: str, default: int) -> int:
 
 @socket_router.websocket("")
 async def open_pty(websocket: WebSocket, sandbox_id: str) -> None:
-    svc = services(websocket)
+    svc = current_services(websocket)
     await websocket.accept()
     try:
         cols, rows = int_param(websocket, "cols", 80), int_param(websocket, "rows", 24)
@@ -57,7 +57,7 @@ async def open_pty(websocket: WebSocket, sandbox_id: str) -> None:
 
 @socket_router.websocket("/{pty_id}")
 async def attach_pty(websocket: WebSocket, sandbox_id: str, pty_id: str) -> None:
-    svc = services(websocket)
+    svc = current_services(websocket)
     await websocket.accept()
     try:
         session = svc.ptys.get(sandbox_id, pty_id)
