@@ -1,0 +1,1 @@
+"""Workspace benchmark suite: `make bench` (see benchmarks/README.md)."""
