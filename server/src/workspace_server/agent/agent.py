@@ -458,15 +458,35 @@ class Process:
             self.popen.returncode = self.exit_code  # keeps Popen from waiting on a reaped pid
 
 
+_resolved: Dict[Tuple[str, str], str] = {}
+
+
 def resolve_command(command: str, path_var: str) -> str:
     if "/" in command:
         if os.path.isfile(command) and os.access(command, os.X_OK):
             return command
         raise OpError("COMMAND_NOT_FOUND", "%s: no such executable" % command, command=command)
+    cached = _resolved.get((command, path_var))
+    if cached is not None and os.access(cached, os.X_OK):
+        return cached  # one access() instead of a walk over PATH
     found = shutil.which(command, path=path_var)
     if found is None:
         raise OpError("COMMAND_NOT_FOUND", "%s: command not found" % command, command=command)
+    if _read_only_lookup(path_var, os.path.dirname(found)):
+        if len(_resolved) > 4096:
+            _resolved.clear()
+        _resolved[(command, path_var)] = found
     return found
+
+
+def _read_only_lookup(path_var: str, found_dir: str) -> bool:
+    """True if no writable PATH entry comes before the hit, so nothing can shadow it later."""
+    for entry in path_var.split(":"):
+        if not (entry in ("/bin", "/sbin") or entry.startswith("/usr/")):
+            return False
+        if entry == found_dir:
+            return True
+    return False
 
 
 def set_controlling_tty() -> None:

@@ -123,7 +123,8 @@ class AgentStream:
             self._connection.check_alive()
             size = min(self._send_credit, len(view), wire.CHUNK)
             self._send_credit -= size
-            self._connection.write(wire.encode(self.id, wire.IN, bytes(view[:size])))
+            self._connection.write(wire.HEADER.pack(size, self.id, wire.IN))
+            self._connection.write(view[:size])  # no copy: the transport takes the slice as is
             view = view[size:]
             await self._connection.drain()
 
@@ -190,7 +191,7 @@ class AgentConnection:
         if not self.alive:
             raise AgentDisconnected
 
-    def write(self, frame: bytes) -> None:
+    def write(self, frame: bytes | memoryview) -> None:
         if self.alive:
             self._writer.write(frame)
 

@@ -96,7 +96,7 @@ class ProcessService:
     async def _spawn(self, sandbox_id: str, command: RunCommand,
                      pty: dict[str, int] | None = None) -> tuple[AgentStream, int]:
         """Start the command; returns its stream once the agent reports the pid."""
-        sandbox = self.sandboxes.get(sandbox_id)
+        sandbox = self.sandboxes.record(sandbox_id)
         request = spawn_request(sandbox, command, pty=pty)
         connection = self.sandboxes.connection(sandbox_id)
         try:
@@ -161,6 +161,8 @@ class ProcessService:
                 while True:
                     if pending is not None:
                         (kind, payload), pending = pending, None
+                    elif (ready := stream.recv_nowait()) is not None:
+                        kind, payload = ready  # skips wait_for's task when output is flowing
                     else:
                         try:
                             kind, payload = await asyncio.wait_for(stream.recv(), keepalive)

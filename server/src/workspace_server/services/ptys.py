@@ -61,14 +61,14 @@ class PtyService:
         return session
 
     def get(self, sandbox_id: str, pty_id: str) -> PtySession:
-        self.sandboxes.get(sandbox_id)
+        self.sandboxes.record(sandbox_id)
         session = self._sessions.get(pty_id)
         if session is None or session.sandbox_id != sandbox_id:
             raise PtyNotFound(pty_id)
         return session
 
     def list(self, sandbox_id: str) -> list[dict[str, Any]]:
-        self.sandboxes.get(sandbox_id)
+        self.sandboxes.record(sandbox_id)
         return [s.info() for s in self._sessions.values() if s.sandbox_id == sandbox_id]
 
     def subscribe(self, session: PtySession) -> tuple[asyncio.Queue[PtyEvent], bytes]:

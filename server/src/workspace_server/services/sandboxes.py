@@ -33,6 +33,7 @@ from workspace_server.store.sqlite import SandboxStore
 log = logging.getLogger(__name__)
 
 EXPIRY_TICK = 0.1
+POOL_REFILL_DELAY = 0.3
 AGENT_LOST = "the sandbox agent disconnected: the sandbox's init exited or was killed"
 AGENT_LOST_ON_RESTART = "the sandbox agent did not survive the server restart"
 STARTING_ON_RESTART = "the server restarted while the sandbox was starting"
@@ -117,11 +118,17 @@ class SandboxService:
 
     # ------------------------------------------------------------------ queries
     def get(self, sandbox_id: str) -> Sandbox:
+        """The record as callers see it, with live figures from the runtime."""
+        record = self.record(sandbox_id)
+        if record.state == SandboxState.RUNNING:
+            record = replace(record, oom_kills=self.runtime.oom_kills(sandbox_id))
+        return record
+
+    def record(self, sandbox_id: str) -> Sandbox:
+        """The stored record only: cheap, for the request path of other services."""
         record = self._records.get(sandbox_id) or self.store.get(sandbox_id)
         if record is None:
             raise SandboxNotFound(sandbox_id)
-        if record.state == SandboxState.RUNNING:
-            record = replace(record, oom_kills=self.runtime.oom_kills(sandbox_id))
         return record
 
     def list(self, state: SandboxState | None = None) -> list[Sandbox]:
@@ -132,7 +139,7 @@ class SandboxService:
         connection = self._connections.get(sandbox_id)
         if connection is not None and connection.alive:
             return connection
-        record = self.get(sandbox_id)
+        record = self.record(sandbox_id)
         if record.state == SandboxState.ERROR:
             raise AgentNotConnected(sandbox_id, record.error_message or "the sandbox agent is not connected")
         if record.state != SandboxState.RUNNING:
@@ -218,21 +225,24 @@ class SandboxService:
         pool = self._pool.get(template, [])
         while pool:
             warm = pool.pop()
-            self._refill(template)
+            self._refill(template, delay=POOL_REFILL_DELAY)
             if warm.connection.alive:
                 return warm
             self._spawn(self._discard_warm(warm))
         self._refill(template)
         return None
 
-    def _refill(self, template: str) -> None:
+    def _refill(self, template: str, delay: float = 0.0) -> None:
         if self._closing or self.settings.pool_size <= 0 or template in self._pool_filling:
             return
         self._pool_filling.add(template)
-        self._spawn(self._fill_pool(template))
+        self._spawn(self._fill_pool(template, delay))
 
-    async def _fill_pool(self, template: str) -> None:
+    async def _fill_pool(self, template: str, delay: float = 0.0) -> None:
         try:
+            # Starting a sandbox costs CPU; right after a claim that CPU is better spent on the
+            # claimed sandbox's first commands.
+            await asyncio.sleep(delay)
             while not self._closing and len(self._pool[template]) < self.settings.pool_size:
                 sandbox_id = new_sandbox_id()
                 spec = SandboxSpec(sandbox_id, self.templates.get(template), self.settings.default_limits, False)
@@ -278,7 +288,7 @@ class SandboxService:
 
     # ------------------------------------------------------------------ delete / expiry
     async def delete(self, sandbox_id: str, force: bool = False) -> None:
-        record = self.get(sandbox_id)
+        record = self.record(sandbox_id)
         await self._stop(record, force=force, keep_record=False)
 
     async def _stop(self, record: Sandbox, *, force: bool, keep_record: bool) -> None:
