@@ -25,14 +25,16 @@ import stat
 import struct
 import subprocess
 import sys
-import tempfile
 import termios
 import threading
 import time
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
+# Start-up time is create latency: nothing is imported that only some operations need
+# (tempfile, datetime) or only the type checker needs (typing).
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, Optional, Tuple
+
     from workspace_server.agent import wire
 else:  # inside a sandbox there is no package: wire.py lives beside this file
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -501,7 +503,7 @@ def set_winsize(fd: int, cols: int, rows: int) -> None:
 
 
 def iso_time(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(timestamp)) + ".%06dZ" % (timestamp % 1 * 1e6)
 
 
 def file_type(mode: int) -> str:
@@ -903,6 +905,8 @@ class Agent:
         except OSError:
             mode = 0o644
         uid, gid = owner_of(parent)
+        import tempfile
+
         fd, temp_path = tempfile.mkstemp(prefix=".ws-upload-", dir=parent)
         completed = False
         try:
