@@ -135,13 +135,12 @@ def restarted() -> Iterator[Restarted]:
             assert client.put(f"/sandboxes/{victim['id']}/files", params={"path": "/workspace/secret"},
                               content=marker.encode()).status_code == 200
             attackers = {trick: create_sandbox(client) for trick in TRICKS}
-            # The symlink attacker learns the host data dir from its own mount table; the
-            # victim's id is the only thing it is handed.
+            # The worst case: the attacker knows the host layout (its mount table no longer
+            # shows it: the socket dir lives on the sandbox's own disk image).
+            victim_socket = data_dir / "sandboxes" / victim["id"] / "rw" / "run" / "agent.sock"
             planted = sh(client, attackers["symlink"]["id"], f"""
                 set -e
-                run_dir=$(awk '$5 == "/run/workspace" {{print $4}}' /proc/self/mountinfo)
-                sandboxes=${{run_dir%/*/run}}
-                ln -s "$sandboxes/{victim['id']}/run/agent.sock" /run/workspace/hijack
+                ln -s "{victim_socket}" /run/workspace/hijack
                 mv -f /run/workspace/hijack /run/workspace/agent.sock
                 readlink /run/workspace/agent.sock
             """, user="root")

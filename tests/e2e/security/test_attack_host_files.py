@@ -179,8 +179,6 @@ def test_attack_files_api_symlink_loop_is_refused(api: httpx.Client, sandbox: di
     assert_client_error(_files(api, sandbox["id"], "/workspace/loop-a/x", "/list"))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: reading a socket or /dev/tty through the files API answers "
-                                       "500 INTERNAL (ENXIO is not mapped) instead of 400 'not a regular file'")
 @pytest.mark.parametrize("path", ["/workspace/sock", "/run/workspace/agent.sock", "/dev/tty"])
 def test_attack_files_api_read_socket_is_refused(api: httpx.Client, sandbox: dict[str, Any], path: str) -> None:
     py(api, sandbox["id"], "import socket; socket.socket(socket.AF_UNIX).bind('/workspace/sock')")

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.e2e.security.attack_support import assert_sandbox_answers, py, sh
 
@@ -69,10 +68,6 @@ def test_attack_user_code_kills_the_user_spawner(api: httpx.Client, sandbox: dic
     assert sh(api, sandbox["id"], "id -u", user="root")["stdout"] == "0\n"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: user code can SIGSTOP the user spawner (same uid): the command that "
-                                       "did it is reported 408 although it exited at once, and every later user "
-                                       "command hangs in the agent's spawn (no reply, no timer), past its own "
-                                       "timeout: the API call never returns")
 def test_attack_user_code_stops_the_user_spawner(api: httpx.Client, sandbox: dict[str, Any]) -> None:
     def user_command(script: str) -> httpx.Response:
         try:

@@ -222,10 +222,6 @@ def test_security_keyless_server_refuses_non_loopback_bind(host: str) -> None:
 # --------------------------------------------------------------------------- keyless server, browsers
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the keyless loopback server accepts any Host header, so a web page "
-                                       "using DNS rebinding (attacker.example -> 127.0.0.1) can drive the whole "
-                                       "API from the user's browser; expected a Host allow-list (localhost, "
-                                       "127.0.0.1, ::1)")
 def test_attack_dns_rebinding_with_foreign_host_header(workspace_server: LiveServer) -> None:
     port = workspace_server.url.rsplit(":", 1)[1]
     response = httpx.get(workspace_server.url + "/api/v1/sandboxes",
@@ -233,9 +229,6 @@ def test_attack_dns_rebinding_with_foreign_host_header(workspace_server: LiveSer
     assert 400 <= response.status_code < 500, response.status_code
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a cross-site 'simple' request (no preflight: text/plain, empty body) "
-                                       "from any web page creates a sandbox on the keyless loopback server; "
-                                       "expected requests with a foreign Origin to be refused")
 def test_attack_cross_site_request_creates_sandbox(workspace_server: LiveServer, api: httpx.Client) -> None:
     response = httpx.post(workspace_server.url + "/api/v1/sandboxes",
                           headers={"Origin": "http://attacker.example", "Content-Type": "text/plain"}, timeout=60)

@@ -119,9 +119,6 @@ def test_security_commands_are_the_oom_killers_first_choice(api: httpx.Client, s
     assert answer["stdout"].split() == ["500", "0"], answer
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: root commands (and user commands once the user spawner is gone) are "
-                                       "started with the agent's oom_score_adj 0 and only raised to 500 after "
-                                       "Popen returns: about half of them run, and fork, at 0 first")
 def test_security_every_command_starts_as_the_oom_killers_first_choice(api: httpx.Client,
                                                                        sandbox: dict[str, Any]) -> None:
     seen = [run(api, sandbox["id"], "cat", "/proc/self/oom_score_adj", user="root")["stdout"].strip()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -110,5 +111,11 @@ def test_failed_upload_leaves_no_partial_file(api: httpx.Client, sandbox: Sandbo
     except (RuntimeError, httpx.HTTPError):
         pass
     assert api.get(files(sandbox), params={"path": "/workspace/keep.txt"}).content == b"original"
-    names = [f["name"] for f in api.get(files(sandbox, "/list"), params={"path": "/workspace"}).json()["files"]]
+    # The agent discards the partial file once it hears the upload ended: soon, not instantly.
+    deadline = time.monotonic() + 5
+    while True:
+        names = [f["name"] for f in api.get(files(sandbox, "/list"), params={"path": "/workspace"}).json()["files"]]
+        if not [n for n in names if n.startswith(".ws-upload-")] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert not [n for n in names if n.startswith(".ws-upload-")]

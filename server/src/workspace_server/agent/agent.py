@@ -51,6 +51,7 @@ SANDBOX_USER = (1000, 1000)
 # Commands are the OOM killer's first choice, so a memory hog dies and the agent survives.
 # (Raising a score needs no privilege; lowering one would.)
 COMMAND_OOM_SCORE_ADJ = b"500"
+CHOOM = "/usr/bin/choom"
 
 
 def raise_oom_score(pid: str = "self") -> None:
@@ -72,6 +73,9 @@ ERRNO_CODES = {
     errno.ENAMETOOLONG: "INVALID_REQUEST",
     errno.ELOOP: "INVALID_REQUEST",
     errno.EINVAL: "INVALID_REQUEST",
+    errno.ENXIO: "INVALID_REQUEST",  # a socket, or a device with nothing behind it
+    errno.ENODEV: "INVALID_REQUEST",
+    errno.EOPNOTSUPP: "INVALID_REQUEST",
     errno.ENOSPC: "DISK_QUOTA_EXCEEDED",
     errno.EDQUOT: "DISK_QUOTA_EXCEEDED",
     errno.EFBIG: "DISK_QUOTA_EXCEEDED",
@@ -147,6 +151,8 @@ def exit_code(status: int) -> int:
 # --------------------------------------------------------------------------- user spawner
 
 SPAWN_MESSAGE_MAX = 60 * 1024  # larger requests take the slow path
+SPAWNER_REPLY_TIMEOUT = 3.0
+SPAWNER_WATCH_INTERVAL = 0.25
 
 
 class UserSpawner:
@@ -161,6 +167,7 @@ class UserSpawner:
 
     def __init__(self) -> None:
         self.alive = False
+        self.pid = 0
         self.sock: Optional[socket.socket] = None
         self._lock = threading.Lock()
         self._next_id = 0
@@ -182,8 +189,23 @@ class UserSpawner:
                 os._exit(0)
         child.close()
         self.sock = parent
+        self.pid = pid
         self.alive = True
         threading.Thread(target=self._read, name="spawner", daemon=True).start()
+        threading.Thread(target=self._watchdog, name="spawner-watchdog", daemon=True).start()
+
+    def _watchdog(self) -> None:
+        """Sandbox code can SIGSTOP the spawner (same uid); a stopped spawner would neither
+        start commands nor report exits. Retire it: its children then come to us."""
+        while self.alive:
+            time.sleep(SPAWNER_WATCH_INTERVAL)
+            try:
+                with open("/proc/%d/stat" % self.pid, "rb") as f:
+                    state = f.read().rsplit(b")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                return
+            if state in (b"T", b"t", b"Z", b"X"):
+                self.retire()
 
     def spawn(self, argv: List[str], executable: str, env: Dict[str, str], cwd: str,
               fds: Tuple[int, int, int], pty: bool) -> int:
@@ -198,13 +220,29 @@ class UserSpawner:
             if len(request) > SPAWN_MESSAGE_MAX or self.sock is None:
                 raise OSError(errno.EMSGSIZE, "request too large for the spawner")
             socket.send_fds(self.sock, [request], list(fds))
-            reply = replies.get()
+            try:
+                reply = replies.get(timeout=SPAWNER_REPLY_TIMEOUT)
+            except queue.Empty:
+                # Stopped or wedged (sandbox code can SIGSTOP it: same uid): retire it.
+                self.retire()
+                raise OSError(errno.ETIMEDOUT, "the user spawner did not answer") from None
         finally:
             with self._lock:
                 self._replies.pop(request_id, None)
         if "pid" not in reply:
             raise OSError(int(reply.get("errno", errno.EIO)), str(reply.get("strerror", "spawner failed")))
         return int(reply["pid"])
+
+    def retire(self) -> None:
+        """Stop using the spawner; its children are reparented to us when it dies."""
+        if not self.alive:
+            return
+        self.alive = False
+        log("retiring the user spawner; starting user commands directly")
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except OSError:
+            pass
 
     def watch(self, pid: int, on_exit: Callable[[int], None]) -> None:
         with self._lock:
@@ -406,7 +444,13 @@ class Link:
             with self._streams_lock:
                 self._streams[stream_id] = stream
             request = wire.decode_json(payload)
-            threading.Thread(target=self.agent.handle, args=(stream, request), daemon=True).start()
+            try:
+                threading.Thread(target=self.agent.handle, args=(stream, request), daemon=True).start()
+            except RuntimeError:
+                # No thread to be had: the pids limit is full (a fork bomb). Refuse this one
+                # operation; the link and the sandbox carry on.
+                stream.finish(wire.error_message(
+                    "RESOURCE_EXHAUSTED", "the sandbox reached its pids limit; kill some processes and retry"))
             return
         with self._streams_lock:
             stream_or_none = self._streams.get(stream_id)
@@ -495,6 +539,11 @@ def set_controlling_tty() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
+def prepare_pty_child() -> None:
+    raise_oom_score()
+    set_controlling_tty()
+
+
 def set_winsize(fd: int, cols: int, rows: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
@@ -528,6 +577,13 @@ def file_info(path: str, st: Optional[os.stat_result] = None) -> Dict[str, Any]:
         "modified_at": iso_time(st.st_mtime),
         "mode": "%04o" % stat.S_IMODE(st.st_mode),
     }
+
+
+def check_regular(st: os.stat_result, path: str) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        raise OpError("IS_A_DIRECTORY", "%s is a directory" % path, path=path)
+    if not stat.S_ISREG(st.st_mode):
+        raise OpError("INVALID_REQUEST", "%s is not a regular file (%s)" % (path, file_type(st.st_mode)), path=path)
 
 
 def owner_of(path: str) -> Tuple[int, int]:
@@ -680,29 +736,41 @@ class Agent:
 
         def start() -> int:
             popen = None
+            pid = 0
             if not as_root and os.getuid() == 0 and self.spawner.alive:
-                pid = self.spawner.spawn(argv, executable, env, cwd, theirs, bool(pty))
-            else:
+                try:
+                    pid = self.spawner.spawn(argv, executable, env, cwd, theirs, bool(pty))
+                except OSError as exc:
+                    if exc.errno != errno.EMSGSIZE:  # it may have started: never start it twice
+                        raise OpError("INTERNAL", "the user spawner failed (%s); retry the command" % exc) from None
+            if not pid:
                 credentials: Dict[str, Any] = {}
+                command, program = argv, executable
                 if not as_root and os.getuid() == 0:  # the spawner is gone: the slower way
                     credentials = {"user": SANDBOX_USER[0], "group": SANDBOX_USER[1], "extra_groups": []}
+                    # After the uid change and before exec, /proc/self is not ours to write:
+                    # choom raises the OOM score once exec has made it so.
+                    command = [CHOOM, "-n", COMMAND_OOM_SCORE_ADJ.decode(), "--", executable, *argv[1:]]
+                    program = CHOOM
                 popen = subprocess.Popen(
-                    argv, executable=executable, env=env, cwd=cwd, start_new_session=True, close_fds=True,
+                    command, executable=program, env=env, cwd=cwd, start_new_session=True, close_fds=True,
                     stdin=theirs[0], stdout=theirs[1], stderr=theirs[2],
-                    preexec_fn=set_controlling_tty if pty else None, **credentials,
+                    preexec_fn=prepare_pty_child if pty else (None if credentials else raise_oom_score),
+                    **credentials,
                 )
                 pid = popen.pid
-                raise_oom_score(str(pid))
             holder["p"] = Process(pid, argv, ours[0], ours[1], ours[2], bool(pty), popen)
             self.spawner.watch(pid, on_exit)
             return pid
 
         try:
             self.reaper.spawn(start, on_exit)
-        except OSError as exc:
+        except (OSError, OpError) as exc:
             for fd in set(ours):
                 if fd is not None:
                     os.close(fd)
+            if isinstance(exc, OpError):
+                raise
             if exc.errno in (errno.EACCES, errno.EPERM):
                 raise OpError("PERMISSION_DENIED", "%s: %s" % (argv[0], exc.strerror), command=argv[0]) from None
             raise OpError("COMMAND_NOT_FOUND" if exc.errno == errno.ENOENT else "INTERNAL",
@@ -872,14 +940,12 @@ class Agent:
 
     def op_read(self, stream: Stream, request: Dict[str, Any]) -> None:
         path = request["path"]
-        # O_NONBLOCK: opening a fifo must not hang; we refuse anything but regular files.
+        check_regular(os.stat(path), path)  # sockets, devices and fifos: refused before open
+        # O_NONBLOCK: should a fifo appear in the meantime, opening it must not hang.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             st = os.fstat(fd)
-            if stat.S_ISDIR(st.st_mode):
-                raise OpError("IS_A_DIRECTORY", "%s is a directory" % path, path=path)
-            if not stat.S_ISREG(st.st_mode):
-                raise OpError("INVALID_REQUEST", "%s is not a regular file" % path, path=path)
+            check_regular(st, path)
             stream.send({"type": "ok", "size": st.st_size})
             while True:
                 data = os.read(fd, wire.CHUNK)

@@ -26,6 +26,10 @@ class AgentDisconnected(Exception):
     """The link to the agent is gone."""
 
 
+class StreamEnded(Exception):
+    """The agent finished the stream while we were still sending on it."""
+
+
 class AgentOpError(WorkspaceError):
     """The agent refused or failed an operation; carries the agent's error code."""
 
@@ -52,6 +56,7 @@ class AgentStream:
     def _deliver(self, frame: Frame) -> None:
         if frame[0] == wire.CLOSE:
             self.finished = True
+            self._credit_changed.set()  # a sender waiting for credit must learn the stream ended
         elif frame[0] in (wire.OUT, wire.ERR):
             self._buffered += len(frame[1])
             if self._buffered > MAX_BUFFERED_BYTES:
@@ -114,13 +119,17 @@ class AgentStream:
         await self._connection.drain()
 
     async def send_data(self, data: bytes) -> None:
+        """Send within the window. Raises StreamEnded if the agent ended the stream (its
+        answer, often an error such as DISK_QUOTA_EXCEEDED, is then waiting in recv)."""
         view = memoryview(data)
         while view:
-            while self._send_credit <= 0:
+            while self._send_credit <= 0 and not self.finished:
                 self._connection.check_alive()
                 self._credit_changed.clear()
                 await self._credit_changed.wait()
             self._connection.check_alive()
+            if self.finished:
+                raise StreamEnded
             size = min(self._send_credit, len(view), wire.CHUNK)
             self._send_credit -= size
             self._connection.write(wire.HEADER.pack(size, self.id, wire.IN))

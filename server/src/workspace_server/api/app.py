@@ -67,5 +67,5 @@ def create_app(settings: Settings, runtime: Runtime | None = None, checked: bool
         app.include_router(module.router)
     app.include_router(pty.socket_router)
     app.add_middleware(GuardMiddleware, api_key=settings.api_key, max_json_body=settings.max_json_body,
-                       max_upload=settings.max_upload_bytes)
+                       max_upload=settings.max_upload_bytes, bind_host=settings.host)
     return app

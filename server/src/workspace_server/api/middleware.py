@@ -52,12 +52,39 @@ async def reject_websocket(receive: Receive, send: Send, close_code: int, code: 
     await send({"type": "websocket.close", "code": close_code})
 
 
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+def hostname_of(value: str) -> str:
+    """'Host' or 'Origin' value -> bare lower-case host name ('[::1]:80' -> '::1')."""
+    value = value.strip().lower()
+    if "://" in value:
+        value = value.split("://", 1)[1]
+    value = value.split("/", 1)[0]
+    if value.startswith("["):
+        return value[1:].split("]", 1)[0]
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
 class GuardMiddleware:
-    def __init__(self, app: ASGIApp, api_key: str | None, max_json_body: int, max_upload: int) -> None:
+    def __init__(self, app: ASGIApp, api_key: str | None, max_json_body: int, max_upload: int,
+                 bind_host: str = "127.0.0.1") -> None:
         self.app = app
         self.api_key = api_key
+        self.allowed_hosts = LOOPBACK_NAMES | {bind_host.lower().strip("[]")}
         self.max_json_body = max_json_body
         self.max_upload = max_upload
+
+    def _foreign_caller(self, scope: Scope) -> str | None:
+        host = _header(scope, b"host")
+        if host is not None and hostname_of(host) not in self.allowed_hosts:
+            return f"Host {host!r} is not this server; without an API key only local names are served"
+        origin = _header(scope, b"origin")
+        if origin is not None and origin != "null" and hostname_of(origin) not in self.allowed_hosts:
+            return f"cross-site request from {origin!r} refused; without an API key only local pages are served"
+        if origin == "null":
+            return "requests from opaque origins are refused without an API key"
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -75,6 +102,17 @@ class GuardMiddleware:
         match = SANDBOX_PATH.match(path)
         sandbox_id_var.set(match.group(1) if match else "-")
 
+        if self.api_key is None and path not in OPEN_PATHS:
+            # Without a key, being on this machine is the credential. A web page must not
+            # borrow it: refuse foreign Host names (DNS rebinding) and foreign Origins
+            # (cross-site requests and WebSocket hijacking).
+            problem = self._foreign_caller(scope)
+            if problem is not None:
+                if scope["type"] == "websocket":
+                    await reject_websocket(receive, send, 4403, "PERMISSION_DENIED", problem)
+                else:
+                    await _reject_http(send, 403, "PERMISSION_DENIED", problem)
+                return
         if self.api_key is not None and path not in OPEN_PATHS:
             key = presented_key(scope)
             if key is None or not hmac.compare_digest(key.encode(), self.api_key.encode()):

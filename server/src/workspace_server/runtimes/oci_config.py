@@ -103,9 +103,10 @@ def build_config(spec: SandboxSpec, *, writable_dir: Path, run_dir: Path, agent_
         bind(run_dir, AGENT_RUN_DIR, readonly=False),
     ]
     cpu_period = 100_000
+    memory_bytes = limits.memory_mb * 1024 * 1024
     resources: dict[str, Any] = {
         "devices": [{"allow": False, "access": "rwm"}],
-        "memory": {"limit": limits.memory_mb * 1024 * 1024, "swap": limits.memory_mb * 1024 * 1024},
+        "memory": {"limit": memory_bytes, "swap": memory_bytes},
         "pids": {"limit": limits.pids},
         "cpu": {"shares": max(2, int(1024 * limits.cpu)), "quota": int(cpu_period * limits.cpu),
                 "period": cpu_period},

@@ -5,8 +5,9 @@ Layout under the data dir:
   runtime/etc/          the sandboxes' /etc: an allow-listed copy of the host's (no host
                         secrets such as pip or npm tokens), with our own passwd, group, hosts
   sandboxes/<id>/       the bundle: config.json, rootfs/ (an empty read-only skeleton),
-                        rw/ (a size-capped tmpfs: /workspace, /home, /tmp, /root inside),
-                        run/ (the agent's socket), agent.log
+                        disk.img (an ext4 image of disk_mb, loop-mounted on rw/: /workspace,
+                        /home, /tmp, /root and the agent's socket dir /run/workspace
+                        inside), agent.log
 
 runc applies namespaces, the user-namespace id maps, cgroup limits, capabilities,
 no_new_privs, seccomp and the masked /proc paths; we only write the config.
@@ -38,6 +39,7 @@ ROOTFS_DIRS = [
 ]
 ROOTFS_LINKS = {"bin": "usr/bin", "lib": "usr/lib", "lib64": "usr/lib64", "sbin": "usr/sbin"}
 AGENT_FILES = ("agent.py", "wire.py")
+DISK_IMAGE = "disk.img"
 NETWORK_READY_TIMEOUT = 10.0
 RESOLV_CONF = "nameserver 10.0.2.3\n"  # slirp4netns's DNS forwarder
 SANDBOX_PYTHON = "/usr/bin/python3"
@@ -141,7 +143,7 @@ class RuncRuntime:
         return self.sandboxes_dir / sandbox_id
 
     def agent_socket(self, sandbox_id: str) -> Path:
-        return self._bundle(sandbox_id) / "run" / oci_config.AGENT_SOCKET_NAME
+        return self._bundle(sandbox_id) / "rw" / "run" / oci_config.AGENT_SOCKET_NAME
 
     async def _runc(self, *args: str, check: bool = True) -> tuple[int, str]:
         proc = await asyncio.create_subprocess_exec(
@@ -169,9 +171,6 @@ class RuncRuntime:
             (rootfs / directory).mkdir(parents=True, exist_ok=True)
         for link, target in ROOTFS_LINKS.items():
             (rootfs / link).symlink_to(target)
-        run_dir = bundle / "run"
-        run_dir.mkdir(mode=0o700)
-        os.chown(run_dir, oci_config.HOST_UID_BASE, oci_config.HOST_UID_BASE)
         (bundle / "rw").mkdir()
         return bundle
 
@@ -182,6 +181,9 @@ class RuncRuntime:
         layout = [
             ("workspace", 0o755, user), ("home", 0o755, root), ("home/user", 0o755, user),
             ("root", 0o700, root), ("tmp", 0o1777, root), ("var-tmp", 0o1777, root),
+            # The agent's socket dir: on the quota'd tmpfs too, so not even sandbox root can
+            # write to the host's own disk through it.
+            ("run", 0o700, root),
         ]
         for name, mode, owner in layout:
             path = rw / name
@@ -194,17 +196,10 @@ class RuncRuntime:
         bundle = await asyncio.to_thread(self._prepare_bundle, spec)
         rw = bundle / "rw"
         try:
-            code, out = await self._run(
-                "mount", "-t", "tmpfs", "-o",
-                f"size={spec.limits.disk_mb}m,mode=0755,nosuid,nodev,"
-                f"uid={oci_config.HOST_UID_BASE},gid={oci_config.HOST_UID_BASE}",
-                f"ws-{spec.sandbox_id}", str(rw),
-            )
-            if code != 0:
-                raise RuntimeFailure(f"could not mount the sandbox's disk: {out}")
+            await self._mount_disk(bundle / DISK_IMAGE, rw, spec.limits.disk_mb)
             await asyncio.to_thread(self._populate_writable, rw)
             config = oci_config.build_config(
-                spec, writable_dir=rw, run_dir=bundle / "run", agent_dir=self.agent_dir,
+                spec, writable_dir=rw, run_dir=rw / "run", agent_dir=self.agent_dir,
                 etc_dir=self.etc_dir,
                 cgroups_path=f"{self.cgroup_parent}/{spec.sandbox_id}",
             )
@@ -227,6 +222,26 @@ class RuncRuntime:
             await asyncio.shield(self.destroy(spec.sandbox_id))
             raise
         return StartedSandbox(spec.sandbox_id, self.agent_socket(spec.sandbox_id), host_pid)
+
+    async def _mount_disk(self, image: Path, mountpoint: Path, size_mb: int) -> None:
+        """The sandbox's writable dirs live on an ext4 image of exactly disk_mb, loop-mounted.
+
+        A real filesystem, not a tmpfs: its page cache can be written back and reclaimed,
+        so files never count against memory_mb, and the host disk holds at most disk_mb
+        (the image is sparse and deleted with the sandbox)."""
+        with open(image, "wb") as handle:
+            handle.truncate(size_mb * 1024 * 1024)
+        owner = f"{oci_config.HOST_UID_BASE}:{oci_config.HOST_UID_BASE}"
+        code, out = await self._run(
+            "mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal",
+            "-E", f"lazy_itable_init=1,lazy_journal_init=1,nodiscard,root_owner={owner}", str(image))
+        if code != 0:
+            raise RuntimeFailure(f"could not make the sandbox's disk: {out}")
+        code, out = await self._run("mount", "-o", "loop,nosuid,nodev", str(image), str(mountpoint))
+        if code != 0:
+            raise RuntimeFailure(f"could not mount the sandbox's disk: {out}")
+        mountpoint.chmod(0o755)
+        shutil.rmtree(mountpoint / "lost+found", ignore_errors=True)
 
     async def _start_network(self, bundle: Path, host_pid: int) -> None:
         """Outbound access through slirp4netns: a user-mode TCP/IP stack on the host side of

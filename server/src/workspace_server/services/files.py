@@ -9,7 +9,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 from workspace_server.agent import wire
-from workspace_server.agent_link.connection import AgentDisconnected, AgentStream
+from workspace_server.agent_link.connection import AgentDisconnected, AgentStream, StreamEnded
 from workspace_server.domain.errors import AgentNotConnected, WorkspaceError
 from workspace_server.domain.paths import sandbox_path
 from workspace_server.services.sandboxes import SandboxService
@@ -69,14 +69,19 @@ class FileService:
         try:
             await stream.recv_message()  # "ready", or the error that says why not
             total = 0
-            async for chunk in body:
-                total += len(chunk)
-                if total > max_bytes:
-                    raise UploadTooLarge(f"upload exceeds the limit of {max_bytes} bytes")
-                if chunk:
-                    await stream.send_data(chunk)
-            await stream.send_message({"type": "eof"})
+            try:
+                async for chunk in body:
+                    total += len(chunk)
+                    if total > max_bytes:
+                        raise UploadTooLarge(f"upload exceeds the limit of {max_bytes} bytes")
+                    if chunk:
+                        await stream.send_data(chunk)
+                await stream.send_message({"type": "eof"})
+            except StreamEnded:
+                pass  # the agent stopped the upload (disk full...): its answer says why
             answer = await stream.recv_message()
+            if answer.get("type") != "ok":
+                raise WorkspaceError("the agent ended the upload early", code="INTERNAL")
             return dict(answer["info"])
         except AgentDisconnected:
             raise AgentNotConnected(sandbox_id, "the sandbox agent disconnected during the upload") from None

@@ -17,6 +17,7 @@ from workspace_server.domain.paths import sandbox_path
 from workspace_server.services.sandboxes import SandboxService
 
 HOST_TIMEOUT_MARGIN = 5.0  # the agent enforces timeouts; this only guards a wedged agent
+START_TIMEOUT = 30.0  # the agent answers within seconds even when its spawner is wedged
 TIMEOUT_OUTPUT_TAIL = 64 * 1024
 COALESCE_BYTES = 1024 * 1024
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -104,13 +105,17 @@ class ProcessService:
         except AgentDisconnected:
             raise AgentNotConnected(sandbox_id) from None
         try:
-            started = await stream.recv_message()
+            async with asyncio.timeout(START_TIMEOUT):
+                started = await stream.recv_message()
             if command.stdin is not None:
                 await stream.send_data(command.stdin.encode())
                 await stream.send_message({"type": "eof"})
         except AgentDisconnected:
             stream.close()
             raise AgentNotConnected(sandbox_id) from None
+        except TimeoutError:
+            stream.close()
+            raise AgentNotConnected(sandbox_id, "the sandbox agent did not start the command in time") from None
         except BaseException:
             stream.close()
             raise
