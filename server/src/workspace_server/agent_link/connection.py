@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import stat
@@ -172,7 +173,9 @@ class AgentConnection:
         self._on_disconnect = on_disconnect
         self._drain_lock = asyncio.Lock()
         self.alive = True
-        self._reader_task = asyncio.get_running_loop().create_task(self._read_loop())
+        # A fresh context: the link outlives the request that opened it, and its log lines
+        # must not carry that request's id.
+        self._reader_task = asyncio.get_running_loop().create_task(self._read_loop(), context=contextvars.Context())
 
     @classmethod
     async def connect(cls, socket_path: str, timeout: float,

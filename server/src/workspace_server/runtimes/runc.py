@@ -77,6 +77,16 @@ def build_etc(target: Path, source: Path = Path("/etc")) -> None:
         (target / name).write_text(content)
 
 
+CGROUP_DRAIN_SECONDS = 10.0
+
+
+def _cgroup_pids(path: Path) -> list[int]:
+    try:
+        return [int(line) for line in (path / "cgroup.procs").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
 class RuncRuntime:
     name = "runc"
 
@@ -287,17 +297,37 @@ class RuncRuntime:
             if code != 0:
                 await self._run("umount", "--lazy", str(rw))
         await asyncio.to_thread(shutil.rmtree, bundle, True)
-        self._remove_cgroups(sandbox_id)
+        await self._remove_cgroups(sandbox_id)
 
-    def _remove_cgroups(self, sandbox_id: str) -> None:
-        for controller in ("memory", "pids", "cpu,cpuacct", "cpu", "cpuacct", "blkio", "devices", "freezer",
-                           "cpuset", "net_cls,net_prio", "perf_event", "hugetlb", "systemd", "unified"):
-            path = Path("/sys/fs/cgroup") / controller / self.cgroup_parent.lstrip("/") / sandbox_id
+    def _cgroup_dirs(self, sandbox_id: str) -> list[Path]:
+        root = Path("/sys/fs/cgroup")
+        found = []
+        for controller in sorted(p.name for p in root.iterdir()) if root.is_dir() else []:
+            path = root / controller / self.cgroup_parent.lstrip("/") / sandbox_id
             if path.is_dir():
-                try:
+                found.append(path)
+        return found
+
+    async def _remove_cgroups(self, sandbox_id: str) -> None:
+        """`runc delete --force` is satisfied once init is a zombie; processes busy at their
+        CPU quota can take a while to die after that. Kill what is left, wait until the
+        cgroups are empty, and only then remove them."""
+        deadline = asyncio.get_running_loop().time() + CGROUP_DRAIN_SECONDS
+        while True:
+            remaining = self._cgroup_dirs(sandbox_id)
+            for path in remaining:
+                for pid in _cgroup_pids(path):
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(OSError):
                     path.rmdir()
-                except OSError as exc:
-                    log.warning("could not remove cgroup %s: %s", path, exc)
+            remaining = [p for p in remaining if p.is_dir()]
+            if not remaining:
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                log.warning("could not remove cgroups %s: processes would not die", remaining)
+                return
+            await asyncio.sleep(0.02)
 
     def oom_kills(self, sandbox_id: str) -> int:
         control = Path("/sys/fs/cgroup/memory") / self.cgroup_parent.lstrip("/") / sandbox_id / "memory.oom_control"

@@ -167,10 +167,16 @@ class ProcessService:
                     if pending is not None:
                         (kind, payload), pending = pending, None
                     elif (ready := stream.recv_nowait()) is not None:
-                        kind, payload = ready  # skips wait_for's task when output is flowing
+                        kind, payload = ready
+                        # Output may flow without this task ever suspending, and a client that
+                        # left is only noticed by cancelling us: give the loop that chance.
+                        await asyncio.sleep(0)
                     else:
                         try:
-                            kind, payload = await asyncio.wait_for(stream.recv(), keepalive)
+                            # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a
+                            # cancellation that races a completed recv().
+                            async with asyncio.timeout(keepalive):
+                                kind, payload = await stream.recv()
                         except TimeoutError:
                             yield None
                             continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import secrets
 import time
@@ -26,6 +27,7 @@ from workspace_server.domain.errors import (
 )
 from workspace_server.domain.models import ResourceLimits, Sandbox, SandboxState
 from workspace_server.domain.templates import TemplateRegistry
+from workspace_server.logs import request_id_var, sandbox_id_var
 from workspace_server.metrics import Metrics
 from workspace_server.runtimes.base import Runtime, SandboxSpec
 from workspace_server.store.sqlite import SandboxStore
@@ -111,8 +113,12 @@ class SandboxService:
     def on_sandbox_gone(self, callback: Callable[[str], None]) -> None:
         self._on_sandbox_gone.append(callback)
 
-    def _spawn(self, coroutine: object) -> None:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine)  # type: ignore[arg-type]
+    def _spawn(self, coroutine: object, sandbox_id: str = "-") -> None:
+        """A background task with its own log context (never the triggering request's)."""
+        context = contextvars.Context()
+        context.run(sandbox_id_var.set, sandbox_id)
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
+            coroutine, context=context)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -186,13 +192,23 @@ class SandboxService:
             self._adopt(record, warm.connection)
         else:
             record = await self._start_cold(replace(record, id=new_sandbox_id()), template.name)
-        record = self._mark_running(record)
+        try:
+            record = self._mark_running(record)
+        except WorkspaceError:  # the state could not be stored: nobody may be left holding it
+            self._records.pop(record.id, None)
+            connection = self._connections.pop(record.id, None)
+            if connection is not None:
+                await connection.close()
+            with contextlib.suppress(WorkspaceError):
+                self.store.delete(record.id)
+            await asyncio.shield(self.runtime.destroy(record.id))
+            raise
         self.metrics.create_seconds.labels(source="pool" if warm else "cold").observe(time.perf_counter() - started)
         return record
 
     async def _start_cold(self, record: Sandbox, template_name: str) -> Sandbox:
-        self._records[record.id] = record
         self.store.put(record)
+        self._records[record.id] = record
         spec = SandboxSpec(record.id, self.templates.get(template_name), record.limits, record.network)
         try:
             started = await self.runtime.start(spec)
@@ -216,8 +232,8 @@ class SandboxService:
     def _mark_running(self, record: Sandbox) -> Sandbox:
         expires_at = time.time() + record.timeout if record.timeout else None
         record = replace(record, state=SandboxState.RUNNING, updated_at=now_iso(), expires_at=expires_at)
-        self._records[record.id] = record
         self.store.put(record)
+        self._records[record.id] = record
         return record
 
     # ------------------------------------------------------------------ warm pool
@@ -268,6 +284,8 @@ class SandboxService:
     # ------------------------------------------------------------------ agent loss
     def _disconnect_handler(self, sandbox_id: str):  # type: ignore[no-untyped-def]
         async def lost() -> None:
+            sandbox_id_var.set(sandbox_id)
+            request_id_var.set("-")
             self.metrics.agent_disconnects.inc()
             self._connections.pop(sandbox_id, None)
             if sandbox_id in self._deleting or self._closing:
@@ -282,8 +300,8 @@ class SandboxService:
 
     def _set_state(self, record: Sandbox, state: SandboxState, message: str | None = None) -> Sandbox:
         record = record.with_state(state, now_iso(), message)
+        self.store.put(record)  # first: if the write fails, nothing claims the new state
         self._records[record.id] = record
-        self.store.put(record)
         return record
 
     # ------------------------------------------------------------------ delete / expiry
@@ -322,6 +340,10 @@ class SandboxService:
         finally:
             self._deleting.discard(sandbox_id)
 
+    async def _expire(self, record: Sandbox) -> None:
+        log.info("sandbox %s reached its timeout; stopping it", record.id)
+        await self._stop(record, force=True, keep_record=True)
+
     async def _expiry_loop(self) -> None:
         while True:
             await asyncio.sleep(EXPIRY_TICK)
@@ -331,8 +353,7 @@ class SandboxService:
                     continue
                 if record.expires_at is not None and record.expires_at <= now and record.state in (
                         SandboxState.RUNNING, SandboxState.ERROR):
-                    log.info("sandbox %s reached its timeout; stopping it", record.id)
-                    self._spawn(self._stop(record, force=True, keep_record=True))
+                    self._spawn(self._expire(record), record.id)
                 elif record.state == SandboxState.STOPPED and now - _epoch(record.updated_at) > \
                         self.settings.stopped_retention_seconds:
                     self.store.delete(record.id)

@@ -86,7 +86,8 @@ class SandboxStore:
                     rows = self._db.execute(sql, params).fetchall()
                     self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    if self._db.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+                        self._db.execute("ROLLBACK")
                     raise
                 return rows
             except sqlite3.Error as exc:

@@ -1,0 +1,124 @@
+"""Graceful shutdown (SIGTERM).
+
+Guarantees under test: the server stops accepting connections at once, lets in-flight
+requests finish, cuts what never finishes after a bounded grace (10 s) so it always exits,
+drops its warm pool, and leaves user sandboxes running for the next server to re-adopt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from tests.e2e.reliability.reliability_support import (
+    Harness,
+    api_processes,
+    asse_events,
+    bundle_ids,
+    create,
+    ps_commands,
+    runc_status,
+    sh,
+    wait_pool_full,
+    wait_until,
+)
+
+SERVER_GRACE = 10.0  # uvicorn's timeout_graceful_shutdown in `workspace serve`
+EXIT_BOUND = SERVER_GRACE + 5.0
+
+
+async def test_sigterm_drains_in_flight_work_and_leaves_sandboxes_running() -> None:
+    with Harness("sigterm") as h:
+        h.start(pool_size=1)
+        with h.client() as c:
+            sandbox_id = create(c)["id"]
+            sh(c, sandbox_id, "echo kept > /workspace/kept.txt")
+            wait_pool_full(h, 1)
+        warm = set(bundle_ids(h.data_dir)) - {sandbox_id}
+
+        async with h.async_client() as ac:
+            async def in_flight_run() -> tuple[httpx.Response, float]:
+                started = time.monotonic()
+                response = await ac.post(f"/sandboxes/{sandbox_id}/processes/run",
+                                         json={"command": "sleep", "args": ["1"]})
+                return response, time.monotonic() - started
+
+            async def endless_stream() -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
+                events: list[tuple[str, dict[str, Any]]] = []
+                try:
+                    async with ac.stream("POST", f"/sandboxes/{sandbox_id}/processes/stream",
+                                         json={"command": "sleep", "args": ["300"]}) as response:
+                        async for event in asse_events(response.aiter_lines()):
+                            events.append(event)
+                except httpx.HTTPError as exc:
+                    return events, type(exc).__name__
+                return events, None
+
+            async def open_pty() -> tuple[list[Any], int | None]:
+                frames: list[Any] = []
+                async with connect(h.ws_url(f"/sandboxes/{sandbox_id}/pty"), open_timeout=10) as ws:
+                    try:
+                        while True:
+                            frames.append(await ws.recv())
+                    except ConnectionClosed:
+                        pass
+                    return frames, ws.close_code
+
+            run_task = asyncio.create_task(in_flight_run())
+            stream_task = asyncio.create_task(endless_stream())
+            pty_task = asyncio.create_task(open_pty())
+            with h.client() as c:
+                await asyncio.to_thread(
+                    wait_until, lambda: len(api_processes(c, sandbox_id)) == 3, 10, 0.02,
+                    "the run, the stream and the pty to be running")
+
+            terminated = time.monotonic()
+            os.kill(h.pid, signal.SIGTERM)
+            await asyncio.sleep(0.5)
+
+            # No new work once shutdown began: the listener is closed (or answers 503).
+            try:
+                async with httpx.AsyncClient(timeout=2) as fresh:
+                    late = await fresh.get(h.api_url + f"/sandboxes/{sandbox_id}")
+                assert late.status_code == 503, f"a request after SIGTERM was served: {late.status_code}"
+            except httpx.ConnectError:
+                pass
+
+            # The in-flight command completes normally.
+            response, took = await asyncio.wait_for(run_task, 10)
+            assert response.status_code == 200, response.text
+            assert response.json()["exit_code"] == 0 and took >= 1.0
+
+            # What never ends is cut within the grace: no client hangs.
+            events, stream_error = await asyncio.wait_for(stream_task, EXIT_BOUND)
+            assert events and events[0][0] == "start", events
+            assert stream_error is not None or events[-1][0] in ("exit", "error"), events
+            frames, _ = await asyncio.wait_for(pty_task, EXIT_BOUND)
+            assert frames and json.loads(frames[0])["type"] == "ready"
+
+        await asyncio.to_thread(h.server.process.wait, EXIT_BOUND)  # type: ignore[union-attr]
+        assert time.monotonic() - terminated <= EXIT_BOUND, "the server did not exit within its grace"
+        print(f"\nSIGTERM to exit: {time.monotonic() - terminated:.2f} s, "
+              f"exit status {h.server.process.returncode}")  # type: ignore[union-attr]
+
+        # Defined state: the user sandbox keeps running; the warm pool is gone.
+        assert runc_status(h.data_dir, sandbox_id) == "running"
+        h.assert_no_leftovers(warm)
+
+        h.start()
+        with h.client() as c:
+            assert c.get(f"/sandboxes/{sandbox_id}").json()["state"] == "running"
+            assert sh(c, sandbox_id, "cat /workspace/kept.txt") == "kept\n"
+            # The stream and the pty that were cut did not leave their processes behind.
+            assert api_processes(c, sandbox_id) == []
+            assert not [p for p in ps_commands(c, sandbox_id) if "sleep 300" in p or "bash" in p]
+            assert c.delete(f"/sandboxes/{sandbox_id}").status_code == 204
+        h.assert_data_dir_empty()
