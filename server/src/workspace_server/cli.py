@@ -65,6 +65,9 @@ def serve(
         raise typer.Exit(2) from None
     uvicorn.run(create_app(settings, runtime, checked=True), host=host, port=port, log_config=None, access_log=False,
                 timeout_graceful_shutdown=int(settings.shutdown_grace_seconds), ws_max_size=1 << 20,
+                # Longer than clients' own idle expiry (httpx: 5 s), so a client never reuses a
+                # connection the server is closing at that very moment.
+                timeout_keep_alive=75,
                 h11_max_incomplete_event_size=64 * 1024)
 
 

@@ -1,8 +1,8 @@
 """Helpers for the reliability suite.
 
 Every test here runs its OWN `workspace serve` on a private data dir (it kills, crashes and
-restarts servers), looks at the host side of each sandbox directly (bundle dir, tmpfs
-mount, runc state, cgroups, processes), and cleans everything up even when it fails
+restarts servers), looks at the host side of each sandbox directly (bundle dir, the mount of
+its disk and the loop device under it, runc state, cgroups, processes), and cleans everything up even when it fails
 half-way: `Harness.close()` kills the server's process group, force-deletes every runc
 container of the data dir, unmounts what is left under the test's root, removes the
 cgroups of every sandbox id the test ever saw, and deletes the root.
@@ -108,6 +108,13 @@ def mounts_under(path: Path) -> list[str]:
         if point == prefix or point.startswith(prefix + "/"):
             points.append(point)
     return points
+
+
+def loop_devices_under(path: Path) -> list[str]:
+    """Loop devices (`NAME BACK-FILE`) whose backing file is under `path` (sandbox disk images)."""
+    result = subprocess.run(["losetup", "--list", "--noheadings", "-O", "NAME,BACK-FILE"], capture_output=True,
+                            text=True, timeout=30, check=False)
+    return [line.strip() for line in result.stdout.splitlines() if str(path) + "/" in line]
 
 
 def runc_ids(data_dir: Path) -> list[str]:
@@ -396,6 +403,7 @@ class Harness:
             "bundle dirs": sorted(wanted & set(bundle_ids(self.data_dir))),
             "runc containers": sorted(wanted & set(runc_ids(self.data_dir))),
             "mounts": [m for m in mounts_under(self.data_dir / "sandboxes") if any(i in m for i in wanted)],
+            "loop devices": [d for d in loop_devices_under(self.data_dir) if any(i in d for i in wanted)],
             "cgroups": sandbox_cgroup_dirs(self.cgroup_parent, wanted),
             "processes": sandbox_processes(wanted),
         }
@@ -416,6 +424,7 @@ class Harness:
         assert bundle_ids(self.data_dir) == []
         assert runc_ids(self.data_dir) == []
         assert mounts_under(self.data_dir / "sandboxes") == []
+        assert loop_devices_under(self.data_dir) == []
         self.assert_no_leftovers(self.seen_ids)
 
     # -- mounting (storage tests)

@@ -2,7 +2,8 @@
 
 N_CYCLES cycles of create, run, stream, write a file, read it back, open and kill a PTY,
 delete; afterwards nothing may be left: no process in any of those sandboxes' cgroups, no
-runc container, no mount under the data dir, no cgroup directory, no bundle directory,
+runc container, no mount under the data dir, no loop device backed by a file under it, no
+cgroup directory, no bundle directory,
 and the server's fd and thread counts are back at their baseline. The server's RSS growth
 is printed and only loosely bounded (Python keeps freed memory in its arenas).
 """
@@ -23,6 +24,7 @@ from tests.e2e.reliability.reliability_support import (
     bundle_ids,
     create,
     fd_count,
+    loop_devices_under,
     mounts_under,
     rss_bytes,
     run,
@@ -102,6 +104,7 @@ def test_create_use_delete_cycles_leak_nothing() -> None:
         assert sandbox_processes(ids) == [], "processes left in deleted sandboxes' cgroups"
         assert runc_ids(h.data_dir) == [], "runc still knows deleted sandboxes"
         assert mounts_under(h.data_dir) == [], "mounts left under the data dir"
+        assert loop_devices_under(h.data_dir) == [], "loop devices left on the data dir's disk images"
         assert sandbox_cgroup_dirs(h.cgroup_parent, ids) == [], "cgroups left behind"
         assert bundle_ids(h.data_dir) == [], "bundle directories left behind"
         assert fds_after <= fds_before + FD_SLACK, f"server fds grew from {fds_before} to {fds_after}"

@@ -63,6 +63,10 @@ class Outcome:
     fds_before: int = 0
 
 
+class OperationFailed(Exception):
+    """An operation of the load failed; the message names it."""
+
+
 def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
@@ -75,7 +79,10 @@ class Load:
 
     async def timed(self, op: str, work: Awaitable[T]) -> T:
         started = time.perf_counter()
-        result = await work
+        try:
+            result = await work
+        except Exception as exc:
+            raise OperationFailed(f"{op} after {time.perf_counter() - started:.2f} s: {exc!r}") from exc
         self.outcome.latencies.setdefault(op, []).append(time.perf_counter() - started)
         return result
 
@@ -134,7 +141,7 @@ class Load:
         try:
             sandbox_id = await self.timed("create", self._create())
         except Exception as exc:
-            self.outcome.errors.append(f"client {index} create: {exc!r}")
+            self.outcome.errors.append(f"client {index}: {exc}")
             return
         self.outcome.load_ids.append(sandbox_id)
         try:
@@ -147,12 +154,12 @@ class Load:
                 await self.timed("read", self._read(sandbox_id, path, payload))
             await self.timed("pty", self._pty(sandbox_id))
         except Exception as exc:
-            self.outcome.errors.append(f"client {index} on {sandbox_id}: {exc!r}")
+            self.outcome.errors.append(f"client {index} on {sandbox_id}: {exc}")
         finally:
             try:
                 await self.timed("delete", self._delete(sandbox_id))
             except Exception as exc:
-                self.outcome.errors.append(f"client {index} delete {sandbox_id}: {exc!r}")
+                self.outcome.errors.append(f"client {index} on {sandbox_id}: {exc}")
 
     async def expiring_sandbox(self, index: int) -> None:
         timeout = EXPIRY_TIMEOUTS[index % len(EXPIRY_TIMEOUTS)]

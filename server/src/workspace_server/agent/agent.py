@@ -221,7 +221,7 @@ class UserSpawner:
                 raise OSError(errno.EMSGSIZE, "request too large for the spawner")
             socket.send_fds(self.sock, [request], list(fds))
             try:
-                reply = replies.get(timeout=SPAWNER_REPLY_TIMEOUT)
+                reply = replies.get(timeout=SPAWNER_REPLY_TIMEOUT + 1.5)  # retiring takes up to 1 s
             except queue.Empty:
                 # Stopped or wedged (sandbox code can SIGSTOP it: same uid): retire it.
                 self.retire()
@@ -234,11 +234,25 @@ class UserSpawner:
         return int(reply["pid"])
 
     def retire(self) -> None:
-        """Stop using the spawner; its children are reparented to us when it dies."""
+        """Stop using the spawner; its children are reparented to us when it exits.
+
+        It is woken (SIGCONT) and told we are done (EOF) rather than killed, so requests
+        already sent still get their answer and no command is lost or started twice; if it
+        will not finish within a second, it is killed."""
         if not self.alive:
             return
         self.alive = False
         log("retiring the user spawner; starting user commands directly")
+        try:
+            if self.sock is not None:
+                self.sock.shutdown(socket.SHUT_WR)
+            os.kill(self.pid, signal.SIGCONT)
+        except OSError:
+            pass
+        threading.Thread(target=self._kill_later, daemon=True).start()
+
+    def _kill_later(self) -> None:
+        time.sleep(1.0)
         try:
             os.kill(self.pid, signal.SIGKILL)
         except OSError:
