@@ -25,6 +25,13 @@ def workspace_server() -> Iterator[LiveServer]:
     try:
         yield server
     finally:
+        # Sandboxes outlive the server by design; a test session must not leave any behind.
+        try:
+            with httpx.Client(base_url=server.url + "/api/v1", timeout=60) as client:
+                for item in client.get("/sandboxes").json()["sandboxes"]:
+                    client.delete(f"/sandboxes/{item['id']}", params={"force": "true"})
+        except httpx.HTTPError:
+            pass
         stop_server(server)
         shutil.rmtree(root, ignore_errors=True)
 
