@@ -241,6 +241,7 @@ class SandboxService:
         pool = self._pool.get(template, [])
         while pool:
             warm = pool.pop()
+            self.metrics.pool_size.labels(template=template).set(len(pool))
             self._refill(template, delay=POOL_REFILL_DELAY)
             if warm.connection.alive:
                 return warm
