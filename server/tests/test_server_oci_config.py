@@ -30,7 +30,8 @@ def test_root_inside_is_an_unprivileged_host_uid() -> None:
 
 def test_limits_become_cgroup_resources() -> None:
     resources = build(ResourceLimits(cpu=0.5, memory_mb=128, pids=64, disk_mb=10))["linux"]["resources"]
-    assert resources["memory"]["limit"] == 128 * 1024 * 1024
+    # The agent has its own allowance on top; commands get exactly memory_mb (runtimes/runc.py).
+    assert resources["memory"]["limit"] == (128 + oci_config.AGENT_MEMORY_RESERVE_MB) * 1024 * 1024
     assert resources["pids"]["limit"] == 64
     assert resources["cpu"]["quota"] == 50_000 and resources["cpu"]["period"] == 100_000
 

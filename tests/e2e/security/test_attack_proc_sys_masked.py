@@ -63,12 +63,15 @@ def test_attack_write_sys_and_cgroups(api: httpx.Client, sandbox: dict[str, Any]
         echo 1 > /sys/kernel/uevent_helper 2>/dev/null && echo WROTE uevent
         ls -A /sys/fs/cgroup | wc -l
         grep -c cgroup /proc/self/mounts
-        cat /proc/self/cgroup | grep -v ':/$' | wc -l
+        cat /proc/self/cgroup | grep -v ':/$'
         true
     """, user=user)
     assert "WROTE" not in answer["stdout"], answer
-    # The cgroup namespace shows the sandbox its own cgroup as "/"; no cgroupfs is mounted.
-    assert answer["stdout"].split() == ["0", "0", "0"], answer
+    # The cgroup namespace shows the sandbox its own cgroup as "/" (commands sit in its
+    # memory child "workload", below the agent); no cgroupfs is mounted.
+    lines = answer["stdout"].split()
+    assert lines[:2] == ["0", "0"], answer
+    assert [line.split(":", 1)[1] for line in lines[2:]] == ["memory:/workload"], answer
 
 
 @pytest.mark.parametrize("user", USERS)

@@ -54,6 +54,26 @@ COMMAND_OOM_SCORE_ADJ = b"500"
 CHOOM = "/usr/bin/choom"
 
 
+# A write handle on the memory cgroup the sandbox's processes live in, below the agent's own
+# (the host passes it as our stdin). Writing "0" moves the writer there; the kernel checks
+# the opener's (host root's) credentials, so it works after a uid change too.
+WORKLOAD_CGROUP_FD = -1
+
+
+def join_workload_cgroup() -> None:
+    if WORKLOAD_CGROUP_FD >= 0:
+        try:
+            os.write(WORKLOAD_CGROUP_FD, b"0")
+        except OSError:
+            pass  # then the process shares the agent's cgroup: still within the sandbox's limit
+
+
+def prepare_command_child() -> None:
+    """Runs in a command's child before exec, when the agent itself starts it."""
+    join_workload_cgroup()
+    raise_oom_score()
+
+
 def raise_oom_score(pid: str = "self") -> None:
     try:
         with open("/proc/%s/oom_score_adj" % pid, "wb") as f:
@@ -104,43 +124,58 @@ def os_error(exc: OSError, path: Optional[str] = None) -> OpError:
 class Reaper:
     """Reaps every child of PID 1 and hands exit statuses to the processes we spawned.
 
-    `waitid(WNOWAIT)` lets us see which pid exited before reaping it; the spawn lock
-    closes the race where a child exits before its pid is registered.
-    """
+    Starting a command can take long (its exec waits for memory in a full sandbox), so no
+    lock is held while it starts: a child that exits before its pid is registered is kept
+    as an early exit, and handed over at registration. Orphans reparented to us exit
+    unclaimed too; their early exits are forgotten after a while (pids are not reused so
+    soon: the pid namespace allocates them cyclically)."""
+
+    EARLY_EXIT_KEEP = 30.0
 
     def __init__(self) -> None:
-        self.spawn_lock = threading.Lock()
+        self._lock = threading.Lock()
         self._watchers: Dict[int, Callable[[int], None]] = {}
+        self._early_exits: Dict[int, Tuple[int, float]] = {}
         self._have_children = threading.Event()
         threading.Thread(target=self._run, name="reaper", daemon=True).start()
 
     def spawn(self, start: Callable[[], int], on_exit: Callable[[int], None]) -> int:
-        with self.spawn_lock:
-            pid = start()
-            self._watchers[pid] = on_exit
+        pid = start()
         self._have_children.set()
+        with self._lock:
+            early = self._early_exits.pop(pid, None)
+            if early is None:
+                self._watchers[pid] = on_exit
+        if early is not None:
+            on_exit(early[0])
         return pid
 
     def _run(self) -> None:
         while True:
             try:
-                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)
+                info = os.waitid(os.P_ALL, 0, os.WEXITED)
             except ChildProcessError:
                 self._have_children.clear()
-                self._have_children.wait()
+                try:  # a child started between the waitid and the clear: do not sleep on it
+                    os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                except ChildProcessError:
+                    self._have_children.wait()
                 continue
             except InterruptedError:
                 continue
             if info is None:
                 continue
-            with self.spawn_lock:
-                try:
-                    _, status = os.waitpid(info.si_pid, 0)
-                except ChildProcessError:
-                    continue
+            code = info.si_status if info.si_code == os.CLD_EXITED else 128 + info.si_status
+            now = time.monotonic()
+            with self._lock:
                 watcher = self._watchers.pop(info.si_pid, None)
+                if watcher is None:
+                    self._early_exits[info.si_pid] = (code, now)
+                    if len(self._early_exits) > 64:
+                        self._early_exits = {pid: entry for pid, entry in self._early_exits.items()
+                                             if now - entry[1] < self.EARLY_EXIT_KEEP}
             if watcher is not None:
-                watcher(exit_code(status))
+                watcher(code)
 
 
 def exit_code(status: int) -> int:
@@ -153,6 +188,10 @@ def exit_code(status: int) -> int:
 SPAWN_MESSAGE_MAX = 60 * 1024  # larger requests take the slow path
 SPAWNER_REPLY_TIMEOUT = 3.0
 SPAWNER_WATCH_INTERVAL = 0.25
+
+
+class SpawnerNotAsked(OSError):
+    """The request never reached the user spawner, so the command surely did not start."""
 
 
 class UserSpawner:
@@ -218,8 +257,11 @@ class UserSpawner:
                               "cwd": cwd, "pty": pty}).encode()
         try:
             if len(request) > SPAWN_MESSAGE_MAX or self.sock is None:
-                raise OSError(errno.EMSGSIZE, "request too large for the spawner")
-            socket.send_fds(self.sock, [request], list(fds))
+                raise SpawnerNotAsked(errno.EMSGSIZE, "request too large for the spawner")
+            try:
+                socket.send_fds(self.sock, [request], list(fds))
+            except OSError as exc:  # it died (e.g. OOM-killed) just now: it never got this one
+                raise SpawnerNotAsked(exc.errno, exc.strerror) from None
             try:
                 reply = replies.get(timeout=SPAWNER_REPLY_TIMEOUT + 1.5)  # retiring takes up to 1 s
             except queue.Empty:
@@ -299,7 +341,14 @@ class UserSpawner:
 
 def run_spawner(sock: socket.socket) -> None:
     """The spawner's main loop (a forked child, single-threaded)."""
-    raise_oom_score()  # inherited by every command it starts
+    # Both are inherited by every command it starts. The handle is dropped at once: the
+    # spawner runs as the sandbox user, whose code could take it from us and move the agent.
+    global WORKLOAD_CGROUP_FD
+    join_workload_cgroup()
+    if WORKLOAD_CGROUP_FD >= 0:
+        os.close(WORKLOAD_CGROUP_FD)
+        WORKLOAD_CGROUP_FD = -1
+    raise_oom_score()
     os.setgroups([])
     os.setgid(SANDBOX_USER[1])
     os.setuid(SANDBOX_USER[0])
@@ -554,7 +603,7 @@ def set_controlling_tty() -> None:
 
 
 def prepare_pty_child() -> None:
-    raise_oom_score()
+    prepare_command_child()
     set_controlling_tty()
 
 
@@ -754,9 +803,10 @@ class Agent:
             if not as_root and os.getuid() == 0 and self.spawner.alive:
                 try:
                     pid = self.spawner.spawn(argv, executable, env, cwd, theirs, bool(pty))
-                except OSError as exc:
-                    if exc.errno != errno.EMSGSIZE:  # it may have started: never start it twice
-                        raise OpError("INTERNAL", "the user spawner failed (%s); retry the command" % exc) from None
+                except SpawnerNotAsked:
+                    pass  # start it ourselves below
+                except OSError as exc:  # it may have started: never start it twice
+                    raise OpError("INTERNAL", "the user spawner failed (%s); retry the command" % exc) from None
             if not pid:
                 credentials: Dict[str, Any] = {}
                 command, program = argv, executable
@@ -769,7 +819,7 @@ class Agent:
                 popen = subprocess.Popen(
                     command, executable=program, env=env, cwd=cwd, start_new_session=True, close_fds=True,
                     stdin=theirs[0], stdout=theirs[1], stderr=theirs[2],
-                    preexec_fn=prepare_pty_child if pty else (None if credentials else raise_oom_score),
+                    preexec_fn=prepare_pty_child if pty else prepare_command_child,
                     **credentials,
                 )
                 pid = popen.pid
@@ -1085,13 +1135,25 @@ def serve(socket_path: str) -> None:
         threading.Thread(target=current.serve, daemon=True).start()
 
 
+def take_workload_cgroup_from_stdin() -> None:
+    global WORKLOAD_CGROUP_FD
+    WORKLOAD_CGROUP_FD = os.dup(0)  # not inheritable: commands never see it
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+
+
 def main() -> None:
-    if len(sys.argv) != 2:
-        sys.stderr.write("usage: agent.py SOCKET_PATH\n")
+    args = sys.argv[1:]
+    if args[:1] == ["--workload-cgroup-on-stdin"]:
+        take_workload_cgroup_from_stdin()
+        args = args[1:]
+    if len(args) != 1:
+        sys.stderr.write("usage: agent.py [--workload-cgroup-on-stdin] SOCKET_PATH\n")
         sys.exit(2)
     json.dumps({})  # warm the encoder before the first request
     sys.setswitchinterval(0.0005)  # many short-lived threads hand the GIL around; keep waits short
-    serve(sys.argv[1])
+    serve(args[0])
 
 
 if __name__ == "__main__":

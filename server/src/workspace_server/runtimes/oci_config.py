@@ -15,6 +15,10 @@ SANDBOX_UID = 1000
 AGENT_DIR = "/opt/workspace-agent"
 AGENT_RUN_DIR = "/run/workspace"
 AGENT_SOCKET_NAME = "agent.sock"
+# The agent lives in the sandbox's memory cgroup, the sandbox's processes in a child of it
+# limited to memory_mb (runtimes/runc.py): this much on top is the agent's own, so an OOM
+# among the processes never reaches the agent.
+AGENT_MEMORY_RESERVE_MB = 48
 
 # The agent needs these to start commands as the sandbox user and to do file operations
 # for it; commands run as that user hold none of them.
@@ -103,7 +107,7 @@ def build_config(spec: SandboxSpec, *, writable_dir: Path, run_dir: Path, agent_
         bind(run_dir, AGENT_RUN_DIR, readonly=False),
     ]
     cpu_period = 100_000
-    memory_bytes = limits.memory_mb * 1024 * 1024
+    memory_bytes = (limits.memory_mb + AGENT_MEMORY_RESERVE_MB) * 1024 * 1024
     resources: dict[str, Any] = {
         "devices": [{"allow": False, "access": "rwm"}],
         "memory": {"limit": memory_bytes, "swap": memory_bytes},
@@ -116,7 +120,9 @@ def build_config(spec: SandboxSpec, *, writable_dir: Path, run_dir: Path, agent_
         "process": {
             "terminal": False,
             "user": {"uid": 0, "gid": 0},
-            "args": [python, "-S", "-E", "-B", f"{AGENT_DIR}/agent.py", f"{AGENT_RUN_DIR}/{AGENT_SOCKET_NAME}"],
+            # stdin is the host's write handle on the workload cgroup (runtimes/runc.py).
+            "args": [python, "-S", "-E", "-B", f"{AGENT_DIR}/agent.py", "--workload-cgroup-on-stdin",
+                     f"{AGENT_RUN_DIR}/{AGENT_SOCKET_NAME}"],
             "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root",
                     "LANG=C.UTF-8"],
             "cwd": "/",

@@ -78,6 +78,8 @@ def build_etc(target: Path, source: Path = Path("/etc")) -> None:
 
 
 CGROUP_DRAIN_SECONDS = 10.0
+MEMORY_CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
+WORKLOAD_CGROUP = "workload"
 
 
 def _cgroup_pids(path: Path) -> list[int]:
@@ -215,13 +217,17 @@ class RuncRuntime:
             )
             (bundle / "config.json").write_text(json.dumps(config))
             pid_file = bundle / "init.pid"
-            with open(bundle / "agent.log", "ab") as agent_log:
-                proc = await asyncio.create_subprocess_exec(
-                    self.runc, "--root", str(self.state_dir), "run", "--detach", "--bundle", str(bundle),
-                    "--pid-file", str(pid_file), spec.sandbox_id,
-                    stdin=asyncio.subprocess.DEVNULL, stdout=agent_log, stderr=agent_log,
-                )
-                await proc.wait()
+            workload_procs = await asyncio.to_thread(self._make_workload_cgroup, spec)
+            try:
+                with open(bundle / "agent.log", "ab") as agent_log:
+                    proc = await asyncio.create_subprocess_exec(
+                        self.runc, "--root", str(self.state_dir), "run", "--detach", "--bundle", str(bundle),
+                        "--pid-file", str(pid_file), spec.sandbox_id,
+                        stdin=workload_procs, stdout=agent_log, stderr=agent_log,
+                    )
+                    await proc.wait()
+            finally:
+                os.close(workload_procs)
             if proc.returncode != 0:
                 tail = (bundle / "agent.log").read_text(errors="replace")[-2000:]
                 raise RuntimeFailure(f"runc could not start the sandbox: {tail.strip()}")
@@ -232,6 +238,30 @@ class RuncRuntime:
             await asyncio.shield(self.destroy(spec.sandbox_id))
             raise
         return StartedSandbox(spec.sandbox_id, self.agent_socket(spec.sandbox_id), host_pid)
+
+    def _memory_cgroup(self, sandbox_id: str) -> Path:
+        return MEMORY_CGROUP_ROOT / self.cgroup_parent.lstrip("/") / sandbox_id
+
+    def _make_workload_cgroup(self, spec: SandboxSpec) -> int:
+        """The sandbox's processes get a memory cgroup of their own, below the sandbox's,
+        limited to memory_mb; the agent stays in the sandbox's, which has a reserve on top.
+        So a memory hog, however it spreads itself or lowers its OOM score, is OOM-killed
+        within its own cgroup and never takes the agent with it.
+
+        Returns a write handle on the workload's cgroup.procs, handed to the agent as its
+        stdin: the kernel checks a write there against the credentials of whoever *opened*
+        it (host root), so the agent can move the processes it starts into the workload and
+        needs no view of the host's cgroupfs. It only ever moves processes *into* it."""
+        if not MEMORY_CGROUP_ROOT.is_dir():  # not cgroup v1: everything shares the sandbox's limit
+            return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        workload = self._memory_cgroup(spec.sandbox_id) / WORKLOAD_CGROUP
+        workload.mkdir(parents=True, exist_ok=True)
+        limit = str(spec.limits.memory_mb * 1024 * 1024)
+        (workload / "memory.limit_in_bytes").write_text(limit)
+        memsw = workload / "memory.memsw.limit_in_bytes"
+        if memsw.exists():  # no swap either: the same limit on memory plus swap
+            memsw.write_text(limit)
+        return os.open(workload / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
 
     async def _mount_disk(self, image: Path, mountpoint: Path, size_mb: int) -> None:
         """The sandbox's writable dirs live on an ext4 image of exactly disk_mb, loop-mounted.
@@ -300,12 +330,13 @@ class RuncRuntime:
         await self._remove_cgroups(sandbox_id)
 
     def _cgroup_dirs(self, sandbox_id: str) -> list[Path]:
+        """The sandbox's cgroups in every hierarchy, children (the workload) before parents."""
         root = Path("/sys/fs/cgroup")
         found = []
         for controller in sorted(p.name for p in root.iterdir()) if root.is_dir() else []:
             path = root / controller / self.cgroup_parent.lstrip("/") / sandbox_id
             if path.is_dir():
-                found.append(path)
+                found += [Path(d) for d, _, _ in os.walk(path, topdown=False)]
         return found
 
     async def _remove_cgroups(self, sandbox_id: str) -> None:
@@ -330,15 +361,19 @@ class RuncRuntime:
             await asyncio.sleep(0.02)
 
     def oom_kills(self, sandbox_id: str) -> int:
-        control = Path("/sys/fs/cgroup/memory") / self.cgroup_parent.lstrip("/") / sandbox_id / "memory.oom_control"
-        try:
-            for line in control.read_text().splitlines():
-                key, _, value = line.partition(" ")
-                if key == "oom_kill":
-                    return int(value)
-        except (OSError, ValueError):
-            pass
-        return 0
+        """OOM kills in the sandbox: the agent's cgroup plus the workload's (cgroup v1
+        counts each cgroup's own kills only)."""
+        total = 0
+        sandbox = self._memory_cgroup(sandbox_id)
+        for control in (sandbox / "memory.oom_control", sandbox / WORKLOAD_CGROUP / "memory.oom_control"):
+            try:
+                for line in control.read_text().splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        total += int(value)
+            except (OSError, ValueError):
+                pass
+        return total
 
     async def running(self, sandbox_id: str) -> StartedSandbox | None:
         code, out = await self._runc("state", sandbox_id, check=False)

@@ -11,13 +11,21 @@ from typing import Any
 
 from workspace_server.agent import wire
 from workspace_server.agent_link.connection import AgentDisconnected, AgentStream
-from workspace_server.domain.errors import AgentNotConnected, InvalidRequest, ProcessTimeout, WorkspaceError
+from workspace_server.domain.errors import (
+    AgentNotConnected,
+    InvalidRequest,
+    ProcessTimeout,
+    ResourceExhausted,
+    WorkspaceError,
+)
 from workspace_server.domain.models import Sandbox
 from workspace_server.domain.paths import sandbox_path
 from workspace_server.services.sandboxes import SandboxService
 
 HOST_TIMEOUT_MARGIN = 5.0  # the agent enforces timeouts; this only guards a wedged agent
-START_TIMEOUT = 30.0  # the agent answers within seconds even when its spawner is wedged
+# How long a command may take to start: its exec may wait for memory in a sandbox whose
+# processes use all of memory_mb, so at least as long as the command's own timeout.
+START_TIMEOUT = 30.0
 TIMEOUT_OUTPUT_TAIL = 64 * 1024
 COALESCE_BYTES = 1024 * 1024
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -105,7 +113,7 @@ class ProcessService:
         except AgentDisconnected:
             raise AgentNotConnected(sandbox_id) from None
         try:
-            async with asyncio.timeout(START_TIMEOUT):
+            async with asyncio.timeout(max(START_TIMEOUT, command.timeout or 0)):
                 started = await stream.recv_message()
             if command.stdin is not None:
                 await stream.send_data(command.stdin.encode())
@@ -115,7 +123,9 @@ class ProcessService:
             raise AgentNotConnected(sandbox_id) from None
         except TimeoutError:
             stream.close()
-            raise AgentNotConnected(sandbox_id, "the sandbox agent did not start the command in time") from None
+            raise ResourceExhausted(
+                f"sandbox {sandbox_id} could not start the command in time: its processes may be using all of "
+                "its memory or pids; wait or kill some, then retry", sandbox_id=sandbox_id) from None
         except BaseException:
             stream.close()
             raise
