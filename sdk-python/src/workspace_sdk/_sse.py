@@ -43,7 +43,9 @@ class SSEDecoder:
 
     def __init__(self) -> None:
         self._text_decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._partial_line = ""
+        # The start of a line still being received, in pieces: a large event (a 1 MiB
+        # output event spans many reads) is joined once, not re-copied on every read.
+        self._partial_line: list[str] = []
         self._at_stream_start = True
         # A chunk ending in CR might be the first half of CRLF: the LF, if it comes next,
         # must not be read as a second (empty, event-dispatching) line.
@@ -63,18 +65,34 @@ class SSEDecoder:
             self._skip_leading_lf = False
             text = text.removeprefix("\n")
 
-        buffer = self._partial_line + text
         events: list[ServerSentEvent] = []
+        if "\r" not in text:
+            # The common case (LF only): str.split runs at memchr speed, unlike the regex.
+            lines = text.split("\n")
+            for line in lines[:-1]:
+                self._take_line(line, events)
+            if lines[-1]:
+                self._partial_line.append(lines[-1])
+            return events
         line_start = 0
-        for line_end in _LINE_END.finditer(buffer):
-            event = self._process_line(buffer[line_start : line_end.start()])
-            if event is not None:
-                events.append(event)
+        for line_end in _LINE_END.finditer(text):
+            self._take_line(text[line_start : line_end.start()], events)
             line_start = line_end.end()
-            if line_end.group() == "\r" and line_start == len(buffer):
+            if line_end.group() == "\r" and line_start == len(text):
                 self._skip_leading_lf = True
-        self._partial_line = buffer[line_start:]
+        if line_start < len(text):
+            self._partial_line.append(text[line_start:])
         return events
+
+    def _take_line(self, tail: str, events: list[ServerSentEvent]) -> None:
+        """A line ended: its earlier pieces plus `tail`."""
+        if self._partial_line:
+            self._partial_line.append(tail)
+            tail = "".join(self._partial_line)
+            self._partial_line = []
+        event = self._process_line(tail)
+        if event is not None:
+            events.append(event)
 
     def _process_line(self, line: str) -> ServerSentEvent | None:
         if not line:

@@ -192,12 +192,14 @@ class ProcessService:
                             continue
                     if kind in decoders:
                         # Output already queued goes out as one event: fewer, larger events.
-                        while len(payload) < COALESCE_BYTES and (more := stream.recv_nowait()) is not None:
+                        pieces, size = [payload], len(payload)
+                        while size < COALESCE_BYTES and (more := stream.recv_nowait()) is not None:
                             if more[0] != kind:
                                 pending = more
                                 break
-                            payload += more[1]
-                        text = decoders[kind].feed(payload)
+                            pieces.append(more[1])
+                            size += len(more[1])
+                        text = decoders[kind].feed(b"".join(pieces) if len(pieces) > 1 else payload)
                         if text:
                             yield ProcessEvent(names[kind], {"data": text})
                     elif kind == wire.MSG and payload.get("type") == "exit":
