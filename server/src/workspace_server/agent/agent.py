@@ -849,9 +849,10 @@ class Agent:
         self._supervise(stream, process, request.get("timeout"))
 
     def _supervise(self, stream: Stream, process: Process, timeout: Optional[float]) -> None:
-        readers = [self._start_reader(stream, process, process.out_fd, wire.OUT)]
+        outputs = {process.out_fd: wire.OUT}
         if process.err_fd is not None:
-            readers.append(self._start_reader(stream, process, process.err_fd, wire.ERR))
+            outputs[process.err_fd] = wire.ERR
+        reader = self._start_reader(stream, process, outputs)
         writer = None
         if process.in_fd is not None:
             # A pipe is closed at "eof"; a pty's master stays open for its output.
@@ -886,8 +887,7 @@ class Agent:
                     writer.put(None)
         if timer is not None:
             timer.cancel()
-        for reader in readers:
-            reader.join()
+        reader.join()
         if writer is not None:
             writer.put(None)
             writer.thread.join(1.0)
@@ -903,29 +903,36 @@ class Agent:
     def link_forget(stream: Stream) -> None:
         stream.link.forget(stream.id)
 
-    def _start_reader(self, stream: Stream, process: Process, fd: int, kind: int) -> threading.Thread:
+    def _start_reader(self, stream: Stream, process: Process, outputs: Dict[int, int]) -> threading.Thread:
+        """One thread pumps all of a command's output fds (fd -> frame kind) to the stream."""
         def pump() -> None:
             poller = select.poll()
-            poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
-            while True:
+            for fd in outputs:
+                poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+            open_fds = len(outputs)
+            while open_fds:
                 if process.exited.is_set():
                     since_exit = time.monotonic() - process.exited_at
                     # poll(0) still reports data already in the pipe: a late-scheduled reader loses nothing.
                     quiet_for = max(0.0, EXIT_DRAIN_GRACE - since_exit) * 1000
-                    if since_exit > EXIT_DRAIN_CAP or not poller.poll(quiet_for):
+                    ready = poller.poll(quiet_for) if since_exit <= EXIT_DRAIN_CAP else []
+                    if not ready:
                         break
-                elif not poller.poll(100):
-                    continue  # re-check whether the process has exited
-                try:
-                    data = os.read(fd, wire.CHUNK)
-                except BlockingIOError:
-                    continue
-                except OSError:  # EIO: the pty's other side is gone
-                    break
-                if not data:
-                    break
-                if not stream.send_data(kind, data):
-                    break
+                else:
+                    ready = poller.poll(100)  # wakes now and then to check whether the process exited
+                for fd, _ in ready:
+                    try:
+                        data = os.read(fd, wire.CHUNK)
+                    except BlockingIOError:
+                        continue
+                    except OSError:  # EIO: the pty's other side is gone
+                        data = b""
+                    if not data:
+                        poller.unregister(fd)
+                        open_fds -= 1
+                        continue
+                    if not stream.send_data(outputs[fd], data):
+                        return
 
         thread = threading.Thread(target=pump, daemon=True)
         thread.start()
