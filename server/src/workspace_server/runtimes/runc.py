@@ -82,6 +82,19 @@ MEMORY_CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
 WORKLOAD_CGROUP = "workload"
 
 
+INIT_EXIT_WAIT = 2.0
+
+
+def _is_running(pid: int) -> bool:
+    """False once the process has exited (a zombie counts as exited, as for runc)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X")
+
+
 def _cgroup_pids(path: Path) -> list[int]:
     try:
         return [int(line) for line in (path / "cgroup.procs").read_text().split()]
@@ -103,6 +116,7 @@ class RuncRuntime:
         self.etc_dir = self.shared_dir / "etc-unpublished"
         self.agent_dir = self.shared_dir / "agent-unpublished"
         self.cgroup_parent = sandbox_cgroup_parent()
+        self._blank_disk_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ setup
     def check(self) -> None:
@@ -123,6 +137,8 @@ class RuncRuntime:
                 raise RuntimeFailure(
                     f"{ancestor} is not searchable by other users (chmod o+x it), so sandboxes cannot "
                     f"reach their root under {self.data_dir}; or choose a --data-dir elsewhere")
+        for stale in self.shared_dir.glob("blank-disk-*"):  # remade on demand, for current sizes only
+            stale.unlink(missing_ok=True)
         self.etc_dir = shared_dirs.publish(self.shared_dir, "etc", build_etc)
         self.agent_dir = shared_dirs.publish(self.shared_dir, "agent", self._build_agent)
         in_use = self._shared_dirs_in_use() | {self.etc_dir, self.agent_dir}
@@ -263,18 +279,37 @@ class RuncRuntime:
             memsw.write_text(limit)
         return os.open(workload / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
 
+    async def _blank_disk(self, size_mb: int) -> Path:
+        """A freshly formatted, empty ext4 image of size_mb, made once per size and kept in
+        the shared runtime dir (never mounted itself: sandboxes get copies)."""
+        blank = self.shared_dir / f"blank-disk-{size_mb}m.img"
+        if blank.exists():
+            return blank
+        async with self._blank_disk_lock:
+            if blank.exists():
+                return blank
+            partial = blank.with_suffix(".partial")
+            with open(partial, "wb") as handle:
+                handle.truncate(size_mb * 1024 * 1024)
+            owner = f"{oci_config.HOST_UID_BASE}:{oci_config.HOST_UID_BASE}"
+            code, out = await self._run(
+                "mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal",
+                "-E", f"lazy_itable_init=1,lazy_journal_init=1,nodiscard,root_owner={owner}", str(partial))
+            if code != 0:
+                partial.unlink(missing_ok=True)
+                raise RuntimeFailure(f"could not make the sandbox's disk: {out}")
+            partial.rename(blank)  # atomic: a half-made image is never used
+        return blank
+
     async def _mount_disk(self, image: Path, mountpoint: Path, size_mb: int) -> None:
         """The sandbox's writable dirs live on an ext4 image of exactly disk_mb, loop-mounted.
 
         A real filesystem, not a tmpfs: its page cache can be written back and reclaimed,
         so files never count against memory_mb, and the host disk holds at most disk_mb
         (the image is sparse and deleted with the sandbox)."""
-        with open(image, "wb") as handle:
-            handle.truncate(size_mb * 1024 * 1024)
-        owner = f"{oci_config.HOST_UID_BASE}:{oci_config.HOST_UID_BASE}"
-        code, out = await self._run(
-            "mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal",
-            "-E", f"lazy_itable_init=1,lazy_journal_init=1,nodiscard,root_owner={owner}", str(image))
+        blank = await self._blank_disk(size_mb)
+        # A sparse copy of a formatted blank image of that size: ~3 ms against ~10 ms for mkfs.
+        code, out = await self._run("cp", "--sparse=always", str(blank), str(image))
         if code != 0:
             raise RuntimeFailure(f"could not make the sandbox's disk: {out}")
         code, out = await self._run("mount", "-o", "loop,nosuid,nodev", str(image), str(mountpoint))
@@ -318,6 +353,7 @@ class RuncRuntime:
         if network_pid.exists():
             with contextlib.suppress(ValueError, OSError):
                 os.kill(int(network_pid.read_text()), signal.SIGKILL)
+        await self._stop_init(bundle)
         code, out = await self._runc("delete", "--force", sandbox_id, check=False)
         if code != 0 and "does not exist" not in out and "not exist" not in out:
             log.warning("runc delete %s: %s", sandbox_id, out)
@@ -328,6 +364,24 @@ class RuncRuntime:
                 await self._run("umount", "--lazy", str(rw))
         await asyncio.to_thread(shutil.rmtree, bundle, True)
         await self._remove_cgroups(sandbox_id)
+
+    async def _stop_init(self, bundle: Path) -> None:
+        """Kill the sandbox's init and wait until it is gone, before `runc delete --force`:
+        given a running container, runc kills it itself and then sleeps in 100 ms steps
+        until it has died, which made every delete take over 100 ms. Killing the whole
+        cgroup is left to runc; the pid is only read here, never trusted for a kill: it
+        goes through `runc kill`, which checks the container's state first."""
+        try:
+            pid = int((bundle / "init.pid").read_text().strip())
+        except (OSError, ValueError):
+            return
+        code, _ = await self._runc("kill", bundle.name, "KILL", check=False)
+        if code != 0:
+            return  # not running (or not there): runc delete copes without sleeping
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + INIT_EXIT_WAIT
+        while loop.time() < deadline and _is_running(pid):
+            await asyncio.sleep(0.002)
 
     def _cgroup_dirs(self, sandbox_id: str) -> list[Path]:
         """The sandbox's cgroups in every hierarchy, children (the workload) before parents."""
