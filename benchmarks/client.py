@@ -94,6 +94,15 @@ class Api:
         return False
 
     # ------------------------------------------------------------------ processes
+    def health(self) -> None:
+        _check(self.http.get("/healthz"))
+
+    def exists(self, sandbox_id: str, path: str) -> bool:
+        """A one-answer agent operation that starts no process."""
+        answer: dict[str, Any] = _check(self.http.get(f"{API}/sandboxes/{sandbox_id}/files/exists",
+                                                      params={"path": path})).json()
+        return bool(answer["exists"])
+
     def run(self, sandbox_id: str, command: str, *args: str) -> dict[str, Any]:
         body: dict[str, Any] = _check(self.http.post(
             f"{API}/sandboxes/{sandbox_id}/processes/run", json={"command": command, "args": list(args)})).json()

@@ -184,6 +184,8 @@ def commands(server: Server, cfg: Config) -> list[Metric]:
     ws_echo: list[float] = []
     fe_true: list[float] = []
     fe_echo: list[float] = []
+    floor_http: list[float] = []
+    floor_agent: list[float] = []
     with Api(server.url) as api:
         sandbox_id = str(api.create()["id"])
         server.created.add(sandbox_id)
@@ -199,7 +201,15 @@ def commands(server: Server, cfg: Config) -> list[Metric]:
                 answer = api.run(sandbox_id, "echo", "hello")
                 d = time.perf_counter() - t0
                 expect(answer.get("stdout") == "hello\n", f"echo hello answered {answer}")
+                t0 = time.perf_counter()
+                api.health()
+                e = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                api.exists(sandbox_id, "/tmp")
+                f = time.perf_counter() - t0
                 if record:
+                    floor_http.append(e)
+                    floor_agent.append(f)
                     fe_true.append(a)
                     ws_true.append(b)
                     fe_echo.append(c)
@@ -212,6 +222,10 @@ def commands(server: Server, cfg: Config) -> list[Metric]:
         latency("run.true", COMMANDS, "process.run('true')", ws_true,
                 baselines=("base.fork_exec.true", "base.runc.exec", "base.podman.exec")),
         latency("run.echo", COMMANDS, "process.run('echo', ['hello'])", ws_echo, baselines=("base.fork_exec.echo",)),
+        latency("run.floor.http", COMMANDS, "floor: GET /healthz (HTTP round trip, no sandbox)", floor_http,
+                baselines=("base.fork_exec.true",), note="interleaved with process.run"),
+        latency("run.floor.agent", COMMANDS, "floor: GET /files/exists (HTTP + agent round trip, no process)",
+                floor_agent, baselines=("base.fork_exec.true",), note="interleaved with process.run"),
         *cpu,
         latency("base.fork_exec.true", BASELINES, "bare fork+exec: subprocess.run(['true'])", fe_true,
                 short="fork+exec", note="interleaved with process.run"),

@@ -394,6 +394,45 @@ def run_spawner(sock: socket.socket) -> None:
             sock.send(json.dumps(reply).encode())
 
 
+# --------------------------------------------------------------------------- threads
+
+
+class Workers:
+    """Reusable threads for operations and output pumps.
+
+    Starting a Python thread is a round trip between threads (start() waits until the new
+    one runs), twice per command; waking an idle worker is half of that. Workers idle
+    beyond IDLE_MAX exit, so a burst leaves no crowd behind."""
+
+    IDLE_MAX = 4  # each counts against the sandbox's pids limit
+
+    def __init__(self) -> None:
+        self._tasks: "queue.SimpleQueue[Tuple[Callable[..., None], Tuple[Any, ...]]]" = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+
+    def submit(self, function: "Callable[..., None]", *args: Any) -> None:
+        """Run function(*args) on a worker; RuntimeError if no thread can be had (pids limit)."""
+        with self._lock:
+            if self._idle:
+                self._idle -= 1  # exactly one idle worker is, or will be, waiting on get()
+                self._tasks.put((function, args))
+                return
+        threading.Thread(target=self._work, args=(function, args), daemon=True).start()
+
+    def _work(self, function: "Callable[..., None]", args: Tuple[Any, ...]) -> None:
+        while True:
+            try:
+                function(*args)
+            except Exception as exc:  # a worker outlives any one task
+                log("worker task failed: %r" % (exc,))
+            with self._lock:
+                if self._idle >= self.IDLE_MAX:
+                    return
+                self._idle += 1
+            function, args = self._tasks.get()
+
+
 # --------------------------------------------------------------------------- link
 
 
@@ -428,9 +467,10 @@ class Stream:
         return True
 
     def finish(self, message: Optional[Dict[str, Any]] = None) -> None:
-        if message is not None:
-            self.send(message)
-        self.link.send(wire.encode(self.id, wire.CLOSE))
+        close = wire.encode(self.id, wire.CLOSE)
+        if message is not None:  # one write for both frames
+            close = wire.encode_json(self.id, wire.MSG, message) + close
+        self.link.send(close)
         self.link.forget(self.id)
 
     # receiving ------------------------------------------------------------
@@ -508,7 +548,7 @@ class Link:
                 self._streams[stream_id] = stream
             request = wire.decode_json(payload)
             try:
-                threading.Thread(target=self.agent.handle, args=(stream, request), daemon=True).start()
+                self.agent.workers.submit(self.agent.handle, stream, request)
             except RuntimeError:
                 # No thread to be had: the pids limit is full (a fork bomb). Refuse this one
                 # operation; the link and the sandbox carry on.
@@ -699,6 +739,7 @@ class Agent:
     def __init__(self, spawner: UserSpawner) -> None:
         self.spawner = spawner
         self.reaper = Reaper()
+        self.workers = Workers()
         self.processes: Dict[int, Process] = {}
         self.lock = threading.Lock()
 
@@ -887,7 +928,7 @@ class Agent:
                     writer.put(None)
         if timer is not None:
             timer.cancel()
-        reader.join()
+        reader.wait()
         if writer is not None:
             writer.put(None)
             writer.thread.join(1.0)
@@ -903,9 +944,18 @@ class Agent:
     def link_forget(stream: Stream) -> None:
         stream.link.forget(stream.id)
 
-    def _start_reader(self, stream: Stream, process: Process, outputs: Dict[int, int]) -> threading.Thread:
-        """One thread pumps all of a command's output fds (fd -> frame kind) to the stream."""
+    def _start_reader(self, stream: Stream, process: Process, outputs: Dict[int, int]) -> threading.Event:
+        """One worker pumps all of a command's output fds (fd -> frame kind) to the stream;
+        the event is set when it is done."""
+        done = threading.Event()
+
         def pump() -> None:
+            try:
+                pump_outputs()
+            finally:
+                done.set()
+
+        def pump_outputs() -> None:
             poller = select.poll()
             for fd in outputs:
                 poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
@@ -934,9 +984,8 @@ class Agent:
                     if not stream.send_data(outputs[fd], data):
                         return
 
-        thread = threading.Thread(target=pump, daemon=True)
-        thread.start()
-        return thread
+        self.workers.submit(pump)
+        return done
 
     # ---------------------------------------------------------------- files
     def op_stat(self, stream: Stream, request: Dict[str, Any]) -> None:
