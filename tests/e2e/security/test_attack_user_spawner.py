@@ -9,18 +9,14 @@ gain privileges when the helper is gone, or stop the sandbox from answering.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
 
 from tests.e2e.security.attack_support import assert_sandbox_answers, py, sh
 
-
-def test_attack_sandbox_user_hijacks_user_spawner(api: httpx.Client, sandbox: dict[str, Any]) -> None:
-    """The agent's user spawner runs as uid 1000 like user code, but it changed uid from
-    root, so it is not dumpable: user code can neither trace it nor steal its descriptors
-    (its link to the agent) with pidfd_getfd."""
-    answer = py(api, sandbox["id"], """
+HIJACK_SPAWNER = """
 import ctypes, os
 libc = ctypes.CDLL(None, use_errno=True)
 spawners = []
@@ -47,7 +43,14 @@ for pid in spawners:
         print("READ mem")
     except OSError as exc:
         print("mem denied", exc.errno)
-""")
+"""
+
+
+def test_attack_sandbox_user_hijacks_user_spawner(api: httpx.Client, sandbox: dict[str, Any]) -> None:
+    """The agent's user spawner runs as uid 1000 like user code, but it changed uid from
+    root, so it is not dumpable: user code can neither trace it nor steal its descriptors
+    (its link to the agent) with pidfd_getfd."""
+    answer = py(api, sandbox["id"], HIJACK_SPAWNER)
     out = answer["stdout"]
     assert "spawners [" in out and "spawners []" not in out, answer
     assert "attach -1 1" in out and "STOLE" not in out and "READ" not in out, answer
@@ -80,3 +83,25 @@ def test_attack_user_code_stops_the_user_spawner(api: httpx.Client, sandbox: dic
     assert stopper.status_code == 200 and stopper.json()["stdout"] == "stopped\n", stopper.text
     after = user_command("echo after")
     assert after.status_code == 200 and after.json()["stdout"] == "after\n", after.text
+
+
+def test_attack_user_code_kills_the_user_spawner_and_hijacks_its_successor(api: httpx.Client,
+                                                                           sandbox: dict[str, Any]) -> None:
+    """The agent restarts a killed spawner (a fresh interpreter that starts as root and
+    drops to the user itself): the successor is just as untraceable, and commands go back
+    to the fast path through it."""
+    sh(api, sandbox["id"], "sleep 0.3; kill -9 $PPID")
+    deadline = time.monotonic() + 10
+    while True:
+        listed = sh(api, sandbox["id"], "ps -o user=,args= --ppid 1", user="root")["stdout"]
+        restarted = any(line.split()[0] == "user" and "--spawner" in line for line in listed.splitlines())
+        if restarted or time.monotonic() > deadline:  # (it starts as root, then drops to the user)
+            break
+        time.sleep(0.1)
+    assert restarted, listed
+    out = py(api, sandbox["id"], HIJACK_SPAWNER)["stdout"]
+    assert "spawners [" in out and "spawners []" not in out, out
+    assert "attach -1 1" in out and "STOLE" not in out and "READ" not in out, out
+    status = sh(api, sandbox["id"], "grep -E '^Uid:' /proc/self/status; cat /proc/self/oom_score_adj")
+    assert "Uid:\t1000\t1000\t1000\t1000" in status["stdout"] and status["stdout"].endswith("500\n"), status
+    assert sh(api, sandbox["id"], "ps -o args= -p $PPID")["stdout"].find("--spawner") >= 0  # started by it

@@ -204,6 +204,9 @@ class UserSpawner:
     dies (code in the sandbox can kill it: same uid), its orphans are reparented to us and
     our reaper reports them, and we fall back to starting commands ourselves."""
 
+    RESPAWN_LIMIT = 3  # per RESPAWN_WINDOW: sandbox code that keeps killing it gets the slow path
+    RESPAWN_WINDOW = 60.0
+
     def __init__(self) -> None:
         self.alive = False
         self.pid = 0
@@ -213,6 +216,7 @@ class UserSpawner:
         self._replies: Dict[int, "queue.Queue[Dict[str, Any]]"] = {}
         self._watchers: Dict[int, Callable[[int], None]] = {}
         self._early_exits: Dict[int, int] = {}
+        self._respawned_at: List[float] = []
 
     def fork(self) -> None:
         """Must run before the agent starts any thread."""
@@ -227,23 +231,54 @@ class UserSpawner:
             finally:
                 os._exit(0)
         child.close()
-        self.sock = parent
-        self.pid = pid
-        self.alive = True
-        threading.Thread(target=self._read, name="spawner", daemon=True).start()
-        threading.Thread(target=self._watchdog, name="spawner-watchdog", daemon=True).start()
+        self._attach(parent, pid, ready=True)  # requests simply queue until it reads them
 
-    def _watchdog(self) -> None:
+    def _attach(self, sock: socket.socket, pid: int, ready: bool) -> None:
+        self.sock = sock
+        self.pid = pid
+        self.alive = ready
+        threading.Thread(target=self._read, args=(sock, pid), name="spawner", daemon=True).start()
+        threading.Thread(target=self._watchdog, args=(pid,), name="spawner-watchdog", daemon=True).start()
+
+    def _respawn(self) -> None:
+        """A new spawner after the last one died (the OOM killer may pick it: it lives among
+        the commands). The agent is multi-threaded now, so this one is a fresh interpreter,
+        not a fork; until it is up, commands take the slow path. It starts as root and drops
+        to the user itself, like the first one, so it is not dumpable: user code can neither
+        trace it nor take its link to us."""
+        now = time.monotonic()
+        self._respawned_at = [t for t in self._respawned_at if now - t < self.RESPAWN_WINDOW]
+        if len(self._respawned_at) >= self.RESPAWN_LIMIT or os.getuid() != 0:
+            return
+        self._respawned_at.append(now)
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            keep = [child.fileno()] + ([WORKLOAD_CGROUP_FD] if WORKLOAD_CGROUP_FD >= 0 else [])
+            process = subprocess.Popen(
+                [sys.executable, "-S", "-E", "-B", os.path.abspath(__file__), "--spawner",
+                 str(child.fileno()), str(WORKLOAD_CGROUP_FD)],
+                pass_fds=keep, stdin=subprocess.DEVNULL)
+        except (OSError, RuntimeError) as exc:
+            log("could not restart the user spawner: %s" % exc)
+            parent.close()
+            return
+        finally:
+            child.close()
+        process.returncode = 0  # our Reaper reaps it: Popen must never wait on (a reused) pid
+        # Used once it says it is ready: a sandbox out of memory may never let it get there.
+        self._attach(parent, process.pid, ready=False)
+
+    def _watchdog(self, pid: int) -> None:
         """Sandbox code can SIGSTOP the spawner (same uid); a stopped spawner would neither
         start commands nor report exits. Retire it: its children then come to us."""
-        while self.alive:
+        while self.pid == pid:
             time.sleep(SPAWNER_WATCH_INTERVAL)
             try:
-                with open("/proc/%d/stat" % self.pid, "rb") as f:
+                with open("/proc/%d/stat" % pid, "rb") as f:
                     state = f.read().rsplit(b")", 1)[1].split()[0]
             except (OSError, IndexError):
                 return
-            if state in (b"T", b"t", b"Z", b"X"):
+            if state in (b"T", b"t", b"Z", b"X") and self.pid == pid and self.alive:
                 self.retire()
 
     def spawn(self, argv: List[str], executable: str, env: Dict[str, str], cwd: str,
@@ -291,12 +326,12 @@ class UserSpawner:
             os.kill(self.pid, signal.SIGCONT)
         except OSError:
             pass
-        threading.Thread(target=self._kill_later, daemon=True).start()
+        threading.Thread(target=self._kill_later, args=(self.pid,), daemon=True).start()
 
-    def _kill_later(self) -> None:
+    def _kill_later(self, pid: int) -> None:
         time.sleep(1.0)
         try:
-            os.kill(self.pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
 
@@ -308,17 +343,20 @@ class UserSpawner:
         if code is not None:
             on_exit(code)
 
-    def _read(self) -> None:
-        assert self.sock is not None
+    def _read(self, sock: socket.socket, pid: int) -> None:
         while True:
             try:
-                data = self.sock.recv(65536)
+                data = sock.recv(65536)
             except OSError:
                 data = b""
             if not data:
                 break
             message = json.loads(data)
-            if "exit" in message:
+            if "ready" in message:
+                if self.pid == pid and not self.alive:
+                    log("user spawner restarted")
+                    self.alive = True
+            elif "exit" in message:
                 pid, code = int(message["exit"]), int(message["code"])
                 with self._lock:
                     watcher = self._watchers.pop(pid, None)
@@ -337,6 +375,8 @@ class UserSpawner:
             pending = list(self._replies.values())
         for replies in pending:
             replies.put({"errno": errno.EIO, "strerror": "the user spawner exited"})
+        sock.close()
+        self._respawn()
 
 
 def run_spawner(sock: socket.socket) -> None:
@@ -349,15 +389,17 @@ def run_spawner(sock: socket.socket) -> None:
         os.close(WORKLOAD_CGROUP_FD)
         WORKLOAD_CGROUP_FD = -1
     raise_oom_score()
-    os.setgroups([])
-    os.setgid(SANDBOX_USER[1])
-    os.setuid(SANDBOX_USER[0])
+    if os.getuid() == 0:  # not in unit tests run as a normal user
+        os.setgroups([])
+        os.setgid(SANDBOX_USER[1])
+        os.setuid(SANDBOX_USER[0])
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     children: Dict[int, "subprocess.Popen[bytes]"] = {}
+    sock.send(b'{"ready": true}')
     while True:
         readable, _, _ = select.select([sock.fileno(), wake_r], [], [])
         if wake_r in readable:
@@ -1201,6 +1243,11 @@ def take_workload_cgroup_from_stdin() -> None:
 
 def main() -> None:
     args = sys.argv[1:]
+    if args[:1] == ["--spawner"]:  # a restarted user spawner (UserSpawner._respawn)
+        global WORKLOAD_CGROUP_FD
+        WORKLOAD_CGROUP_FD = int(args[2])
+        run_spawner(socket.socket(fileno=int(args[1])))
+        return
     if args[:1] == ["--workload-cgroup-on-stdin"]:
         take_workload_cgroup_from_stdin()
         args = args[1:]
