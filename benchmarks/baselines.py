@@ -29,6 +29,9 @@ ROOTFS_LINKS = {"bin": "usr/bin", "lib": "usr/lib", "lib64": "usr/lib64", "sbin"
 # The host binaries the podman image carries: what the benchmark runs, plus a shell.
 IMAGE_BINARIES = ("true", "echo", "sleep", "sh", "dash", "cat", "head", "yes")
 IMAGE_NAME = "localhost/workspace-bench"
+# Podman prefers crun when both are installed, and crun refuses this host's hybrid cgroup
+# layout: name the runtime, as a user of this host would have to.
+PODMAN = ("podman", "--runtime", "runc")
 
 
 class BaselineUnavailable(Exception):
@@ -363,11 +366,11 @@ class Podman:
             raise BaselineUnavailable("could not find the host binaries to build the image from")
         self.image = f"{IMAGE_NAME}:{image_tag(members)}"
         self.live: set[str] = set()
-        exists = subprocess.run(["podman", "image", "exists", self.image], capture_output=True, check=False)
+        exists = subprocess.run([*PODMAN, "image", "exists", self.image], capture_output=True, check=False)
         if exists.returncode != 0:
             tar_path = scratch / "podman-rootfs.tar"
             tar_path.write_bytes(rootfs_tar(members))
-            run_checked(["podman", "import", "--quiet", str(tar_path), self.image], timeout=300)
+            run_checked([*PODMAN, "import", "--quiet", str(tar_path), self.image], timeout=300)
             tar_path.unlink()
         # The first container on a fresh storage sets things up: keep that out of the numbers.
         self.run_rm(["true"])
@@ -382,7 +385,7 @@ class Podman:
         name = self._name()
         try:
             return timed(lambda: run_checked(
-                ["podman", "run", "--rm", "--name", name, *self.run_flags, self.image, *args]))
+                [*PODMAN, "run", "--rm", "--name", name, *self.run_flags, self.image, *args]))
         finally:
             self.live.discard(name)
 
@@ -390,22 +393,22 @@ class Podman:
         """`podman run` (create→command finished) then `podman rm`, timed apart."""
         name = self._name()
         try:
-            first = timed(lambda: run_checked(["podman", "run", "--name", name, *self.run_flags, self.image, *args]))
-            second = timed(lambda: run_checked(["podman", "rm", name]))
+            first = timed(lambda: run_checked([*PODMAN, "run", "--name", name, *self.run_flags, self.image, *args]))
+            second = timed(lambda: run_checked([*PODMAN, "rm", name]))
         finally:
             self.remove(name)
         return first, second
 
     def start_detached(self, args: list[str]) -> str:
         name = self._name()
-        run_checked(["podman", "run", "-d", "--name", name, *self.run_flags, self.image, *args])
+        run_checked([*PODMAN, "run", "-d", "--name", name, *self.run_flags, self.image, *args])
         return name
 
     def exec_once(self, name: str, args: list[str]) -> float:
-        return timed(lambda: run_checked(["podman", "exec", name, *args]))
+        return timed(lambda: run_checked([*PODMAN, "exec", name, *args]))
 
     def remove(self, name: str) -> None:
-        subprocess.run(["podman", "rm", "--force", "--time", "0", name], capture_output=True, check=False)
+        subprocess.run([*PODMAN, "rm", "--force", "--time", "0", name], capture_output=True, check=False)
         self.live.discard(name)
 
     def cleanup(self) -> None:
