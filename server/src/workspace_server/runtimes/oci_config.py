@@ -81,7 +81,7 @@ def bind(source: Path | str, destination: str, *, readonly: bool) -> dict[str, A
 
 
 def build_config(spec: SandboxSpec, *, writable_dir: Path, run_dir: Path, agent_dir: Path,
-                 etc_dir: Path, cgroups_path: str,
+                 etc_dir: Path, cgroups_path: str, rootfs: Path | str = "rootfs",
                  python: str = "/usr/bin/python3", nofile: int = 4096) -> dict[str, Any]:
     limits = spec.limits
     mounts: list[dict[str, Any]] = [
@@ -131,7 +131,7 @@ def build_config(spec: SandboxSpec, *, writable_dir: Path, run_dir: Path, agent_
             "noNewPrivileges": True,
             "oomScoreAdj": 0,  # commands get COMMAND_OOM_SCORE_ADJ: the OOM killer picks them first
         },
-        "root": {"path": "rootfs", "readonly": True},
+        "root": {"path": str(rootfs), "readonly": True},
         "hostname": spec.sandbox_id[:63],
         "mounts": mounts,
         "linux": {

@@ -4,7 +4,9 @@ Layout under the data dir:
   runc/                 runc's own state (--root)
   runtime/etc/          the sandboxes' /etc: an allow-listed copy of the host's (no host
                         secrets such as pip or npm tokens), with our own passwd, group, hosts
-  sandboxes/<id>/       the bundle: config.json, rootfs/ (an empty read-only skeleton),
+  runtime/rootfs-*/     the sandboxes' root: an empty skeleton of mount points, shared
+                        read-only (each sandbox's mounts live in its own mount namespace)
+  sandboxes/<id>/       the bundle: config.json,
                         disk.img (an ext4 image of disk_mb, loop-mounted on rw/: /workspace,
                         /home, /tmp, /root and the agent's socket dir /run/workspace
                         inside), agent.log
@@ -65,6 +67,13 @@ ETC_ALLOWLIST = (
 ETC_PRIVATE = {"private"}  # e.g. /etc/ssl/private: key material
 
 
+def build_rootfs(target: Path) -> None:
+    for directory in ROOTFS_DIRS:
+        (target / directory).mkdir(parents=True, exist_ok=True)
+    for link, link_target in ROOTFS_LINKS.items():
+        (target / link).symlink_to(link_target)
+
+
 def build_etc(target: Path, source: Path = Path("/etc")) -> None:
     for name in ETC_ALLOWLIST:
         origin = source / name
@@ -115,6 +124,7 @@ class RuncRuntime:
         self.agent_source = Path(agent_package.__file__).resolve().parent
         self.etc_dir = self.shared_dir / "etc-unpublished"
         self.agent_dir = self.shared_dir / "agent-unpublished"
+        self.rootfs_dir = self.shared_dir / "rootfs-unpublished"
         self.cgroup_parent = sandbox_cgroup_parent()
         self._blank_disk_lock = asyncio.Lock()
 
@@ -141,9 +151,10 @@ class RuncRuntime:
             stale.unlink(missing_ok=True)
         self.etc_dir = shared_dirs.publish(self.shared_dir, "etc", build_etc)
         self.agent_dir = shared_dirs.publish(self.shared_dir, "agent", self._build_agent)
-        in_use = self._shared_dirs_in_use() | {self.etc_dir, self.agent_dir}
-        shared_dirs.prune(self.shared_dir, "etc", in_use)
-        shared_dirs.prune(self.shared_dir, "agent", in_use)
+        self.rootfs_dir = shared_dirs.publish(self.shared_dir, "rootfs", build_rootfs)
+        in_use = self._shared_dirs_in_use() | {self.etc_dir, self.agent_dir, self.rootfs_dir}
+        for prefix in ("etc", "agent", "rootfs"):
+            shared_dirs.prune(self.shared_dir, prefix, in_use)
 
     def _build_agent(self, target: Path) -> None:
         """Copy the agent beside the data and byte-compile it with the sandboxes' python3, so
@@ -160,10 +171,11 @@ class RuncRuntime:
         used: set[Path] = set()
         for config in self.sandboxes_dir.glob("*/config.json"):
             try:
-                mounts = json.loads(config.read_text())["mounts"]
-            except (OSError, ValueError, KeyError):
+                loaded = json.loads(config.read_text())
+                sources = [str(m.get("source", "")) for m in loaded["mounts"]] + [str(loaded["root"]["path"])]
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 continue
-            used.update(Path(m["source"]) for m in mounts if str(m.get("source", "")).startswith(str(self.shared_dir)))
+            used.update(Path(source) for source in sources if source.startswith(str(self.shared_dir)))
         return used
 
     # ------------------------------------------------------------------ helpers
@@ -194,11 +206,7 @@ class RuncRuntime:
 
     def _prepare_bundle(self, spec: SandboxSpec) -> Path:
         bundle = self._bundle(spec.sandbox_id)
-        rootfs = bundle / "rootfs"
-        for directory in ROOTFS_DIRS:
-            (rootfs / directory).mkdir(parents=True, exist_ok=True)
-        for link, target in ROOTFS_LINKS.items():
-            (rootfs / link).symlink_to(target)
+        bundle.mkdir()
         (bundle / "rw").mkdir()
         return bundle
 
@@ -228,7 +236,7 @@ class RuncRuntime:
             await asyncio.to_thread(self._populate_writable, rw)
             config = oci_config.build_config(
                 spec, writable_dir=rw, run_dir=rw / "run", agent_dir=self.agent_dir,
-                etc_dir=self.etc_dir,
+                etc_dir=self.etc_dir, rootfs=self.rootfs_dir,
                 cgroups_path=f"{self.cgroup_parent}/{spec.sandbox_id}",
             )
             (bundle / "config.json").write_text(json.dumps(config))
