@@ -32,6 +32,7 @@ from workspace_server.domain.errors import RuntimeFailure
 from workspace_server.runtimes import oci_config, shared_dirs
 from workspace_server.runtimes.base import SandboxSpec, StartedSandbox
 from workspace_server.runtimes.cgroups import sandbox_cgroup_parent
+from workspace_server.runtimes.host_commands import run_host_command
 
 log = logging.getLogger(__name__)
 
@@ -186,23 +187,14 @@ class RuncRuntime:
         return self._bundle(sandbox_id) / "rw" / "run" / oci_config.AGENT_SOCKET_NAME
 
     async def _runc(self, *args: str, check: bool = True) -> tuple[int, str]:
-        proc = await asyncio.create_subprocess_exec(
-            self.runc, "--root", str(self.state_dir), *args,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )
-        out, _ = await proc.communicate()
-        text = out.decode(errors="replace").strip()
-        if check and proc.returncode != 0:
+        code, text = await run_host_command(self.runc, "--root", str(self.state_dir), *args)
+        if check and code != 0:
             raise RuntimeFailure(f"runc {args[0]} failed: {text}")
-        return proc.returncode or 0, text
+        return code, text
 
     @staticmethod
     async def _run(*argv: str) -> tuple[int, str]:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        )
-        out, _ = await proc.communicate()
-        return proc.returncode or 0, out.decode(errors="replace").strip()
+        return await run_host_command(*argv)
 
     def _prepare_bundle(self, spec: SandboxSpec) -> Path:
         bundle = self._bundle(spec.sandbox_id)
@@ -244,15 +236,12 @@ class RuncRuntime:
             workload_procs = await asyncio.to_thread(self._make_workload_cgroup, spec)
             try:
                 with open(bundle / "agent.log", "ab") as agent_log:
-                    proc = await asyncio.create_subprocess_exec(
+                    code, _ = await run_host_command(
                         self.runc, "--root", str(self.state_dir), "run", "--detach", "--bundle", str(bundle),
-                        "--pid-file", str(pid_file), spec.sandbox_id,
-                        stdin=workload_procs, stdout=agent_log, stderr=agent_log,
-                    )
-                    await proc.wait()
+                        "--pid-file", str(pid_file), spec.sandbox_id, stdin=workload_procs, output=agent_log)
             finally:
                 os.close(workload_procs)
-            if proc.returncode != 0:
+            if code != 0:
                 tail = (bundle / "agent.log").read_text(errors="replace")[-2000:]
                 raise RuntimeFailure(f"runc could not start the sandbox: {tail.strip()}")
             host_pid = int(pid_file.read_text().strip())
