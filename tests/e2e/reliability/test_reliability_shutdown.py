@@ -25,6 +25,7 @@ from tests.e2e.reliability.reliability_support import (
     bundle_ids,
     create,
     ps_commands,
+    runc_ids,
     runc_status,
     sh,
     wait_pool_full,
@@ -122,3 +123,15 @@ async def test_sigterm_drains_in_flight_work_and_leaves_sandboxes_running() -> N
             assert not [p for p in ps_commands(c, sandbox_id) if "sleep 300" in p or "bash" in p]
             assert c.delete(f"/sandboxes/{sandbox_id}").status_code == 204
         h.assert_data_dir_empty()
+
+
+def test_sigterm_while_the_pool_fills_leaves_no_pool_sandbox() -> None:
+    """A SIGTERM can land while a warm sandbox is half made (runc still running, the agent
+    not yet connected, the warm-up command in flight): whatever the moment, none is left."""
+    with Harness("sigterm-pool") as h:
+        for delay in (0.05, 0.15, 0.3, 0.6):
+            h.start(pool_size=2)
+            time.sleep(delay)
+            h.terminate()
+            assert runc_ids(h.data_dir) == [], delay
+            assert bundle_ids(h.data_dir) == [], delay

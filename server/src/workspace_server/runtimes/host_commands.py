@@ -9,6 +9,7 @@ the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 from typing import IO
 
@@ -28,5 +29,15 @@ def _run(argv: tuple[str, ...], stdin: Stream, output: Stream) -> tuple[int, str
 
 async def run_host_command(*argv: str, stdin: Stream = None, output: Stream = None) -> tuple[int, str]:
     """Run to completion; returns the exit code and, unless `output` is given (where stdout
-    and stderr then go), the combined output."""
-    return await asyncio.to_thread(_run, argv, stdin, output)
+    and stderr then go), the combined output.
+
+    Cancelling the caller does not stop the tool (a thread cannot be interrupted), so the
+    cancellation waits until the tool is done: a caller that cleans up on cancellation
+    (say, deletes a half-made sandbox) must not race a `runc run` still creating it."""
+    running = asyncio.ensure_future(asyncio.to_thread(_run, argv, stdin, output))
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await running
+        raise

@@ -294,7 +294,14 @@ class SandboxService:
                     await self.runtime.destroy(sandbox_id)
                     await asyncio.sleep(1.0)
                     continue
-                await warm_up(connection)
+                except BaseException:  # cancelled by shutdown: a half-made pool sandbox goes too
+                    await asyncio.shield(self.runtime.destroy(sandbox_id))
+                    raise
+                try:
+                    await warm_up(connection)
+                except BaseException:
+                    await asyncio.shield(self._discard_warm(Warm(sandbox_id, template, connection, started.host_pid)))
+                    raise
                 self._pool[template].append(Warm(sandbox_id, template, connection, started.host_pid))
                 self.metrics.pool_size.labels(template=template).set(len(self._pool[template]))
         finally:
