@@ -513,6 +513,10 @@ class Stream:
         if message is not None:  # one write for both frames
             close = wire.encode_json(self.id, wire.MSG, message) + close
         self.link.send(close)
+        self.forget()
+
+    def forget(self) -> None:
+        """Drop the stream from the link's table (later frames for it are ignored)."""
         self.link.forget(self.id)
 
     # receiving ------------------------------------------------------------
@@ -980,11 +984,7 @@ class Agent:
         if not stream.closed:
             stream.finish({"type": "exit", "code": process.exit_code, "timed_out": timed_out})
         else:
-            self.link_forget(stream)
-
-    @staticmethod
-    def link_forget(stream: Stream) -> None:
-        stream.link.forget(stream.id)
+            stream.forget()
 
     def _start_reader(self, stream: Stream, process: Process, outputs: Dict[int, int]) -> threading.Event:
         """One worker pumps all of a command's output fds (fd -> frame kind) to the stream;
@@ -1118,7 +1118,7 @@ class Agent:
         if not stream.closed:
             stream.finish({"type": "end"})
         else:
-            self.link_forget(stream)
+            stream.forget()
 
     def op_write(self, stream: Stream, request: Dict[str, Any]) -> None:
         path = request["path"]
