@@ -199,7 +199,7 @@ class ProcessService:
                                 break
                             pieces.append(more[1])
                             size += len(more[1])
-                        text = decoders[kind].feed(b"".join(pieces) if len(pieces) > 1 else payload)
+                        text = decoders[kind].feed(b"".join(pieces))  # one piece: returned as is, no copy
                         if text:
                             yield ProcessEvent(names[kind], {"data": text})
                     elif kind == wire.MSG and payload.get("type") == "exit":

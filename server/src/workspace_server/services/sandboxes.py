@@ -77,7 +77,7 @@ WARM_UP_COMMAND = {"op": "spawn", "argv": ["/bin/true"], "env": {"PATH": "/usr/b
 async def warm_up(connection: AgentConnection) -> None:
     """Run one command in a pool sandbox before handing it out: the agent's worker threads
     and the user spawner's first start are then paid in the background, not by the user's
-    first command (measured: ~1.5 ms of its p50)."""
+    first command (measured: its p50 over the second command's went from 1.3 ms to 0.8 ms)."""
     stream = await connection.open(WARM_UP_COMMAND)
     try:
         async with asyncio.timeout(10):
