@@ -12,6 +12,7 @@ Only loopback traffic; every wait is bounded.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import math
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from websockets.asyncio.client import connect
 
 from tests.support.live_server import LiveServer, start_server
 
@@ -288,6 +290,25 @@ async def asse_events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, dic
         elif line.startswith("data:"):
             yield name, json.loads(line[5:].strip())
             name = "message"
+
+
+async def pty_round_trip(ws_url: str, timeout: float) -> None:
+    """Open a PTY running /bin/sh, see a command's output echo back, kill it and see it exit."""
+    async with connect(ws_url, open_timeout=timeout) as ws:
+        ready = json.loads(await ws.recv())
+        assert ready["type"] == "ready", ready
+        await ws.send(b"echo pty-'ok'\n")
+        seen = b""
+        while b"pty-ok" not in seen:
+            frame = await asyncio.wait_for(ws.recv(), timeout)
+            if isinstance(frame, bytes):
+                seen += frame
+        await ws.send(json.dumps({"type": "kill"}))
+        while True:
+            frame = await asyncio.wait_for(ws.recv(), timeout)
+            if isinstance(frame, str):
+                assert json.loads(frame)["type"] == "exit", frame
+                return
 
 
 def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

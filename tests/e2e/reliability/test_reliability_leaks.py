@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-
-from websockets.asyncio.client import connect
 
 from tests.e2e.reliability.reliability_support import (
     Harness,
@@ -26,6 +23,7 @@ from tests.e2e.reliability.reliability_support import (
     fd_count,
     loop_devices_under,
     mounts_under,
+    pty_round_trip,
     rss_bytes,
     run,
     runc_ids,
@@ -45,22 +43,6 @@ THREAD_SLACK = 2
 RSS_GROWTH_LIMIT = 100 * 1024 * 1024
 
 
-async def _pty_cycle(h: Harness, sandbox_id: str) -> None:
-    async with connect(h.ws_url(f"/sandboxes/{sandbox_id}/pty?shell=/bin/sh"), open_timeout=10) as ws:
-        assert json.loads(await ws.recv())["type"] == "ready"
-        await ws.send(b"echo pty-'ok'\n")
-        seen = b""
-        while b"pty-ok" not in seen:
-            frame = await asyncio.wait_for(ws.recv(), 10)
-            if isinstance(frame, bytes):
-                seen += frame
-        await ws.send(json.dumps({"type": "kill"}))
-        while True:
-            frame = await asyncio.wait_for(ws.recv(), 10)
-            if isinstance(frame, str) and json.loads(frame)["type"] == "exit":
-                break
-
-
 def _cycle(h: Harness, index: int) -> str:
     payload = os.urandom(64 * 1024)
     with h.client() as c:
@@ -74,7 +56,7 @@ def _cycle(h: Harness, index: int) -> str:
         assert put.status_code == 200, put.text
         got = c.get(f"/sandboxes/{sandbox_id}/files", params={"path": "/workspace/cycle.bin"})
         assert hashlib.sha256(got.content).digest() == hashlib.sha256(payload).digest()
-        asyncio.run(_pty_cycle(h, sandbox_id))
+        asyncio.run(pty_round_trip(h.ws_url(f"/sandboxes/{sandbox_id}/pty?shell=/bin/sh"), 10))
         assert c.delete(f"/sandboxes/{sandbox_id}").status_code == 204
     return sandbox_id
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 import time
 from collections.abc import Awaitable, Iterator
@@ -23,7 +22,6 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
-from websockets.asyncio.client import connect
 
 from tests.e2e.reliability.reliability_support import (
     CREATED_IDS,
@@ -33,6 +31,7 @@ from tests.e2e.reliability.reliability_support import (
     create,
     fd_count,
     percentile,
+    pty_round_trip,
     run,
     settle_fds,
     sh,
@@ -117,21 +116,7 @@ class Load:
         assert hashlib.sha256(response.content).digest() == hashlib.sha256(payload).digest()
 
     async def _pty(self, sandbox_id: str) -> None:
-        async with connect(self.h.ws_url(f"/sandboxes/{sandbox_id}/pty?shell=/bin/sh"), open_timeout=30) as ws:
-            ready = json.loads(await ws.recv())
-            assert ready["type"] == "ready", ready
-            await ws.send(b"echo pty-'ok'\n")
-            seen = b""
-            while b"pty-ok" not in seen:
-                frame = await asyncio.wait_for(ws.recv(), 30)
-                if isinstance(frame, bytes):
-                    seen += frame
-            await ws.send(json.dumps({"type": "kill"}))
-            while True:
-                frame = await asyncio.wait_for(ws.recv(), 30)
-                if isinstance(frame, str):
-                    assert json.loads(frame)["type"] == "exit", frame
-                    break
+        await pty_round_trip(self.h.ws_url(f"/sandboxes/{sandbox_id}/pty?shell=/bin/sh"), 30)
 
     async def _delete(self, sandbox_id: str) -> None:
         response = await self.client.delete(f"/sandboxes/{sandbox_id}")
