@@ -290,6 +290,7 @@ def streaming(server: Server, cfg: Config) -> list[Metric]:
                 growth.append(sampler.peak_growth)
                 client_cpu.append((cpu_seconds_self() - c0) / elapsed)
                 events = tally.events
+            sdk_rate, sdk_cpu = sdk_stream_rate(server.url, sandbox_id, script, cfg.stream_bytes)
         finally:
             api.delete(sandbox_id)
             server.created.discard(sandbox_id)
@@ -300,13 +301,35 @@ def streaming(server: Server, cfg: Config) -> list[Metric]:
                label=f"SSE stdout throughput, {size} (POST /processes/stream)", unit="MB/s",
                value=percentile(rates, 50), baselines=("base.pipe",),
                note=f"reps: {', '.join(f'{r:.0f}' for r in rates)} MB/s; {events} SSE events; "
-                    f"client CPU {max(client_cpu) * 100:.0f} % of one core"),
+                    f"client CPU {max(client_cpu) * 100:.0f} % of one core; events decoded by pydantic-core"),
+        Metric(key="stream.sdk_throughput", section=TRANSFER,
+               label=f"the same through the Python SDK (`process.run_stream`, sync), {size}", unit="MB/s",
+               value=sdk_rate, baselines=("base.pipe",),
+               note=f"the SDK decodes events with the stdlib's json (its only dependencies are httpx and "
+                    f"websockets); client CPU {sdk_cpu * 100:.0f} % of one core"),
         Metric(key="stream.rss", section=TRANSFER, label=f"server RSS growth while streaming {size}", unit="MiB",
                value=max(growth) / MIB),
         *cpu.rows("stream", TRANSFER, "streamed", cfg.stream_reps * cfg.stream_bytes / MIB),
         Metric(key="base.pipe", section=BASELINES, label=f"same command read from a local pipe, {size}",
                unit="MB/s", value=mb_per_s(local_bytes, local_seconds), short="local pipe"),
     ]
+
+
+def sdk_stream_rate(url: str, sandbox_id: str, script: str, expected: int) -> tuple[float, float]:
+    """MB/s of one run of `script` streamed through the SDK, and the client's CPU share."""
+    from workspace_sdk import RunCommandOptions, WorkspaceClient
+
+    received = 0
+    with WorkspaceClient(url, timeout=600) as client:
+        c0, t0 = cpu_seconds_self(), time.perf_counter()
+        for event in client.process.run_stream(sandbox_id, "sh", RunCommandOptions(args=["-c", script])):
+            if event.type == "stdout":
+                received += len(event.data)
+            elif event.type in ("exit", "error"):
+                break
+        elapsed = time.perf_counter() - t0
+    expect(received == expected, f"the SDK stream got {received} of {expected} bytes")
+    return mb_per_s(expected, elapsed), (cpu_seconds_self() - c0) / elapsed
 
 
 def files(server: Server, cfg: Config) -> list[Metric]:
@@ -369,7 +392,7 @@ def files(server: Server, cfg: Config) -> list[Metric]:
             note="reps: " + ", ".join(f"{r:.0f}" for r in large_rates[op]) + " MB/s"))
         rows.append(Metric(
             key=f"files.{op}_large.rss", section=TRANSFER, label=f"server peak RSS growth during the {size} {op}",
-            unit="MiB", value=max(large_growth[op]) / MIB, note="VmHWM reset before, RSS sampled every 2 ms"))
+            unit="MiB", value=max(large_growth[op]) / MIB, note="the kernel's peak (VmHWM), reset before"))
         rows += meters[op].rows(f"files.{op}_large", TRANSFER, "written" if op == "write" else "read",
                                 cfg.large_file_reps * cfg.large_file_bytes / MIB)
     rows += [

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic_core import from_json
+
 # The server's output events: `event: stdout\ndata: {"data": "..."}` (docs/api.md).
 OUTPUT_PREFIXES = (("stdout", b"event: stdout\ndata: "), ("stderr", b"event: stderr\ndata: "))
 
@@ -41,13 +43,15 @@ class SseTally:
             self.error = event.data
 
     def add_block(self, block: bytes) -> None:
-        """Count one raw event block. An output event's data line is decoded straight
-        away (one json.loads, no line splitting), so the client's cost per MiB stays small
-        next to the server's; anything else goes through `parse_event`."""
+        """Count one raw event block. An output event's data line is decoded in full
+        straight away, with no line splitting, and by pydantic-core (the server's own JSON
+        library, ~4x the stdlib's `json.loads` on escaped text): the client is the
+        instrument, and its cost per MiB must stay small next to the server's. Anything else
+        goes through `parse_event`."""
         for name, prefix in OUTPUT_PREFIXES:
             if block.startswith(prefix):
                 try:
-                    chars = len(json.loads(block[len(prefix):])["data"])
+                    chars = len(from_json(block[len(prefix):])["data"])
                 except (ValueError, KeyError, TypeError):
                     break  # not one single-line JSON data event: parse it in full below
                 self.events += 1

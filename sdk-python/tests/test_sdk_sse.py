@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -148,3 +149,16 @@ def test_random_chunkings(seed: int) -> None:
         chunks.append(STREAM[position : position + size])
         position += size
     assert decode(*chunks) == EXPECTED
+
+
+def test_a_long_line_over_many_chunks_with_characters_split_at_their_edges() -> None:
+    text = ("\u00e9" + "x" * 65534 + "\n") * 20
+    payload = ('event: stdout\ndata: {"data": "' + text.replace("\n", "\\n") + '"}\n\n').encode()
+    # 64 KiB reads, and a cut inside every 2-byte character.
+    inside_characters = (i + 1 for i in range(len(payload)) if payload[i] == 0xC3)
+    cuts = sorted({*range(0, len(payload), 65536), *inside_characters})
+    chunks = [payload[a:b] for a, b in zip(cuts, [*cuts[1:], len(payload)], strict=True)]
+    events = decode(*chunks)
+    assert len(events) == 1
+    assert events[0].event == "stdout"
+    assert json.loads(events[0].data)["data"] == text
