@@ -2,7 +2,7 @@
 # Installs everything a fresh Debian machine needs: system tools, then both packages into .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-APT_PACKAGES=(make curl runc python3 python3-venv slirp4netns iproute2 procps util-linux e2fsprogs mount)
+APT_PACKAGES=(make curl runc python3 python3-venv slirp4netns nftables iproute2 procps util-linux e2fsprogs mount)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

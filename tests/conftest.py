@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.support.live_server import LiveServer, start_server, stop_server
+from tests.support.network_peer import Peer, network_peer
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +57,10 @@ def sandbox(api: httpx.Client) -> Iterator[dict[str, Any]]:
     created: dict[str, Any] = response.json()
     yield created
     api.delete(f"/sandboxes/{created['id']}", params={"force": "true"})
+
+
+@pytest.fixture
+def peer() -> Iterator[Peer]:
+    """A TCP server in a network namespace of our own, standing in for other machines."""
+    with network_peer() as created:
+        yield created

@@ -14,6 +14,7 @@ from workspace_server import logs
 from workspace_server.config import Settings
 from workspace_server.domain.errors import WorkspaceError
 from workspace_server.domain.models import ResourceLimits
+from workspace_server.runtimes.egress import parse_allowed
 
 app = typer.Typer(help="Workspace: self-hosted sandboxes.", no_args_is_help=True, add_completion=False)
 
@@ -32,6 +33,11 @@ def serve(
     default_pids: Annotated[int, typer.Option(envvar="WORKSPACE_DEFAULT_PIDS")] = 256,
     default_disk_mb: Annotated[int, typer.Option(envvar="WORKSPACE_DEFAULT_DISK_MB")] = 1024,
     log_level: Annotated[str, typer.Option(envvar="WORKSPACE_LOG_LEVEL")] = "INFO",
+    network_allow: Annotated[list[str] | None, typer.Option(
+        envvar="WORKSPACE_NETWORK_ALLOW",
+        help="An IPv4 range (CIDR) that sandboxes with network=true may reach although it is private, "
+             "link-local or the host's own; repeat it, or separate ranges with commas. Without it they "
+             "reach public addresses only")] = None,
 ) -> None:
     """Run the Workspace service with the embedded local runtime."""
     import uvicorn
@@ -39,9 +45,14 @@ def serve(
     from workspace_server.api.app import create_app, default_runtime
 
     logs.configure(log_level.upper())
+    try:
+        allowed = parse_allowed(network_allow or [])
+    except ValueError as exc:
+        typer.echo(f"error: --network-allow: {exc}", err=True)
+        raise typer.Exit(2) from None
     settings = Settings(
         data_dir=data_dir.resolve(), host=host, port=port, api_key=api_key or None, pool_size=pool_size,
-        max_sandboxes=max_sandboxes,
+        max_sandboxes=max_sandboxes, network_allow=allowed,
         default_limits=ResourceLimits(cpu=default_cpu, memory_mb=default_memory_mb, pids=default_pids,
                                       disk_mb=default_disk_mb),
     )

@@ -29,6 +29,9 @@ class Settings:
     stopped_retention_seconds: float = 3600.0
     shutdown_grace_seconds: float = 10.0
     runc: str = "runc"
+    # Ranges sandboxes with network=true may reach although they are private or the host's
+    # own (runtimes/egress.py); everything else non-public is rejected.
+    network_allow: tuple[ipaddress.IPv4Network, ...] = ()
 
     @property
     def loopback_only(self) -> bool:

@@ -29,7 +29,7 @@ log = logging.getLogger("workspace")
 def default_runtime(settings: Settings) -> Runtime:
     from workspace_server.runtimes.runc import RuncRuntime
 
-    return RuncRuntime(settings.data_dir, runc=settings.runc)
+    return RuncRuntime(settings.data_dir, runc=settings.runc, network_allow=settings.network_allow)
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None, checked: bool = False) -> FastAPI:

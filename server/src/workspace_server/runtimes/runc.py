@@ -25,11 +25,12 @@ import os
 import shutil
 import signal
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from workspace_server import agent as agent_package
 from workspace_server.domain.errors import RuntimeFailure
-from workspace_server.runtimes import oci_config, shared_dirs
+from workspace_server.runtimes import egress, oci_config, shared_dirs
 from workspace_server.runtimes.base import SandboxSpec, StartedSandbox
 from workspace_server.runtimes.cgroups import sandbox_cgroup_parent
 from workspace_server.runtimes.host_commands import run_host_command
@@ -114,10 +115,12 @@ def _cgroup_pids(path: Path) -> list[int]:
 class RuncRuntime:
     name = "runc"
 
-    def __init__(self, data_dir: Path, runc: str = "runc", slirp4netns: str = "slirp4netns") -> None:
+    def __init__(self, data_dir: Path, runc: str = "runc", slirp4netns: str = "slirp4netns",
+                 network_allow: Sequence[egress.IPv4Network] = ()) -> None:
         self.data_dir = data_dir
         self.runc = runc
         self.slirp4netns = slirp4netns
+        self.network_allow = tuple(network_allow)
         self.state_dir = data_dir / "runc"
         self.sandboxes_dir = data_dir / "sandboxes"
         self.shared_dir = data_dir / "runtime"
@@ -241,6 +244,7 @@ class RuncRuntime:
                 raise RuntimeFailure(f"runc could not start the sandbox: {tail.strip()}")
             host_pid = int(pid_file.read_text().strip())
             if spec.network:
+                await egress.restrict(bundle, host_pid, self.network_allow)  # before any packet can leave
                 await self._start_network(bundle, host_pid)
         except BaseException:
             await asyncio.shield(self.destroy(spec.sandbox_id))
