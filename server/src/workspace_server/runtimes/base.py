@@ -43,6 +43,15 @@ class Runtime(Protocol):
         """Every sandbox this runtime still holds resources for."""
         ...
 
+    @property
+    def adjustable_limits(self) -> bool:
+        """True if apply_limits works on this host."""
+        ...
+
+    async def apply_limits(self, sandbox_id: str, current: ResourceLimits, wanted: ResourceLimits) -> None:
+        """Change a running sandbox's cpu, memory and pids limits (not disk_mb)."""
+        ...
+
     def oom_kills(self, sandbox_id: str) -> int:
         """How many processes the OOM killer ended inside the sandbox so far."""
         ...

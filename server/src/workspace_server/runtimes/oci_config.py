@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from workspace_server.domain.models import ResourceLimits
 from workspace_server.runtimes.base import SandboxSpec
 
 # Every sandbox runs in its own user namespace: root inside is this host uid, the sandbox
@@ -75,6 +76,27 @@ def seccomp_profile() -> dict[str, Any]:
     }
 
 
+CPU_PERIOD_US = 100_000
+
+
+def sandbox_memory_bytes(limits: ResourceLimits) -> int:
+    """The sandbox's memory cgroup: its processes' `memory_mb` plus the agent's reserve."""
+    return (limits.memory_mb + AGENT_MEMORY_RESERVE_MB) * 1024 * 1024
+
+
+def workload_memory_bytes(limits: ResourceLimits) -> int:
+    """The memory cgroup of the sandbox's processes, below the sandbox's (runtimes/runc.py)."""
+    return limits.memory_mb * 1024 * 1024
+
+
+def cpu_shares(limits: ResourceLimits) -> int:
+    return max(2, int(1024 * limits.cpu))
+
+
+def cpu_quota(limits: ResourceLimits) -> int:
+    return int(CPU_PERIOD_US * limits.cpu)
+
+
 def bind(source: Path | str, destination: str, *, readonly: bool) -> dict[str, Any]:
     options = ["rbind", "nosuid", "nodev"] + (["ro"] if readonly else ["rw"])
     return {"destination": destination, "type": "bind", "source": str(source), "options": options}
@@ -106,14 +128,12 @@ def build_config(spec: SandboxSpec, *, writable_dir: Path, run_dir: Path, agent_
         bind(agent_dir, AGENT_DIR, readonly=True),
         bind(run_dir, AGENT_RUN_DIR, readonly=False),
     ]
-    cpu_period = 100_000
-    memory_bytes = (limits.memory_mb + AGENT_MEMORY_RESERVE_MB) * 1024 * 1024
+    memory_bytes = sandbox_memory_bytes(limits)
     resources: dict[str, Any] = {
         "devices": [{"allow": False, "access": "rwm"}],
         "memory": {"limit": memory_bytes, "swap": memory_bytes},
         "pids": {"limit": limits.pids},
-        "cpu": {"shares": max(2, int(1024 * limits.cpu)), "quota": int(cpu_period * limits.cpu),
-                "period": cpu_period},
+        "cpu": {"shares": cpu_shares(limits), "quota": cpu_quota(limits), "period": CPU_PERIOD_US},
     }
     return {
         "ociVersion": "1.0.2",

@@ -30,7 +30,8 @@ from pathlib import Path
 
 from workspace_server import agent as agent_package
 from workspace_server.domain.errors import RuntimeFailure
-from workspace_server.runtimes import egress, oci_config, shared_dirs
+from workspace_server.domain.models import ResourceLimits
+from workspace_server.runtimes import cgroup_limits, egress, oci_config, shared_dirs
 from workspace_server.runtimes.base import SandboxSpec, StartedSandbox
 from workspace_server.runtimes.cgroups import sandbox_cgroup_parent
 from workspace_server.runtimes.host_commands import run_host_command
@@ -252,7 +253,25 @@ class RuncRuntime:
         return StartedSandbox(spec.sandbox_id, self.agent_socket(spec.sandbox_id), host_pid)
 
     def _memory_cgroup(self, sandbox_id: str) -> Path:
-        return MEMORY_CGROUP_ROOT / self.cgroup_parent.lstrip("/") / sandbox_id
+        return self._cgroup(MEMORY_CGROUP_ROOT, sandbox_id)
+
+    def _cgroup(self, hierarchy: Path, sandbox_id: str) -> Path:
+        return hierarchy / self.cgroup_parent.lstrip("/") / sandbox_id
+
+    @property
+    def adjustable_limits(self) -> bool:
+        """cgroup v1 only (cgroup_limits.py): on v2 a create with other limits starts cold."""
+        return MEMORY_CGROUP_ROOT.is_dir()
+
+    async def apply_limits(self, sandbox_id: str, current: ResourceLimits, wanted: ResourceLimits) -> None:
+        if not self.adjustable_limits:
+            raise RuntimeFailure("this host's cgroups cannot change a running sandbox's limits")
+        memory = self._memory_cgroup(sandbox_id)
+        writes = cgroup_limits.limit_writes(
+            memory, memory / WORKLOAD_CGROUP, self._cgroup(CGROUP_ROOT / "cpu", sandbox_id),
+            self._cgroup(CGROUP_ROOT / "pids", sandbox_id), current, wanted,
+            has_memsw=(memory / cgroup_limits.MEMSW_LIMIT).exists())
+        await asyncio.to_thread(cgroup_limits.write_all, writes)  # lowering memory may reclaim
 
     def _make_workload_cgroup(self, spec: SandboxSpec) -> int:
         """The sandbox's processes get a memory cgroup of their own, below the sandbox's,
@@ -268,7 +287,7 @@ class RuncRuntime:
             return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         workload = self._memory_cgroup(spec.sandbox_id) / WORKLOAD_CGROUP
         workload.mkdir(parents=True, exist_ok=True)
-        limit = str(spec.limits.memory_mb * 1024 * 1024)
+        limit = str(oci_config.workload_memory_bytes(spec.limits))
         (workload / "memory.limit_in_bytes").write_text(limit)
         memsw = workload / "memory.memsw.limit_in_bytes"
         if memsw.exists():  # no swap either: the same limit on memory plus swap

@@ -208,7 +208,9 @@ class SandboxService:
             limits=limits, network=network, name=request.name, env=dict(request.env or {}),
             metadata=dict(request.metadata or {}), timeout=timeout,
         )
-        warm = self._claim_warm(template.name) if limits == self.settings.default_limits and not network else None
+        warm = self._claim_warm(template.name) if self._pool_serves(limits, network) else None
+        if warm is not None and limits != self.settings.default_limits:
+            warm = await self._fit(warm, limits)
         if warm is not None:
             record = replace(record, id=warm.sandbox_id, host_pid=warm.host_pid)
             self._adopt(record, warm.connection)
@@ -259,6 +261,25 @@ class SandboxService:
         return record
 
     # ------------------------------------------------------------------ warm pool
+    def _pool_serves(self, limits: ResourceLimits, network: bool) -> bool:
+        """Pool sandboxes have the default limits, no network, and a disk of the default size;
+        cpu, memory and pids can be changed when one is claimed, the rest cannot."""
+        if network:
+            return False
+        default = self.settings.default_limits
+        return limits == default or (self.runtime.adjustable_limits and limits.disk_mb == default.disk_mb)
+
+    async def _fit(self, warm: Warm, limits: ResourceLimits) -> Warm | None:
+        """The claimed sandbox with `limits` applied; None (and it is discarded) if that fails."""
+        try:
+            await self.runtime.apply_limits(warm.sandbox_id, self.settings.default_limits, limits)
+        except WorkspaceError as exc:
+            log.warning("warm pool: could not apply limits to %s (%s); starting a sandbox instead",
+                        warm.sandbox_id, exc)
+            self._spawn(self._discard_warm(warm))
+            return None
+        return warm
+
     def _claim_warm(self, template: str) -> Warm | None:
         pool = self._pool.get(template, [])
         while pool:
