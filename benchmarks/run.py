@@ -185,6 +185,8 @@ def measure(run: Run, selected: set[str], pool_size: int) -> None:
         server = run.server("pool", pool_size)
         steps: list[tuple[str, str, Callable[[], list[Metric]]]] = [
             ("lifecycle", "lifecycle with the warm pool", lambda: scenarios.lifecycle(server, cfg, "pool")),
+            ("lifecycle", "lifecycle with the warm pool, other limits",
+             lambda: scenarios.lifecycle(server, cfg, "pool_limits")),
             ("commands", "process.run round trips", lambda: scenarios.commands(server, cfg)),
             ("stream", "SSE streaming", lambda: scenarios.streaming(server, cfg)),
             ("files", "file transfer", lambda: scenarios.files(server, cfg)),

@@ -127,10 +127,20 @@ def expect(condition: bool, message: str) -> None:
 # --------------------------------------------------------------------------- lifecycle
 
 
+# Limits other than the server's defaults: a pool sandbox gets them on claim.
+OTHER_LIMITS = {"cpu": 0.5, "memory_mb": 256, "pids": 128}
+LIFECYCLE_TITLES = {
+    "pool": "warm pool", "cold": "cold, --pool-size 0",
+    "pool_limits": "warm pool, " + ", ".join(f"{k} {v}" for k, v in OTHER_LIMITS.items()),
+}
+
+
 def lifecycle(server: Server, cfg: Config, mode: str) -> list[Metric]:
     """create → run('true') → run('true') again → delete(force), timed per phase. With a
     pool, each iteration first waits until the pool is full again, so every create is a
-    pool hit (the refill then runs during the first command, as it would for a user)."""
+    pool hit (the refill then runs during the first command, as it would for a user).
+    Mode `pool_limits` asks for other cpu/memory/pids limits than the pool's."""
+    params = OTHER_LIMITS if mode == "pool_limits" else {}
     phases: dict[str, list[float]] = {name: [] for name in
                                       ("create", "first", "second", "create_to_first", "delete", "total")}
     with Api(server.url) as api:
@@ -139,7 +149,7 @@ def lifecycle(server: Server, cfg: Config, mode: str) -> list[Metric]:
             if server.pool_size > 0:
                 api.wait_pool(server.pool_size)
             t0 = time.perf_counter()
-            sandbox = api.create()
+            sandbox = api.create(**params)
             t1 = time.perf_counter()
             server.created.add(str(sandbox["id"]))
             result = api.run(sandbox["id"], "true")
@@ -157,7 +167,7 @@ def lifecycle(server: Server, cfg: Config, mode: str) -> list[Metric]:
                     phases[name].append(value)
         after = api.create_sources()
     sources = ", ".join(f"{k}: {after.get(k, 0) - before.get(k, 0):.0f}" for k in sorted(after)) or "unknown"
-    title = "warm pool" if mode == "pool" else "cold, --pool-size 0"
+    title = LIFECYCLE_TITLES[mode]
     prefix = f"lifecycle.{mode}"
     return [
         latency(f"{prefix}.create", LIFECYCLE, f"create ({title})", phases["create"],
