@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from workspace_server.agent import wire
-from workspace_server.agent_link.connection import AgentConnection, AgentDisconnected
+from workspace_server.agent_link.connection import MAX_PENDING_MESSAGE_BYTES, AgentConnection, AgentDisconnected
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -86,4 +86,70 @@ async def test_garbage_from_the_agent_drops_the_link(tmp_path: Path) -> None:
         stream = await connection.open({"op": "stat", "path": "/"})
         with pytest.raises(AgentDisconnected):
             await asyncio.wait_for(stream.recv_message(), 5)
+        assert not connection.alive
+
+
+async def test_agent_flooding_unread_messages_is_cut_off(tmp_path: Path) -> None:
+    lost = asyncio.Event()
+
+    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stream_id, _, _ = await read_frame(reader)
+        message = wire.encode_json(stream_id, wire.MSG, {"type": "started", "padding": "x" * (wire.CHUNK - 64)})
+        for _ in range(MAX_PENDING_MESSAGE_BYTES // wire.CHUNK + 2):
+            writer.write(message)
+        await writer.drain()
+        await reader.read()
+
+    async def on_lost() -> None:
+        lost.set()
+
+    server, path = await serve(tmp_path, await hello_then(flood))
+    async with server:
+        connection = await AgentConnection.connect(path, timeout=2, on_disconnect=on_lost)
+        await connection.open({"op": "spawn", "argv": ["true"]})  # and never read from it
+        await asyncio.wait_for(lost.wait(), 5)
+        assert not connection.alive
+
+
+async def test_frames_reach_their_streams_in_order_however_the_bytes_arrive(tmp_path: Path) -> None:
+    sizes = [0, 1, 9, 1000, wire.CHUNK, 70_000, wire.CHUNK, 3, wire.CHUNK - 1] * 3
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stream_id, _, _ = await read_frame(reader)
+        data = b"".join(wire.encode(stream_id, wire.OUT, bytes([i % 251]) * size) for i, size in enumerate(sizes))
+        data += wire.encode(stream_id, wire.CLOSE)
+        position, step = 0, 1
+        while position < len(data):  # pieces of 1, 2, 4... bytes up to 128 KiB, then again
+            writer.write(data[position:position + step])
+            await writer.drain()
+            position += step
+            step = 1 if step >= 128 * 1024 else step * 2
+        await reader.read()
+
+    server, path = await serve(tmp_path, await hello_then(trickle))
+    async with server:
+        connection = await AgentConnection.connect(path, timeout=2)
+        stream = await connection.open({"op": "read", "path": "/x"})
+        received = []
+        while True:
+            kind, payload = await asyncio.wait_for(stream.recv(), 5)
+            if kind == wire.CLOSE:
+                break
+            received.append(payload)
+        assert received == [bytes([i % 251]) * size for i, size in enumerate(sizes)]
+        await connection.close()
+
+
+async def test_an_oversized_frame_header_drops_the_link_before_buffering(tmp_path: Path) -> None:
+    async def oversized(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stream_id, _, _ = await read_frame(reader)
+        writer.write(wire.HEADER.pack(wire.MAX_FRAME + 1, stream_id, wire.OUT))
+        await reader.read()
+
+    server, path = await serve(tmp_path, await hello_then(oversized))
+    async with server:
+        connection = await AgentConnection.connect(path, timeout=2)
+        stream = await connection.open({"op": "read", "path": "/x"})
+        with pytest.raises(AgentDisconnected):
+            await asyncio.wait_for(stream.recv(), 5)
         assert not connection.alive

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import codecs
 import json
+import random
+
+import pytest
 
 from workspace_server.api.routes.processes import sse
 from workspace_server.services.processes import ProcessEvent, Utf8Stream
@@ -36,3 +40,29 @@ def test_utf8_is_never_split() -> None:
     assert "".join(parts) == "é€"
     assert all(p in ("", "é", "€") for p in parts)
     assert decoder.feed(b"\xff") == "\ufffd"
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_pieces_read_like_the_stdlib_incremental_decoder(seed: int) -> None:
+    rng = random.Random(seed)
+    alphabet = ["a", "\n", "é", "€", "😀", "\u2028"]
+    data = b"".join(rng.choice(alphabet).encode() if rng.random() < 0.9 else bytes([rng.choice(INVALID)])
+                    for _ in range(300))
+    chunks, position = [], 0
+    while position < len(data):
+        size = rng.randint(1, 9)
+        chunks.append(data[position:position + size])
+        position += size
+    ours = Utf8Stream()
+    text = "".join(ours.feed(chunk) for chunk in chunks) + ours.flush()
+    assert text == codecs.getincrementaldecoder("utf-8")(errors="replace").decode(data, final=True)
+
+
+INVALID = [0x80, 0xBF, 0xC0, 0xE2, 0xF0, 0xF8, 0xFF]  # lone continuations, bad and unfinished leads
+
+
+def test_an_unfinished_character_at_the_end_becomes_a_replacement_character() -> None:
+    decoder = Utf8Stream()
+    assert decoder.feed("ab€".encode()[:-1]) == "ab"
+    assert decoder.flush() == "\ufffd"
+    assert decoder.flush() == ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import logging
@@ -21,6 +22,7 @@ WRITE_HIGH_WATER = 4 * 1024 * 1024
 # hold more than its window of unread data, nor pile up control messages.
 MAX_BUFFERED_BYTES = wire.WINDOW + wire.CHUNK
 MAX_PENDING_FRAMES = 4096
+MAX_PENDING_MESSAGE_BYTES = 16 * 1024 * 1024  # unread control messages (JSON) on one stream
 
 
 class AgentDisconnected(Exception):
@@ -50,12 +52,20 @@ class AgentStream:
         self._credit_changed = asyncio.Event()
         self._consumed = 0
         self._buffered = 0
+        self._message_sizes: collections.deque[int] = collections.deque()  # unread MSG frames, in order
+        self._message_bytes = 0
         self.finished = False  # the agent sent CLOSE
         self.closed = False  # we sent CLOSE
 
     # -- used by the connection's reader
-    def _deliver(self, frame: Frame) -> None:
-        if frame[0] == wire.CLOSE:
+    def _deliver(self, frame: Frame, size: int = 0) -> None:
+        """Queue a frame; `size` is a MSG frame's payload size (its JSON is decoded already)."""
+        if frame[0] == wire.MSG:
+            self._message_sizes.append(size)
+            self._message_bytes += size
+            if self._message_bytes > MAX_PENDING_MESSAGE_BYTES:
+                raise wire.ProtocolError(f"stream {self.id}: too many unread messages from the agent")
+        elif frame[0] == wire.CLOSE:
             self.finished = True
             self._credit_changed.set()  # a sender waiting for credit must learn the stream ended
         elif frame[0] in (wire.OUT, wire.ERR):
@@ -91,7 +101,9 @@ class AgentStream:
         if frame is _DISCONNECTED:
             self._frames.put_nowait(_DISCONNECTED)  # later calls see it too
             raise AgentDisconnected
-        if frame[0] in (wire.OUT, wire.ERR):
+        if frame[0] == wire.MSG:
+            self._message_bytes -= self._message_sizes.popleft()
+        elif frame[0] in (wire.OUT, wire.ERR):
             self._buffered -= len(frame[1])
             self._consumed += len(frame[1])
             if self._consumed >= wire.WINDOW // 4:
@@ -243,7 +255,7 @@ class AgentConnection:
                 if stream is None:
                     continue
                 if kind == wire.MSG:
-                    stream._deliver((kind, wire.decode_json(payload)))
+                    stream._deliver((kind, wire.decode_json(payload)), len(payload))
                 elif kind in (wire.OUT, wire.ERR):
                     stream._deliver((kind, payload))
                 elif kind == wire.CREDIT:
