@@ -50,7 +50,7 @@ def test_the_values_are_those_a_new_sandbox_gets_from_runc() -> None:
     wanted = ResourceLimits(cpu=1.5, memory_mb=300, pids=77)
     spec = SandboxSpec("sbx-x", Template("t", ""), wanted, False)
     resources = oci_config.build_config(spec, writable_dir=Path("/w"), run_dir=Path("/r"), agent_dir=Path("/a"),
-                                        etc_dir=Path("/e"), cgroups_path="/x")["linux"]["resources"]
+                                        etc_dir=Path("/e"), cgroups_path="/x", host_uid=100000)["linux"]["resources"]
     writes = dict(plan(ResourceLimits(), wanted))
     assert writes["/m/memory.limit_in_bytes"] == str(resources["memory"]["limit"])
     assert writes["/m/memory.memsw.limit_in_bytes"] == str(resources["memory"]["swap"])

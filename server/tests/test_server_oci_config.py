@@ -8,12 +8,13 @@ from workspace_server.runtimes import oci_config
 from workspace_server.runtimes.base import SandboxSpec
 
 DEFAULT_LIMITS = ResourceLimits()
+HOST_UID = 100000 + 3 * 65536
 
 
 def build(limits: ResourceLimits = DEFAULT_LIMITS) -> dict[str, Any]:
     spec = SandboxSpec("sbx-1", Template("default", ""), limits, False)
     return oci_config.build_config(spec, writable_dir=Path("/d/rw"), run_dir=Path("/d/run"), agent_dir=Path("/a"),
-                                   etc_dir=Path("/e"), cgroups_path="/cg/sbx-1")
+                                   etc_dir=Path("/e"), cgroups_path="/cg/sbx-1", host_uid=HOST_UID)
 
 
 def test_every_namespace_is_private() -> None:
@@ -24,8 +25,8 @@ def test_every_namespace_is_private() -> None:
 
 def test_root_inside_is_an_unprivileged_host_uid() -> None:
     mapping = build()["linux"]["uidMappings"]
-    assert mapping == [{"containerID": 0, "hostID": oci_config.HOST_UID_BASE, "size": oci_config.UID_RANGE}]
-    assert oci_config.HOST_UID_BASE > 0
+    assert mapping == [{"containerID": 0, "hostID": HOST_UID, "size": 65536}]
+    assert build()["linux"]["gidMappings"] == mapping
 
 
 def test_limits_become_cgroup_resources() -> None:

@@ -10,12 +10,14 @@ that A itself can see its own marker, so a pass means isolation, not a broken se
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.e2e.security.attack_support import new_marker, output, py, sh
+from tests.support.live_server import LiveServer
 
 SECRET = "victim-secret.txt"
 ABSTRACT_LISTENER = """
@@ -140,9 +142,39 @@ def test_attack_other_sandbox_hostname_and_ids_differ(api: httpx.Client, make_sa
                                                       victim: dict[str, Any]) -> None:
     attacker = make_sandbox()
     mine = sh(api, attacker["id"], "hostname; cat /proc/self/uid_map")
-    theirs = sh(api, victim["id"], "hostname")
+    theirs = sh(api, victim["id"], "hostname; cat /proc/self/uid_map")
     assert mine["stdout"].split()[0] == attacker["id"]
-    assert theirs["stdout"].strip() == victim["id"]
+    assert theirs["stdout"].split()[0] == victim["id"]
     assert victim["id"] not in output(mine)
-    # Known limit (docs/security.md): every sandbox maps to the same host uid range.
-    assert mine["stdout"].split()[1:] == ["0", "100000", "65536"]
+    # Each sandbox has a host uid range of its own: an escaped process would be a stranger
+    # to every other sandbox's processes and files too.
+    my_start, their_start = int(mine["stdout"].split()[2]), int(theirs["stdout"].split()[2])
+    assert abs(my_start - their_start) >= 65536
+
+
+def test_attack_neighbours_are_different_host_users(api: httpx.Client, workspace_server: LiveServer,
+                                                    make_sandbox: Callable[..., dict[str, Any]],
+                                                    victim: dict[str, Any]) -> None:
+    """Seen from the host: two sandboxes' agents, commands and files belong to different,
+    unprivileged host uids (so even an escaped process could not signal, trace or read its
+    neighbour's)."""
+    attacker = make_sandbox()
+    owners = {}
+    for sandbox in (attacker, victim):
+        sandbox_id = sandbox["id"]
+        bundle = workspace_server.data_dir / "sandboxes" / sandbox_id
+        agent_uid = host_uid_of(int((bundle / "init.pid").read_text()))
+        command_uid = int(sh(api, sandbox_id, "echo made > /workspace/owned; cat /proc/self/uid_map")
+                          ["stdout"].split()[1]) + 1000
+        file_uid = (bundle / "rw" / "workspace" / "owned").stat().st_uid
+        assert agent_uid >= 100000
+        assert file_uid == command_uid == agent_uid + 1000
+        owners[sandbox_id] = agent_uid
+    assert abs(owners[attacker["id"]] - owners[victim["id"]]) >= 65536
+
+
+def host_uid_of(pid: int) -> int:
+    for line in (Path("/proc") / str(pid) / "status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no Uid line for pid {pid}")

@@ -58,9 +58,13 @@ def test_security_agent_pid_1_is_confined_like_root(api: httpx.Client, sandbox: 
     status = _status(sh(api, sandbox["id"], "cat /proc/1/status", user="root")["stdout"])
     assert int(status["CapEff"], 16) == AGENT_CAPS
     assert status["NoNewPrivs"] == "1" and status["Seccomp"] == "2"
-    # root inside is the unprivileged host uid 100000; the sandbox user is 101000.
+    # root inside is an unprivileged host uid: the first of this sandbox's own range of 65536
+    # (from 100000 on), the sandbox user that plus 1000.
     maps = sh(api, sandbox["id"], "cat /proc/self/uid_map /proc/self/gid_map")["stdout"].split()
-    assert maps == ["0", "100000", "65536"] * 2
+    inside, host, size = maps[:3]
+    assert maps[3:] == maps[:3]
+    assert (inside, size) == ("0", "65536")
+    assert int(host) >= 100000 and (int(host) - 100000) % 65536 == 0
 
 
 def test_security_streamed_command_has_no_capabilities(api: httpx.Client, sandbox: dict[str, Any]) -> None:

@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from workspace_server.domain.models import ResourceLimits
+from workspace_server.runtimes import uid_ranges
 from workspace_server.runtimes.base import SandboxSpec
 
-# Every sandbox runs in its own user namespace: root inside is this host uid, the sandbox
-# user (uid 1000) is HOST_UID_BASE + 1000; neither owns anything on the host.
-HOST_UID_BASE = 100000
-UID_RANGE = 65536
+# Every sandbox runs in its own user namespace, mapped onto a host uid range of its own
+# (uid_ranges.py): root inside is the range's first uid, the sandbox user (uid 1000) that
+# plus 1000; neither owns anything on the host.
 SANDBOX_UID = 1000
 AGENT_DIR = "/opt/workspace-agent"
 AGENT_RUN_DIR = "/run/workspace"
@@ -103,7 +103,7 @@ def bind(source: Path | str, destination: str, *, readonly: bool) -> dict[str, A
 
 
 def build_config(spec: SandboxSpec, *, writable_dir: Path, run_dir: Path, agent_dir: Path,
-                 etc_dir: Path, cgroups_path: str, rootfs: Path | str = "rootfs",
+                 etc_dir: Path, cgroups_path: str, host_uid: int, rootfs: Path | str = "rootfs",
                  python: str = "/usr/bin/python3", nofile: int = 4096) -> dict[str, Any]:
     limits = spec.limits
     mounts: list[dict[str, Any]] = [
@@ -155,8 +155,8 @@ def build_config(spec: SandboxSpec, *, writable_dir: Path, run_dir: Path, agent_
         "hostname": spec.sandbox_id[:63],
         "mounts": mounts,
         "linux": {
-            "uidMappings": [{"containerID": 0, "hostID": HOST_UID_BASE, "size": UID_RANGE}],
-            "gidMappings": [{"containerID": 0, "hostID": HOST_UID_BASE, "size": UID_RANGE}],
+            "uidMappings": [{"containerID": 0, "hostID": host_uid, "size": uid_ranges.RANGE_SIZE}],
+            "gidMappings": [{"containerID": 0, "hostID": host_uid, "size": uid_ranges.RANGE_SIZE}],
             "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "user", "cgroup")],
             "cgroupsPath": cgroups_path,
             "resources": resources,

@@ -25,13 +25,14 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from workspace_server import agent as agent_package
 from workspace_server.domain.errors import RuntimeFailure
 from workspace_server.domain.models import ResourceLimits
-from workspace_server.runtimes import cgroup_limits, egress, oci_config, shared_dirs
+from workspace_server.runtimes import cgroup_limits, egress, oci_config, shared_dirs, uid_ranges
 from workspace_server.runtimes.base import SandboxSpec, StartedSandbox
 from workspace_server.runtimes.cgroups import sandbox_cgroup_parent
 from workspace_server.runtimes.host_commands import run_host_command
@@ -131,6 +132,7 @@ class RuncRuntime:
         self.rootfs_dir = self.shared_dir / "rootfs-unpublished"
         self.cgroup_parent = sandbox_cgroup_parent()
         self._blank_disk_lock = asyncio.Lock()
+        self.uid_ranges = uid_ranges.UidRanges()
 
     # ------------------------------------------------------------------ setup
     def check(self) -> None:
@@ -156,7 +158,10 @@ class RuncRuntime:
         self.etc_dir = shared_dirs.publish(self.shared_dir, "etc", build_etc)
         self.agent_dir = shared_dirs.publish(self.shared_dir, "agent", self._build_agent)
         self.rootfs_dir = shared_dirs.publish(self.shared_dir, "rootfs", build_rootfs)
-        in_use = self._shared_dirs_in_use() | {self.etc_dir, self.agent_dir, self.rootfs_dir}
+        configs = self._bundle_configs()
+        for sandbox_id, config in configs.items():
+            self._adopt_uid_range(sandbox_id, config)
+        in_use = self._shared_dirs_in_use(configs.values()) | {self.etc_dir, self.agent_dir, self.rootfs_dir}
         for prefix in ("etc", "agent", "rootfs"):
             shared_dirs.prune(self.shared_dir, prefix, in_use)
 
@@ -170,14 +175,31 @@ class RuncRuntime:
         if result.returncode != 0:
             raise RuntimeFailure(f"{SANDBOX_PYTHON} cannot compile the agent: {result.stdout}{result.stderr}")
 
-    def _shared_dirs_in_use(self) -> set[Path]:
-        """Shared directories that existing sandboxes bind (they outlive server restarts)."""
-        used: set[Path] = set()
-        for config in self.sandboxes_dir.glob("*/config.json"):
+    def _bundle_configs(self) -> dict[str, dict[str, Any]]:
+        """The OCI configs of existing sandboxes (they outlive server restarts), by id."""
+        configs = {}
+        for path in self.sandboxes_dir.glob("*/config.json"):
             try:
-                loaded = json.loads(config.read_text())
-                sources = [str(m.get("source", "")) for m in loaded["mounts"]] + [str(loaded["root"]["path"])]
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                loaded = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(loaded, dict):
+                configs[path.parent.name] = loaded
+        return configs
+
+    def _adopt_uid_range(self, sandbox_id: str, config: dict[str, Any]) -> None:
+        try:
+            self.uid_ranges.adopt(sandbox_id, int(config["linux"]["uidMappings"][0]["hostID"]))
+        except (KeyError, IndexError, TypeError, ValueError):
+            pass
+
+    def _shared_dirs_in_use(self, configs: Iterable[dict[str, Any]]) -> set[Path]:
+        """Shared directories that existing sandboxes bind."""
+        used: set[Path] = set()
+        for config in configs:
+            try:
+                sources = [str(m.get("source", "")) for m in config["mounts"]] + [str(config["root"]["path"])]
+            except (KeyError, TypeError, AttributeError):
                 continue
             used.update(Path(source) for source in sources if source.startswith(str(self.shared_dir)))
         return used
@@ -202,9 +224,10 @@ class RuncRuntime:
         return bundle
 
     @staticmethod
-    def _populate_writable(rw: Path) -> None:
-        root = oci_config.HOST_UID_BASE
-        user = oci_config.HOST_UID_BASE + oci_config.SANDBOX_UID
+    def _populate_writable(rw: Path, root: int) -> None:
+        """The writable dirs, owned by the sandbox's root (host uid `root`) or its user."""
+        user = root + oci_config.SANDBOX_UID
+        os.chown(rw, root, root)  # the disk's root dir
         layout = [
             ("workspace", 0o755, user), ("home", 0o755, root), ("home/user", 0o755, user),
             ("root", 0o700, root), ("tmp", 0o1777, root), ("var-tmp", 0o1777, root),
@@ -223,12 +246,13 @@ class RuncRuntime:
         bundle = await asyncio.to_thread(self._prepare_bundle, spec)
         rw = bundle / "rw"
         try:
+            host_uid = self.uid_ranges.take(spec.sandbox_id)
             await self._mount_disk(bundle / DISK_IMAGE, rw, spec.limits.disk_mb)
-            await asyncio.to_thread(self._populate_writable, rw)
+            await asyncio.to_thread(self._populate_writable, rw, host_uid)
             config = oci_config.build_config(
                 spec, writable_dir=rw, run_dir=rw / "run", agent_dir=self.agent_dir,
                 etc_dir=self.etc_dir, rootfs=self.rootfs_dir,
-                cgroups_path=f"{self.cgroup_parent}/{spec.sandbox_id}",
+                cgroups_path=f"{self.cgroup_parent}/{spec.sandbox_id}", host_uid=host_uid,
             )
             (bundle / "config.json").write_text(json.dumps(config))
             pid_file = bundle / "init.pid"
@@ -306,10 +330,9 @@ class RuncRuntime:
             partial = blank.with_suffix(".partial")
             with open(partial, "wb") as handle:
                 handle.truncate(size_mb * 1024 * 1024)
-            owner = f"{oci_config.HOST_UID_BASE}:{oci_config.HOST_UID_BASE}"
-            code, out = await run_host_command(
+            code, out = await run_host_command(  # root dir owned by host root: each sandbox chowns its copy
                 "mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal",
-                "-E", f"lazy_itable_init=1,lazy_journal_init=1,nodiscard,root_owner={owner}", str(partial))
+                "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard,root_owner=0:0", str(partial))
             if code != 0:
                 partial.unlink(missing_ok=True)
                 raise RuntimeFailure(f"could not make the sandbox's disk: {out}")
@@ -378,7 +401,8 @@ class RuncRuntime:
             if code != 0:
                 await run_host_command("umount", "--lazy", str(rw))
         await asyncio.to_thread(shutil.rmtree, bundle, True)
-        await self._remove_cgroups(sandbox_id)
+        if await self._remove_cgroups(sandbox_id):
+            self.uid_ranges.give_back(sandbox_id)  # nothing of it is left: no process, no file
 
     async def _stop_init(self, bundle: Path) -> None:
         """Kill the sandbox's init and wait until it is gone, before `runc delete --force`:
@@ -407,10 +431,10 @@ class RuncRuntime:
                 found += [Path(d) for d, _, _ in os.walk(path, topdown=False)]
         return found
 
-    async def _remove_cgroups(self, sandbox_id: str) -> None:
+    async def _remove_cgroups(self, sandbox_id: str) -> bool:
         """`runc delete --force` is satisfied once init is a zombie; processes busy at their
         CPU quota can take a while to die after that. Kill what is left, wait until the
-        cgroups are empty, and only then remove them."""
+        cgroups are empty, and only then remove them. False if some would not die."""
         deadline = asyncio.get_running_loop().time() + CGROUP_DRAIN_SECONDS
         while True:
             remaining = self._cgroup_dirs(sandbox_id)
@@ -422,10 +446,10 @@ class RuncRuntime:
                     path.rmdir()
             remaining = [p for p in remaining if p.is_dir()]
             if not remaining:
-                return
+                return True
             if asyncio.get_running_loop().time() > deadline:
                 log.warning("could not remove cgroups %s: processes would not die", remaining)
-                return
+                return False
             await asyncio.sleep(0.02)
 
     def oom_kills(self, sandbox_id: str) -> int:
