@@ -6,11 +6,17 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from workspace_server.agent import wire
-from workspace_server.agent_link.connection import MAX_PENDING_MESSAGE_BYTES, AgentConnection, AgentDisconnected
+from workspace_server.agent_link.connection import (
+    MAX_PENDING_MESSAGE_BYTES,
+    AgentConnection,
+    AgentDisconnected,
+    AgentStream,
+)
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -49,14 +55,16 @@ async def test_symlinked_socket_is_refused(tmp_path: Path) -> None:
         await connection.close()
 
 
-async def test_agent_ignoring_flow_control_is_cut_off(tmp_path: Path) -> None:
+async def cut_off_by_flood(tmp_path: Path, frame: Callable[[int], bytes], count: int,
+                           request: dict[str, Any]) -> AgentStream:
+    """Open a stream on a fake agent that sends `count` copies of frame(stream id) at once;
+    the link must drop. Returns the stream, for what it says afterwards."""
     lost = asyncio.Event()
 
     async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         stream_id, _, _ = await read_frame(reader)
-        chunk = b"x" * wire.CHUNK
-        for _ in range(wire.WINDOW // wire.CHUNK + 4):
-            writer.write(wire.encode(stream_id, wire.OUT, chunk))
+        for _ in range(count):
+            writer.write(frame(stream_id))
         await writer.drain()
         await reader.read()
 
@@ -66,21 +74,36 @@ async def test_agent_ignoring_flow_control_is_cut_off(tmp_path: Path) -> None:
     server, path = await serve(tmp_path, await hello_then(flood))
     async with server:
         connection = await AgentConnection.connect(path, timeout=2, on_disconnect=on_lost)
-        stream = await connection.open({"op": "read", "path": "/x"})
+        stream = await connection.open(request)
         await asyncio.wait_for(lost.wait(), 5)
         assert not connection.alive
-        with pytest.raises(AgentDisconnected):
-            while True:
-                await stream.recv()
+    return stream
 
 
-async def test_garbage_from_the_agent_drops_the_link(tmp_path: Path) -> None:
-    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def test_agent_ignoring_flow_control_is_cut_off(tmp_path: Path) -> None:
+    chunk = b"x" * wire.CHUNK
+    stream = await cut_off_by_flood(tmp_path, lambda stream_id: wire.encode(stream_id, wire.OUT, chunk),
+                                    wire.WINDOW // wire.CHUNK + 4, {"op": "read", "path": "/x"})
+    with pytest.raises(AgentDisconnected):
+        while True:
+            await stream.recv()
+
+
+BROKEN_FRAMES: dict[str, Callable[[int], bytes]] = {
+    "garbage-json": lambda stream_id: wire.encode(stream_id, wire.MSG, b"{not json"),
+    # Announces more than a frame may hold: refused before anything is buffered.
+    "oversized-header": lambda stream_id: wire.HEADER.pack(wire.MAX_FRAME + 1, stream_id, wire.OUT),
+}
+
+
+@pytest.mark.parametrize("broken", BROKEN_FRAMES)
+async def test_a_frame_that_breaks_the_protocol_drops_the_link(tmp_path: Path, broken: str) -> None:
+    async def send_broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         stream_id, _, _ = await read_frame(reader)
-        writer.write(wire.encode(stream_id, wire.MSG, b"{not json"))
+        writer.write(BROKEN_FRAMES[broken](stream_id))
         await reader.read()
 
-    server, path = await serve(tmp_path, await hello_then(garbage))
+    server, path = await serve(tmp_path, await hello_then(send_broken))
     async with server:
         connection = await AgentConnection.connect(path, timeout=2)
         stream = await connection.open({"op": "stat", "path": "/"})
@@ -90,25 +113,10 @@ async def test_garbage_from_the_agent_drops_the_link(tmp_path: Path) -> None:
 
 
 async def test_agent_flooding_unread_messages_is_cut_off(tmp_path: Path) -> None:
-    lost = asyncio.Event()
-
-    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        stream_id, _, _ = await read_frame(reader)
-        message = wire.encode_json(stream_id, wire.MSG, {"type": "started", "padding": "x" * (wire.CHUNK - 64)})
-        for _ in range(MAX_PENDING_MESSAGE_BYTES // wire.CHUNK + 2):
-            writer.write(message)
-        await writer.drain()
-        await reader.read()
-
-    async def on_lost() -> None:
-        lost.set()
-
-    server, path = await serve(tmp_path, await hello_then(flood))
-    async with server:
-        connection = await AgentConnection.connect(path, timeout=2, on_disconnect=on_lost)
-        await connection.open({"op": "spawn", "argv": ["true"]})  # and never read from it
-        await asyncio.wait_for(lost.wait(), 5)
-        assert not connection.alive
+    padding = "x" * (wire.CHUNK - 64)
+    await cut_off_by_flood(  # a spawn's stream, never read
+        tmp_path, lambda stream_id: wire.encode_json(stream_id, wire.MSG, {"type": "started", "padding": padding}),
+        MAX_PENDING_MESSAGE_BYTES // wire.CHUNK + 2, {"op": "spawn", "argv": ["true"]})
 
 
 async def test_frames_reach_their_streams_in_order_however_the_bytes_arrive(tmp_path: Path) -> None:
@@ -138,18 +146,3 @@ async def test_frames_reach_their_streams_in_order_however_the_bytes_arrive(tmp_
             received.append(payload)
         assert received == [bytes([i % 251]) * size for i, size in enumerate(sizes)]
         await connection.close()
-
-
-async def test_an_oversized_frame_header_drops_the_link_before_buffering(tmp_path: Path) -> None:
-    async def oversized(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        stream_id, _, _ = await read_frame(reader)
-        writer.write(wire.HEADER.pack(wire.MAX_FRAME + 1, stream_id, wire.OUT))
-        await reader.read()
-
-    server, path = await serve(tmp_path, await hello_then(oversized))
-    async with server:
-        connection = await AgentConnection.connect(path, timeout=2)
-        stream = await connection.open({"op": "read", "path": "/x"})
-        with pytest.raises(AgentDisconnected):
-            await asyncio.wait_for(stream.recv(), 5)
-        assert not connection.alive
