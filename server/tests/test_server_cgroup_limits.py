@@ -40,6 +40,13 @@ def test_shrinking_memory_lowers_memory_plus_swap_last() -> None:
     assert ("/c/cpu.shares", "512") in writes
 
 
+def test_a_new_cgroup_gets_its_memory_limit_before_memory_plus_swap() -> None:
+    writes = cgroup_limits.memory_writes(WORKLOAD, cgroup_limits.NO_LIMIT, 64 * MIB, has_memsw=True)
+    assert [(str(path), value) for path, value in writes] == [
+        ("/m/workload/memory.limit_in_bytes", str(64 * MIB)),
+        ("/m/workload/memory.memsw.limit_in_bytes", str(64 * MIB))]
+
+
 def test_without_swap_accounting_only_the_memory_limits_are_written() -> None:
     writes = plan(ResourceLimits(), ResourceLimits(memory_mb=256), has_memsw=False)
     assert not any("memsw" in path for path, _ in writes)

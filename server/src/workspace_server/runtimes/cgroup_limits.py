@@ -17,6 +17,7 @@ from workspace_server.runtimes import oci_config
 
 MEMORY_LIMIT = "memory.limit_in_bytes"
 MEMSW_LIMIT = "memory.memsw.limit_in_bytes"  # memory plus swap; absent without swap accounting
+NO_LIMIT = 2**63 - 1  # what a new cgroup starts with
 
 
 def memory_writes(directory: Path, current: int, wanted: int, has_memsw: bool) -> list[tuple[Path, str]]:

@@ -87,14 +87,14 @@ def ruleset(host_networks: Sequence[IPv4Network], allowed: Sequence[IPv4Network]
 
 
 def host_networks_from(ip_json: str) -> list[IPv4Network]:
-    """The host's IPv4 addresses and attached networks, from `ip -j -4 addr show` (pure)."""
+    """The networks the host is attached to, from `ip -j -4 addr show` (pure): each holds one
+    of the host's own addresses (a /32 when no prefix length is given)."""
     try:
         found: set[IPv4Network] = set()
         for interface in json.loads(ip_json):
             for info in interface.get("addr_info", []):
                 if info.get("family") == "inet" and "local" in info:
-                    address = ipaddress.IPv4Interface(f"{info['local']}/{info.get('prefixlen', 32)}")
-                    found |= {address.network, IPv4Network(address.ip)}
+                    found.add(ipaddress.IPv4Interface(f"{info['local']}/{info.get('prefixlen', 32)}").network)
         return sorted(found)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise RuntimeFailure(f"could not read the host's addresses from `ip -j addr`: {exc}") from None

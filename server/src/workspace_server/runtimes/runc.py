@@ -311,11 +311,10 @@ class RuncRuntime:
             return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         workload = self._memory_cgroup(spec.sandbox_id) / WORKLOAD_CGROUP
         workload.mkdir(parents=True, exist_ok=True)
-        limit = str(oci_config.workload_memory_bytes(spec.limits))
-        (workload / "memory.limit_in_bytes").write_text(limit)
-        memsw = workload / "memory.memsw.limit_in_bytes"
-        if memsw.exists():  # no swap either: the same limit on memory plus swap
-            memsw.write_text(limit)
+        # No swap either: the same limit on memory plus swap, where the kernel accounts it.
+        cgroup_limits.write_all(cgroup_limits.memory_writes(
+            workload, cgroup_limits.NO_LIMIT, oci_config.workload_memory_bytes(spec.limits),
+            has_memsw=(workload / cgroup_limits.MEMSW_LIMIT).exists()))
         return os.open(workload / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
 
     async def _blank_disk(self, size_mb: int) -> Path:
@@ -426,7 +425,7 @@ class RuncRuntime:
         """The sandbox's cgroups in every hierarchy, children (the workload) before parents."""
         found = []
         for controller in sorted(p.name for p in CGROUP_ROOT.iterdir()) if CGROUP_ROOT.is_dir() else []:
-            path = CGROUP_ROOT / controller / self.cgroup_parent.lstrip("/") / sandbox_id
+            path = self._cgroup(CGROUP_ROOT / controller, sandbox_id)
             if path.is_dir():
                 found += [Path(d) for d, _, _ in os.walk(path, topdown=False)]
         return found
