@@ -20,6 +20,7 @@ check: lint typecheck spec
 
 lint:
 	$(VENV)/bin/ruff check server sdk-python tests benchmarks
+	$(VENV)/bin/ruff format --check server sdk-python tests benchmarks
 
 typecheck:
 	$(VENV)/bin/mypy --strict server/src/workspace_server sdk-python/src/workspace_sdk

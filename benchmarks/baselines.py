@@ -52,9 +52,13 @@ def run_checked(argv: Sequence[str], timeout: float = 120.0, detach: bool = Fals
     try:
         with tempfile.TemporaryFile() as errors:
             done = subprocess.run(
-                list(argv), stdin=subprocess.DEVNULL, timeout=timeout, check=False,
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                timeout=timeout,
+                check=False,
                 stdout=subprocess.DEVNULL if detach else subprocess.PIPE,
-                stderr=errors if detach else subprocess.PIPE)
+                stderr=errors if detach else subprocess.PIPE,
+            )
             errors.seek(0)
             stderr = errors.read() if detach else done.stderr
     except FileNotFoundError:
@@ -143,8 +147,16 @@ def local_pty_echo(keystrokes: int, warmup: int = 5) -> list[float]:
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
     env = {"PATH": PATH_ENV.split("=", 1)[1], "TERM": "xterm-256color", "PS1": "$ ", "HOME": "/tmp"}
-    proc = subprocess.Popen(["bash", "--noprofile", "--norc", "-i"], stdin=slave, stdout=slave, stderr=slave,
-                            start_new_session=True, preexec_fn=make_controlling_tty, env=env, close_fds=True)
+    proc = subprocess.Popen(
+        ["bash", "--noprofile", "--norc", "-i"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        preexec_fn=make_controlling_tty,
+        env=env,
+        close_fds=True,
+    )
     os.close(slave)
 
     def read_until(needle: bytes | None, timeout: float) -> bytes:
@@ -191,7 +203,8 @@ def runc_config(spec: dict[str, object], args: list[str], cgroups_path: str) -> 
     process["env"] = [PATH_ENV]
     config["root"] = {"path": "rootfs", "readonly": True}
     config["mounts"].append(
-        {"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "nosuid", "nodev", "ro"]})
+        {"destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "nosuid", "nodev", "ro"]}
+    )
     config["linux"]["cgroupsPath"] = cgroups_path
     return dict(config)
 
@@ -359,8 +372,16 @@ class Podman:
         # lets a container's init set, and then no container starts ("error setting rlimit
         # type 7"): give it the limits of the benchmark's runc bundle instead.
         nofile = min(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
-        self.run_flags = ("--network", "none", "--log-driver", "none",
-                          "--ulimit", f"nofile={nofile}:{nofile}", "--ulimit", "nproc=4096:4096")
+        self.run_flags = (
+            "--network",
+            "none",
+            "--log-driver",
+            "none",
+            "--ulimit",
+            f"nofile={nofile}:{nofile}",
+            "--ulimit",
+            "nproc=4096:4096",
+        )
         members = image_members()
         if not members:
             raise BaselineUnavailable("could not find the host binaries to build the image from")
@@ -384,8 +405,9 @@ class Podman:
         """`podman run --rm`: create, start, wait, remove."""
         name = self._name()
         try:
-            return timed(lambda: run_checked(
-                [*PODMAN, "run", "--rm", "--name", name, *self.run_flags, self.image, *args]))
+            return timed(
+                lambda: run_checked([*PODMAN, "run", "--rm", "--name", name, *self.run_flags, self.image, *args])
+            )
         finally:
             self.live.discard(name)
 

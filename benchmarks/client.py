@@ -17,8 +17,7 @@ from benchmarks.sse import SseParser, SseTally
 
 API = "/api/v1"
 UPLOAD_PIECE = 1 << 20
-CREATE_COUNT = re.compile(r'^workspace_sandbox_create_seconds_count\{source="([^"]+)"\}\s+([0-9.eE+-]+)$',
-                          re.MULTILINE)
+CREATE_COUNT = re.compile(r'^workspace_sandbox_create_seconds_count\{source="([^"]+)"\}\s+([0-9.eE+-]+)$', re.MULTILINE)
 POOL_GAUGE = re.compile(r'^workspace_pool_size\{template="([^"]+)"\}\s+([0-9.eE+-]+)$', re.MULTILINE)
 
 
@@ -28,8 +27,9 @@ class ApiError(Exception):
 
 def _check(response: httpx.Response) -> httpx.Response:
     if response.status_code >= 400:
-        raise ApiError(f"{response.request.method} {response.request.url.path}: "
-                       f"{response.status_code} {response.text[:500]}")
+        raise ApiError(
+            f"{response.request.method} {response.request.url.path}: {response.status_code} {response.text[:500]}"
+        )
     return response
 
 
@@ -38,8 +38,9 @@ class Api:
 
     def __init__(self, base_url: str, timeout: float = 120.0) -> None:
         self.base_url = base_url
-        self.http = httpx.Client(base_url=base_url, timeout=timeout,
-                                 limits=httpx.Limits(max_connections=4, max_keepalive_connections=4))
+        self.http = httpx.Client(
+            base_url=base_url, timeout=timeout, limits=httpx.Limits(max_connections=4, max_keepalive_connections=4)
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -99,13 +100,15 @@ class Api:
 
     def exists(self, sandbox_id: str, path: str) -> bool:
         """A one-answer agent operation that starts no process."""
-        answer: dict[str, Any] = _check(self.http.get(f"{API}/sandboxes/{sandbox_id}/files/exists",
-                                                      params={"path": path})).json()
+        answer: dict[str, Any] = _check(
+            self.http.get(f"{API}/sandboxes/{sandbox_id}/files/exists", params={"path": path})
+        ).json()
         return bool(answer["exists"])
 
     def run(self, sandbox_id: str, command: str, *args: str) -> dict[str, Any]:
-        body: dict[str, Any] = _check(self.http.post(
-            f"{API}/sandboxes/{sandbox_id}/processes/run", json={"command": command, "args": list(args)})).json()
+        body: dict[str, Any] = _check(
+            self.http.post(f"{API}/sandboxes/{sandbox_id}/processes/run", json={"command": command, "args": list(args)})
+        ).json()
         return body
 
     def stream(self, sandbox_id: str, command: str, *args: str) -> SseTally:
@@ -131,11 +134,16 @@ class Api:
 
         def pieces() -> Iterator[bytes]:
             for offset in range(0, len(view), UPLOAD_PIECE):
-                yield bytes(view[offset:offset + UPLOAD_PIECE])
+                yield bytes(view[offset : offset + UPLOAD_PIECE])
 
-        body: dict[str, Any] = _check(self.http.put(
-            f"{API}/sandboxes/{sandbox_id}/files", params={"path": path}, content=pieces(),
-            headers={"content-type": "application/octet-stream", "Content-Length": str(len(data))})).json()
+        body: dict[str, Any] = _check(
+            self.http.put(
+                f"{API}/sandboxes/{sandbox_id}/files",
+                params={"path": path},
+                content=pieces(),
+                headers={"content-type": "application/octet-stream", "Content-Length": str(len(data))},
+            )
+        ).json()
         return body
 
     def read_file(self, sandbox_id: str, path: str) -> int:

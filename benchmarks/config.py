@@ -33,10 +33,21 @@ class Config:
     def quick() -> Config:
         """About a minute: the same measurements with fewer iterations."""
         return Config(
-            lifecycle_iterations=10, lifecycle_warmup=1, run_iterations=100, run_warmup=10,
-            cpu_accounting_runs=100, stream_reps=1, small_file_reps=10, large_file_reps=1,
-            pty_keystrokes=30, idle_sandboxes=20, idle_settle_seconds=2.0, concurrency_seconds=3.0,
-            runc_iterations=8, podman_iterations=3, profile_runs=200,
+            lifecycle_iterations=10,
+            lifecycle_warmup=1,
+            run_iterations=100,
+            run_warmup=10,
+            cpu_accounting_runs=100,
+            stream_reps=1,
+            small_file_reps=10,
+            large_file_reps=1,
+            pty_keystrokes=30,
+            idle_sandboxes=20,
+            idle_settle_seconds=2.0,
+            concurrency_seconds=3.0,
+            runc_iterations=8,
+            podman_iterations=3,
+            profile_runs=200,
         )
 
     def with_overrides(self, **changes: int | float | None) -> Config:

@@ -53,7 +53,7 @@ class CpuTimes:
 def cpu_times(pid: int, tid: int | None = None) -> CpuTimes:
     """A process's CPU times, or one of its threads' (`tid`; children are then zero)."""
     raw = Path(f"/proc/{pid}/task/{tid}/stat" if tid is not None else f"/proc/{pid}/stat").read_text()
-    fields = raw[raw.rindex(")") + 2:].split()  # after "pid (comm) "
+    fields = raw[raw.rindex(")") + 2 :].split()  # after "pid (comm) "
     utime, stime, cutime, cstime = (int(fields[i]) for i in (11, 12, 13, 14))
     return CpuTimes((utime + stime) / CLOCK_TICKS, (cutime + cstime) / CLOCK_TICKS)
 
@@ -91,8 +91,7 @@ class RssSampler:
                 return
             time.sleep(self.interval)
 
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
@@ -145,8 +144,11 @@ def cgroup_memory(directory: Path) -> CgroupMemory:
             stat[key] = int(value)
     if (directory / "memory.usage_in_bytes").exists():  # v1
         usage = int((directory / "memory.usage_in_bytes").read_text())
-        return CgroupMemory(usage, stat.get("total_rss", stat.get("rss", 0)),
-                            stat.get("total_cache", stat.get("cache", 0)),
-                            stat.get("total_shmem", stat.get("shmem", 0)))
+        return CgroupMemory(
+            usage,
+            stat.get("total_rss", stat.get("rss", 0)),
+            stat.get("total_cache", stat.get("cache", 0)),
+            stat.get("total_shmem", stat.get("shmem", 0)),
+        )
     usage = int((directory / "memory.current").read_text())
     return CgroupMemory(usage, stat.get("anon", 0), stat.get("file", 0), stat.get("shmem", 0))

@@ -22,16 +22,20 @@ PROFILER = "profiler itself"
 
 # A frame matching these takes its whole subtree: what it calls is part of the same story.
 STICKY_RULES: list[tuple[str, tuple[str, ...]]] = [
-    ("threadpool hand-off: sync code run in a worker thread (starlette run_in_threadpool)",
-     ("starlette/concurrency.py", "anyio/to_thread.py")),
+    (
+        "threadpool hand-off: sync code run in a worker thread (starlette run_in_threadpool)",
+        ("starlette/concurrency.py", "anyio/to_thread.py"),
+    ),
 ]
 # (category, substrings of the frame's file path); first match wins. Libraries and the
 # stdlib modules worth naming keep their own category whoever calls them.
 LIBRARY_RULES: list[tuple[str, tuple[str, ...]]] = [
     (PROFILER, ("/pyinstrument/", "benchmarks/profiled_server.py")),
     ("HTTP server: uvicorn + httptools/h11 (parsing, protocol, ASGI glue)", ("/uvicorn/", "/h11/", "/httptools/")),
-    ("web framework: FastAPI/Starlette (routing, DI, middleware, responses, telemetry hooks)",
-     ("/fastapi/", "/starlette/", "/anyio/", "/opentelemetry/")),
+    (
+        "web framework: FastAPI/Starlette (routing, DI, middleware, responses, telemetry hooks)",
+        ("/fastapi/", "/starlette/", "/anyio/", "/opentelemetry/"),
+    ),
     ("pydantic: request validation + response serialization", ("/pydantic/", "/pydantic_core/")),
     ("JSON encode/decode", ("/json/",)),
     ("UTF-8 decoding (codecs)", ("/codecs.py", "<frozen codecs>")),
@@ -40,13 +44,19 @@ LIBRARY_RULES: list[tuple[str, tuple[str, ...]]] = [
 ]
 # Workspace's own code.
 WORKSPACE_RULES: list[tuple[str, tuple[str, ...]]] = [
-    ("agent link: framing, streams, flow control, socket writes (agent_link/, wire.py)",
-     ("workspace_server/agent_link/", "workspace_server/agent/wire.py")),
-    ("process service: spawn request, output collection (services/processes.py)",
-     ("workspace_server/services/processes.py",)),
+    (
+        "agent link: framing, streams, flow control, socket writes (agent_link/, wire.py)",
+        ("workspace_server/agent_link/", "workspace_server/agent/wire.py"),
+    ),
+    (
+        "process service: spawn request, output collection (services/processes.py)",
+        ("workspace_server/services/processes.py",),
+    ),
     ("SSE framing + process route handlers (api/routes/processes.py)", ("workspace_server/api/routes/processes.py",)),
-    ("file service + routes (services/files.py, api/routes/files.py)",
-     ("workspace_server/services/files.py", "workspace_server/api/routes/files.py")),
+    (
+        "file service + routes (services/files.py, api/routes/files.py)",
+        ("workspace_server/services/files.py", "workspace_server/api/routes/files.py"),
+    ),
     ("runtime calls on the request path (runtimes/)", ("workspace_server/runtimes/",)),
     ("GuardMiddleware (api/middleware.py)", ("workspace_server/api/middleware.py",)),
     ("other Workspace code (services, store, deps)", ("workspace_server/",)),
@@ -96,8 +106,9 @@ def server_category(file_path: str, function: str, parent_category: str | None) 
     return OTHER
 
 
-def _frames(frame: dict[str, Any], parent_category: str | None, parent_label: str,
-            sticky: bool) -> Iterator[tuple[str, str, float]]:
+def _frames(
+    frame: dict[str, Any], parent_category: str | None, parent_label: str, sticky: bool
+) -> Iterator[tuple[str, str, float]]:
     """(category, function label, self seconds) for a frame and all below it."""
     path = str(frame.get("file_path") or frame.get("file_path_short") or "")
     function = str(frame.get("function", ""))
@@ -151,13 +162,19 @@ def top_functions(document: dict[str, Any], ops: float, count: int = 40) -> str:
 AGENT_RULES: list[tuple[str, tuple[str, ...]]] = [
     ("JSON encode/decode", ("json/",)),
     ("command lookup: shutil.which over PATH", ("which (shutil.py", "resolve_command")),
-    ("process spawn: op_spawn setup, spawner hand-off, fork/exec",
-     ("_execute_child", "_fork_exec", "Popen.__init__", "Spawner", "send_fds", "spawn")),
-    ("link send: frame encode + sendall under the send lock", ("Link.send", "encode (wire.py", "encode_json",
-                                                               "sendall")),
+    (
+        "process spawn: op_spawn setup, spawner hand-off, fork/exec",
+        ("_execute_child", "_fork_exec", "Popen.__init__", "Spawner", "send_fds", "spawn"),
+    ),
+    (
+        "link send: frame encode + sendall under the send lock",
+        ("Link.send", "encode (wire.py", "encode_json", "sendall"),
+    ),
     ("link receive + dispatch (reader thread)", ("_recv_exact", "_dispatch", "Link.serve", "decode_")),
-    ("thread start/exit (a thread per operation / per pipe)", ("Thread.start", "Thread.__init__",
-                                                               "Thread._bootstrap_inner")),
+    (
+        "thread start/exit (a thread per operation / per pipe)",
+        ("Thread.start", "Thread.__init__", "Thread._bootstrap_inner"),
+    ),
     ("output pumps: poll + read of the command's pipes, flow-control window", ("pump",)),
     ("reaper: waitid/waitpid", ("Reaper",)),
     ("stdin writer", ("StdinWriter",)),
@@ -209,8 +226,9 @@ def breakdown_rows(breakdown: Breakdown, ops: float, seconds_per_unit: float = 1
     for category, amount in sorted(breakdown.seconds.items(), key=lambda kv: -kv[1]):
         if category in (IDLE, PROFILER):
             continue
-        rows.append({"category": category, "ms_per_op": amount * seconds_per_unit * 1000.0 / ops,
-                     "share": amount / busy})
+        rows.append(
+            {"category": category, "ms_per_op": amount * seconds_per_unit * 1000.0 / ops, "share": amount / busy}
+        )
     return rows
 
 

@@ -39,9 +39,27 @@ def start_py_spy(pid: int, output: Path) -> subprocess.Popen[bytes] | None:
     if exe is None:
         return None
     proc = subprocess.Popen(
-        [exe, "record", "--pid", str(pid), "--rate", str(PY_SPY_RATE), "--format", "raw", "--output", str(output),
-         "--threads", "--nonblocking", "--gil", "--duration", "3600"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        [
+            exe,
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            str(PY_SPY_RATE),
+            "--format",
+            "raw",
+            "--output",
+            str(output),
+            "--threads",
+            "--nonblocking",
+            "--gil",
+            "--duration",
+            "3600",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     time.sleep(1.0)  # attach before the workload starts
     if proc.poll() is not None:
         return None
@@ -69,8 +87,17 @@ def wait_for(path: Path, timeout: float) -> bool:
     return False
 
 
-def record(server: Server, out: Path, agent_pid: int, index: int, ops: float, work: Callable[[], object],
-           name: str, title: str, per_op_label: str) -> dict[str, Any]:
+def record(
+    server: Server,
+    out: Path,
+    agent_pid: int,
+    index: int,
+    ops: float,
+    work: Callable[[], object],
+    name: str,
+    title: str,
+    per_op_label: str,
+) -> dict[str, Any]:
     """Profile one workload on both sides; returns the server and agent breakdowns."""
     agent_raw = out / f"agent-{index}.txt"
     spy = start_py_spy(agent_pid, agent_raw)
@@ -93,15 +120,18 @@ def record(server: Server, out: Path, agent_pid: int, index: int, ops: float, wo
         breakdown = pyinstrument_breakdown(document)
         (out / f"session-{index}-top.txt").write_text(
             f"Server, {title}: functions by self time under pyinstrument (idle and profiler excluded)\n"
-            + top_functions(document, ops))
+            + top_functions(document, ops)
+        )
         sections[f"server-{name}"] = {
             "title": f"Server (pyinstrument, wall time on the event-loop thread): {title}",
             "per_op_label": per_op_label,
-            "summary": (f"{ops:g} ops in {wall:.2f} s under the profiler. /proc: server CPU "
-                        f"{server_cpu.own * per:.3f} {per_op_label} (all threads), event-loop thread "
-                        f"{loop_cpu.own * per:.3f}. pyinstrument: Python frames {breakdown.busy * per:.3f} "
-                        f"{per_op_label} of wall time, loop idle or in uvloop's C code "
-                        f"{breakdown.idle * per:.3f}, profiler {breakdown.profiler * per:.3f}"),
+            "summary": (
+                f"{ops:g} ops in {wall:.2f} s under the profiler. /proc: server CPU "
+                f"{server_cpu.own * per:.3f} {per_op_label} (all threads), event-loop thread "
+                f"{loop_cpu.own * per:.3f}. pyinstrument: Python frames {breakdown.busy * per:.3f} "
+                f"{per_op_label} of wall time, loop idle or in uvloop's C code "
+                f"{breakdown.idle * per:.3f}, profiler {breakdown.profiler * per:.3f}"
+            ),
             "rows": breakdown_rows(breakdown, ops),
             "busy_ms_per_op": breakdown.busy * per,
             "cpu_ms_per_op": server_cpu.own * per,
@@ -109,8 +139,10 @@ def record(server: Server, out: Path, agent_pid: int, index: int, ops: float, wo
     else:
         sections[f"server-{name}"] = {"title": f"Server: {title}", "error": "pyinstrument wrote no session"}
     if spy is None:
-        sections[f"agent-{name}"] = {"title": f"Agent: {title}",
-                                     "error": "py-spy is not installed or could not attach (scripts/setup-bench.sh)"}
+        sections[f"agent-{name}"] = {
+            "title": f"Agent: {title}",
+            "error": "py-spy is not installed or could not attach (scripts/setup-bench.sh)",
+        }
     elif not agent_raw.exists():
         sections[f"agent-{name}"] = {"title": f"Agent: {title}", "error": f"py-spy wrote nothing: {spy_log[-300:]}"}
     else:
@@ -119,16 +151,23 @@ def record(server: Server, out: Path, agent_pid: int, index: int, ops: float, wo
         rows = breakdown_rows(spied, ops, 1.0 / PY_SPY_RATE)
         outside = agent_cpu.own - python_seconds
         if outside > 0:
-            rows.append({"category": "outside Python: syscalls (fork/exec, socket I/O, thread creation)",
-                         "ms_per_op": outside * per, "share": None})
+            rows.append(
+                {
+                    "category": "outside Python: syscalls (fork/exec, socket I/O, thread creation)",
+                    "ms_per_op": outside * per,
+                    "share": None,
+                }
+            )
         behind = [line for line in spy_log.splitlines() if "behind" in line]
         sections[f"agent-{name}"] = {
             "title": f"Agent (py-spy, samples of the thread holding the GIL): {title}",
             "per_op_label": per_op_label,
-            "summary": (f"agent CPU {agent_cpu.own * per:.3f} {per_op_label} in its own threads (/proc), of "
-                        f"which {python_seconds * per:.3f} {per_op_label} executing Python ({spied.total:.0f} "
-                        f"samples at {PY_SPY_RATE}/s); the commands it spawned: {agent_cpu.children * per:.3f} "
-                        f"{per_op_label}" + (f"; py-spy: {behind[-1].strip()}" if behind else "")),
+            "summary": (
+                f"agent CPU {agent_cpu.own * per:.3f} {per_op_label} in its own threads (/proc), of "
+                f"which {python_seconds * per:.3f} {per_op_label} executing Python ({spied.total:.0f} "
+                f"samples at {PY_SPY_RATE}/s); the commands it spawned: {agent_cpu.children * per:.3f} "
+                f"{per_op_label}" + (f"; py-spy: {behind[-1].strip()}" if behind else "")
+            ),
             "rows": rows,
             "cpu_ms_per_op": agent_cpu.own * per,
         }
@@ -149,23 +188,53 @@ def profile(root: Path, cfg: Config, results_dir: Path, log: Callable[[str], Non
                 api.run(sandbox_id, "true")
             runs = cfg.profile_runs
             log(f"profile: {runs} × process.run('true')")
-            sections.update(record(
-                server, out, agent_pid, 1, runs, lambda: [api.run(sandbox_id, "true") for _ in range(runs)],
-                "run", f"{runs} × process.run('true')", "ms per run"))
+            sections.update(
+                record(
+                    server,
+                    out,
+                    agent_pid,
+                    1,
+                    runs,
+                    lambda: [api.run(sandbox_id, "true") for _ in range(runs)],
+                    "run",
+                    f"{runs} × process.run('true')",
+                    "ms per run",
+                )
+            )
             script = f"yes {STREAM_LINE} | head -c {cfg.stream_bytes}"
             api.stream(sandbox_id, "sh", "-c", f"yes {STREAM_LINE} | head -c {MIB}")
             mib = cfg.stream_bytes // MIB
             log(f"profile: streaming {mib} MiB")
-            sections.update(record(
-                server, out, agent_pid, 2, mib, lambda: api.stream(sandbox_id, "sh", "-c", script),
-                "stream", f"SSE stream of {mib} MiB", "ms per MiB"))
+            sections.update(
+                record(
+                    server,
+                    out,
+                    agent_pid,
+                    2,
+                    mib,
+                    lambda: api.stream(sandbox_id, "sh", "-c", script),
+                    "stream",
+                    f"SSE stream of {mib} MiB",
+                    "ms per MiB",
+                )
+            )
             upload = os.urandom(MIB) * (cfg.large_file_bytes // MIB)
             api.write_file(sandbox_id, "/workspace/warm-up.bin", upload[:MIB])
             mib = cfg.large_file_bytes // MIB
             log(f"profile: writing a {mib} MiB file")
-            sections.update(record(
-                server, out, agent_pid, 3, mib, lambda: api.write_file(sandbox_id, "/workspace/large.bin", upload),
-                "write", f"PUT /files of {mib} MiB", "ms per MiB"))
+            sections.update(
+                record(
+                    server,
+                    out,
+                    agent_pid,
+                    3,
+                    mib,
+                    lambda: api.write_file(sandbox_id, "/workspace/large.bin", upload),
+                    "write",
+                    f"PUT /files of {mib} MiB",
+                    "ms per MiB",
+                )
+            )
     finally:
         delete_all(server)
         stop_server(server)

@@ -147,11 +147,13 @@ def evaluate(target: Target, metrics: dict[str, Metric]) -> TargetResult:
             return TargetResult(target.label, "–", f"{comparison} {fmt_number(target.limit)}×", "N/A", why or "")
         r = ratio(base.point, metric.point) if target.speedup else ratio(metric.point, base.point)
         if r is None:
-            return TargetResult(target.label, "–", f"{comparison} {fmt_number(target.limit)}×", "N/A",
-                                "ratio undefined")
+            return TargetResult(
+                target.label, "–", f"{comparison} {fmt_number(target.limit)}×", "N/A", "ratio undefined"
+            )
         measured = r
-        measured_text = (f"{fmt_number(r)}× ({fmt(metric.point, metric.unit)} vs "
-                         f"{base.name} {fmt(base.point, base.unit)})")
+        measured_text = (
+            f"{fmt_number(r)}× ({fmt(metric.point, metric.unit)} vs {base.name} {fmt(base.point, base.unit)})"
+        )
         limit_text = f"{comparison} {fmt_number(target.limit)}×"
     ok = measured <= target.limit if target.at_most else measured >= target.limit
     return TargetResult(target.label, measured_text, limit_text, "PASS" if ok else "MISS")
@@ -235,8 +237,11 @@ def render_profile(profile: dict[str, Any]) -> list[str]:
         lines += [_row(header), _row(["---"] * len(header))]
         for row in rows:
             share = row.get("share")
-            cells = [str(row["category"]), fmt_number(float(row["ms_per_op"])),
-                     "–" if share is None else f"{float(share) * 100:.1f} %"]
+            cells = [
+                str(row["category"]),
+                fmt_number(float(row["ms_per_op"])),
+                "–" if share is None else f"{float(share) * 100:.1f} %",
+            ]
             if estimated:
                 cells.append(fmt_number(float(row["est_ms_per_op"])) if "est_ms_per_op" in row else "–")
             lines.append(_row(cells))
@@ -250,9 +255,7 @@ def report_to_json(report: Report) -> dict[str, Any]:
     for m in report.metrics:
         row = asdict(m)
         row["point"] = m.point
-        row["ratios"] = {
-            key: ratio(m.point, metrics[key].point) for key in m.baselines if key in metrics
-        }
+        row["ratios"] = {key: ratio(m.point, metrics[key].point) for key in m.baselines if key in metrics}
         rows.append(row)
     return {
         "meta": report.meta,

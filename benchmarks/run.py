@@ -37,8 +37,11 @@ from benchmarks.targets import TARGETS
 
 REPO = Path(__file__).resolve().parents[1]
 # Profile sections and the unprofiled CPU cost per op the main run measured for them.
-PROFILE_CPU = {"server-run": "run.cpu.server", "server-stream": "stream.cpu.server",
-               "server-write": "files.write_large.cpu.server"}
+PROFILE_CPU = {
+    "server-run": "run.cpu.server",
+    "server-stream": "stream.cpu.server",
+    "server-write": "files.write_large.cpu.server",
+}
 SCENARIOS = ("baselines", "lifecycle", "commands", "stream", "files", "pty", "concurrency", "memory")
 
 
@@ -51,8 +54,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Workspace benchmarks (see benchmarks/README.md)")
     parser.add_argument("--quick", action="store_true", help="fewer iterations: about a minute")
     parser.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(SCENARIOS)}")
-    parser.add_argument("--profile", action="store_true",
-                        help="also profile process.run('true') and streaming (server: pyinstrument, agent: py-spy)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile process.run('true') and streaming (server: pyinstrument, agent: py-spy)",
+    )
     parser.add_argument("--profile-only", action="store_true", help="only the profiles, no measurements")
     parser.add_argument("--no-setup", action="store_true", help="skip scripts/setup-bench.sh (podman, py-spy)")
     parser.add_argument("--results-dir", type=Path, default=REPO / "benchmarks" / "results")
@@ -67,7 +73,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = chosen - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
-    args.selected = set(SCENARIOS) if not chosen else chosen
+    args.selected = chosen if chosen else set(SCENARIOS)
     if args.profile_only:
         args.selected, args.profile = set(), True
     return args
@@ -76,8 +82,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def config_from(args: argparse.Namespace) -> Config:
     base = Config.quick() if args.quick else Config()
     return base.with_overrides(
-        lifecycle_iterations=args.iterations, run_iterations=args.runs, idle_sandboxes=args.idle_sandboxes,
-        concurrency_clients=args.clients, stream_bytes=args.stream_mib * (1 << 20) if args.stream_mib else None,
+        lifecycle_iterations=args.iterations,
+        run_iterations=args.runs,
+        idle_sandboxes=args.idle_sandboxes,
+        concurrency_clients=args.clients,
+        stream_bytes=args.stream_mib * (1 << 20) if args.stream_mib else None,
     )
 
 
@@ -112,8 +121,9 @@ def machine_facts() -> dict[str, Any]:
     except OSError:
         pass
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, check=False)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                           capture_output=True, check=False)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, check=False
+    )
     return {
         "commit": commit.stdout.decode().strip() + (" (with local changes)" if dirty.stdout.strip() else ""),
         "cpus": os.cpu_count() or 0,
@@ -185,8 +195,11 @@ def measure(run: Run, selected: set[str], pool_size: int) -> None:
         server = run.server("pool", pool_size)
         steps: list[tuple[str, str, Callable[[], list[Metric]]]] = [
             ("lifecycle", "lifecycle with the warm pool", lambda: scenarios.lifecycle(server, cfg, "pool")),
-            ("lifecycle", "lifecycle with the warm pool, other limits",
-             lambda: scenarios.lifecycle(server, cfg, "pool_limits")),
+            (
+                "lifecycle",
+                "lifecycle with the warm pool, other limits",
+                lambda: scenarios.lifecycle(server, cfg, "pool_limits"),
+            ),
             ("commands", "process.run round trips", lambda: scenarios.commands(server, cfg)),
             ("stream", "SSE streaming", lambda: scenarios.streaming(server, cfg)),
             ("files", "file transfer", lambda: scenarios.files(server, cfg)),
@@ -237,8 +250,11 @@ def main(argv: list[str] | None = None) -> int:
         if problem:
             notes.append(problem)
             log(problem)
-    meta: dict[str, Any] = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                            "mode": "quick" if args.quick else "full", **machine_facts()}
+    meta: dict[str, Any] = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "mode": "quick" if args.quick else "full",
+        **machine_facts(),
+    }
     root = Path(tempfile.mkdtemp(prefix="workspace-bench-"))
     root.chmod(0o755)  # sandboxes run as an unprivileged host uid that must reach the data dir
     run = Run(root, cfg)
@@ -266,8 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     meta["duration"] = f"{time.perf_counter() - started:.0f} s"
     if profile is not None:
         measured = {m.key: m.point for m in run.metrics}
-        annotate_with_cpu(profile, {section: value for section, key in PROFILE_CPU.items()
-                                    if (value := measured.get(key)) is not None})
+        annotate_with_cpu(
+            profile,
+            {section: value for section, key in PROFILE_CPU.items() if (value := measured.get(key)) is not None},
+        )
     report = Report(meta, run.metrics, evaluate_all(TARGETS, run.metrics), profile, run.notes)
     written = write_results(report, args.results_dir)
     log(f"wrote {written} and {written.with_suffix('.json')}")

@@ -44,11 +44,27 @@ BASELINES = "Baselines (same run)"
 STREAM_LINE = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_"
 
 
-def latency(key: str, section: str, label: str, samples: Sequence[float], *, baselines: tuple[str, ...] = (),
-            short: str = "", note: str = "") -> Metric:
+def latency(
+    key: str,
+    section: str,
+    label: str,
+    samples: Sequence[float],
+    *,
+    baselines: tuple[str, ...] = (),
+    short: str = "",
+    note: str = "",
+) -> Metric:
     """A row summarising samples taken in seconds, shown in milliseconds."""
-    return Metric(key=key, section=section, label=label, unit="ms", summary=summarize(scaled(samples, 1000)),
-                  baselines=baselines, short=short, note=note)
+    return Metric(
+        key=key,
+        section=section,
+        label=label,
+        unit="ms",
+        summary=summarize(scaled(samples, 1000)),
+        baselines=baselines,
+        short=short,
+        note=note,
+    )
 
 
 def cpu_seconds_self() -> float:
@@ -82,10 +98,20 @@ class CpuMeter:
         if mib <= 0:
             return []
         return [
-            Metric(key=f"{key}.cpu.server", section=section, label=f"  server CPU per MiB {verb}", unit="ms",
-                   value=self.server_seconds * 1000 / mib),
-            Metric(key=f"{key}.cpu.agent", section=section, label=f"  agent CPU per MiB {verb}", unit="ms",
-                   value=self.agent_seconds * 1000 / mib),
+            Metric(
+                key=f"{key}.cpu.server",
+                section=section,
+                label=f"  server CPU per MiB {verb}",
+                unit="ms",
+                value=self.server_seconds * 1000 / mib,
+            ),
+            Metric(
+                key=f"{key}.cpu.agent",
+                section=section,
+                label=f"  agent CPU per MiB {verb}",
+                unit="ms",
+                value=self.agent_seconds * 1000 / mib,
+            ),
         ]
 
 
@@ -130,7 +156,8 @@ def expect(condition: bool, message: str) -> None:
 # Limits other than the server's defaults: a pool sandbox gets them on claim.
 OTHER_LIMITS = {"cpu": 0.5, "memory_mb": 256, "pids": 128}
 LIFECYCLE_TITLES = {
-    "pool": "warm pool", "cold": "cold, --pool-size 0",
+    "pool": "warm pool",
+    "cold": "cold, --pool-size 0",
     "pool_limits": "warm pool, " + ", ".join(f"{k} {v}" for k, v in OTHER_LIMITS.items()),
 }
 
@@ -141,8 +168,9 @@ def lifecycle(server: Server, cfg: Config, mode: str) -> list[Metric]:
     pool hit (the refill then runs during the first command, as it would for a user).
     Mode `pool_limits` asks for other cpu/memory/pids limits than the pool's."""
     params = OTHER_LIMITS if mode == "pool_limits" else {}
-    phases: dict[str, list[float]] = {name: [] for name in
-                                      ("create", "first", "second", "create_to_first", "delete", "total")}
+    phases: dict[str, list[float]] = {
+        name: [] for name in ("create", "first", "second", "create_to_first", "delete", "total")
+    }
     with Api(server.url) as api:
         before = api.create_sources()
         for i in range(cfg.lifecycle_warmup + cfg.lifecycle_iterations):
@@ -161,26 +189,51 @@ def lifecycle(server: Server, cfg: Config, mode: str) -> list[Metric]:
             server.created.discard(str(sandbox["id"]))
             expect(result.get("exit_code") == 0, f"true exited with {result}")
             if i >= cfg.lifecycle_warmup:
-                for name, value in (("create", t1 - t0), ("first", t2 - t1), ("second", t3 - t2),
-                                    ("create_to_first", t2 - t0), ("delete", t4 - t3),
-                                    ("total", (t2 - t0) + (t4 - t3))):
+                for name, value in (
+                    ("create", t1 - t0),
+                    ("first", t2 - t1),
+                    ("second", t3 - t2),
+                    ("create_to_first", t2 - t0),
+                    ("delete", t4 - t3),
+                    ("total", (t2 - t0) + (t4 - t3)),
+                ):
                     phases[name].append(value)
         after = api.create_sources()
     sources = ", ".join(f"{k}: {after.get(k, 0) - before.get(k, 0):.0f}" for k in sorted(after)) or "unknown"
     title = LIFECYCLE_TITLES[mode]
     prefix = f"lifecycle.{mode}"
     return [
-        latency(f"{prefix}.create", LIFECYCLE, f"create ({title})", phases["create"],
-                note=f"server-side create sources: {sources}"),
+        latency(
+            f"{prefix}.create",
+            LIFECYCLE,
+            f"create ({title})",
+            phases["create"],
+            note=f"server-side create sources: {sources}",
+        ),
         latency(f"{prefix}.first_command", LIFECYCLE, f"first process.run('true') ({title})", phases["first"]),
         latency(f"{prefix}.second_command", LIFECYCLE, f"second process.run('true') ({title})", phases["second"]),
-        latency(f"{prefix}.create_to_first", LIFECYCLE, f"create → first command finished ({title})",
-                phases["create_to_first"], baselines=("base.podman.run", "base.runc.run")),
-        latency(f"{prefix}.delete", LIFECYCLE, f"delete, force=true ({title})", phases["delete"],
-                baselines=("base.podman.rm",)),
-        latency(f"{prefix}.total", LIFECYCLE, f"create → first command → deleted ({title})", phases["total"],
-                baselines=("base.podman.run_rm", "base.runc.run"),
-                note="create + first command + delete; the second command is not counted"),
+        latency(
+            f"{prefix}.create_to_first",
+            LIFECYCLE,
+            f"create → first command finished ({title})",
+            phases["create_to_first"],
+            baselines=("base.podman.run", "base.runc.run"),
+        ),
+        latency(
+            f"{prefix}.delete",
+            LIFECYCLE,
+            f"delete, force=true ({title})",
+            phases["delete"],
+            baselines=("base.podman.rm",),
+        ),
+        latency(
+            f"{prefix}.total",
+            LIFECYCLE,
+            f"create → first command → deleted ({title})",
+            phases["total"],
+            baselines=("base.podman.run_rm", "base.runc.run"),
+            note="create + first command + delete; the second command is not counted",
+        ),
     ]
 
 
@@ -229,18 +282,47 @@ def commands(server: Server, cfg: Config) -> list[Metric]:
             api.delete(sandbox_id)
             server.created.discard(sandbox_id)
     return [
-        latency("run.true", COMMANDS, "process.run('true')", ws_true,
-                baselines=("base.fork_exec.true", "base.runc.exec", "base.podman.exec")),
+        latency(
+            "run.true",
+            COMMANDS,
+            "process.run('true')",
+            ws_true,
+            baselines=("base.fork_exec.true", "base.runc.exec", "base.podman.exec"),
+        ),
         latency("run.echo", COMMANDS, "process.run('echo', ['hello'])", ws_echo, baselines=("base.fork_exec.echo",)),
-        latency("run.floor.http", COMMANDS, "floor: GET /healthz (HTTP round trip, no sandbox)", floor_http,
-                baselines=("base.fork_exec.true",), note="interleaved with process.run"),
-        latency("run.floor.agent", COMMANDS, "floor: GET /files/exists (HTTP + agent round trip, no process)",
-                floor_agent, baselines=("base.fork_exec.true",), note="interleaved with process.run"),
+        latency(
+            "run.floor.http",
+            COMMANDS,
+            "floor: GET /healthz (HTTP round trip, no sandbox)",
+            floor_http,
+            baselines=("base.fork_exec.true",),
+            note="interleaved with process.run",
+        ),
+        latency(
+            "run.floor.agent",
+            COMMANDS,
+            "floor: GET /files/exists (HTTP + agent round trip, no process)",
+            floor_agent,
+            baselines=("base.fork_exec.true",),
+            note="interleaved with process.run",
+        ),
         *cpu,
-        latency("base.fork_exec.true", BASELINES, "bare fork+exec: subprocess.run(['true'])", fe_true,
-                short="fork+exec", note="interleaved with process.run"),
-        latency("base.fork_exec.echo", BASELINES, "bare fork+exec: subprocess.run(['echo', 'hello'])", fe_echo,
-                short="fork+exec", note="stdout captured; interleaved with process.run"),
+        latency(
+            "base.fork_exec.true",
+            BASELINES,
+            "bare fork+exec: subprocess.run(['true'])",
+            fe_true,
+            short="fork+exec",
+            note="interleaved with process.run",
+        ),
+        latency(
+            "base.fork_exec.echo",
+            BASELINES,
+            "bare fork+exec: subprocess.run(['echo', 'hello'])",
+            fe_echo,
+            short="fork+exec",
+            note="stdout captured; interleaved with process.run",
+        ),
     ]
 
 
@@ -262,11 +344,14 @@ def cpu_per_run(server: Server, api: Api, sandbox_id: str, runs: int) -> list[Me
 
     return [
         row("wall", "process.run('true') wall time, back to back (mean)", wall),
-        row("server", "server CPU per process.run('true')", server_cpu.own,
-            note="uvicorn process, all threads"),
-        row("agent", "agent CPU per process.run('true')", agent_cpu.own,
+        row("server", "server CPU per process.run('true')", server_cpu.own, note="uvicorn process, all threads"),
+        row(
+            "agent",
+            "agent CPU per process.run('true')",
+            agent_cpu.own,
             note=f"PID 1 in the sandbox, all threads; the `true` processes themselves: "
-                 f"{agent_cpu.children * per:.2f} ms (10 ms clock ticks)"),
+            f"{agent_cpu.children * per:.2f} ms (10 ms clock ticks)",
+        ),
         row("client", "benchmark client CPU per request (httpx)", client_cpu),
     ]
 
@@ -294,8 +379,7 @@ def streaming(server: Server, cfg: Config) -> list[Metric]:
                     tally = api.stream(sandbox_id, "sh", "-c", script)
                     elapsed = time.perf_counter() - t0
                 expect(tally.exit_code == 0, f"the stream ended without exit 0: {tally}")
-                expect(tally.stdout_chars == cfg.stream_bytes,
-                       f"got {tally.stdout_chars} of {cfg.stream_bytes} bytes")
+                expect(tally.stdout_chars == cfg.stream_bytes, f"got {tally.stdout_chars} of {cfg.stream_bytes} bytes")
                 rates.append(mb_per_s(cfg.stream_bytes, elapsed))
                 growth.append(sampler.peak_growth)
                 client_cpu.append((cpu_seconds_self() - c0) / elapsed)
@@ -307,21 +391,42 @@ def streaming(server: Server, cfg: Config) -> list[Metric]:
     local_bytes, local_seconds = pipe_throughput(["sh", "-c", script])
     size = f"{cfg.stream_bytes // MIB} MiB"
     return [
-        Metric(key="stream.throughput", section=TRANSFER,
-               label=f"SSE stdout throughput, {size} (POST /processes/stream)", unit="MB/s",
-               value=percentile(rates, 50), baselines=("base.pipe",),
-               note=f"reps: {', '.join(f'{r:.0f}' for r in rates)} MB/s; {events} SSE events; "
-                    f"client CPU {max(client_cpu) * 100:.0f} % of one core; events decoded by pydantic-core"),
-        Metric(key="stream.sdk_throughput", section=TRANSFER,
-               label=f"the same through the Python SDK (`process.run_stream`, sync), {size}", unit="MB/s",
-               value=sdk_rate, baselines=("base.pipe",),
-               note=f"the SDK decodes events with the stdlib's json (its only dependencies are httpx and "
-                    f"websockets); client CPU {sdk_cpu * 100:.0f} % of one core"),
-        Metric(key="stream.rss", section=TRANSFER, label=f"server RSS growth while streaming {size}", unit="MiB",
-               value=max(growth) / MIB),
+        Metric(
+            key="stream.throughput",
+            section=TRANSFER,
+            label=f"SSE stdout throughput, {size} (POST /processes/stream)",
+            unit="MB/s",
+            value=percentile(rates, 50),
+            baselines=("base.pipe",),
+            note=f"reps: {', '.join(f'{r:.0f}' for r in rates)} MB/s; {events} SSE events; "
+            f"client CPU {max(client_cpu) * 100:.0f} % of one core; events decoded by pydantic-core",
+        ),
+        Metric(
+            key="stream.sdk_throughput",
+            section=TRANSFER,
+            label=f"the same through the Python SDK (`process.run_stream`, sync), {size}",
+            unit="MB/s",
+            value=sdk_rate,
+            baselines=("base.pipe",),
+            note=f"the SDK decodes events with the stdlib's json (its only dependencies are httpx and "
+            f"websockets); client CPU {sdk_cpu * 100:.0f} % of one core",
+        ),
+        Metric(
+            key="stream.rss",
+            section=TRANSFER,
+            label=f"server RSS growth while streaming {size}",
+            unit="MiB",
+            value=max(growth) / MIB,
+        ),
         *cpu.rows("stream", TRANSFER, "streamed", cfg.stream_reps * cfg.stream_bytes / MIB),
-        Metric(key="base.pipe", section=BASELINES, label=f"same command read from a local pipe, {size}",
-               unit="MB/s", value=mb_per_s(local_bytes, local_seconds), short="local pipe"),
+        Metric(
+            key="base.pipe",
+            section=BASELINES,
+            label=f"same command read from a local pipe, {size}",
+            unit="MB/s",
+            value=mb_per_s(local_bytes, local_seconds),
+            short="local pipe",
+        ),
     ]
 
 
@@ -390,26 +495,66 @@ def files(server: Server, cfg: Config) -> list[Metric]:
     shm = Path("/dev/shm")
     local_write, local_read = local_file_copy(large, shm if shm.is_dir() else Path(tempfile.gettempdir()))
     rows = [
-        latency("files.write_small", TRANSFER, "file write 1 MiB (PUT /files)", small_write,
-                note=f"{mb_per_s(MIB, percentile(small_write, 50)):.0f} MB/s at p50"),
-        latency("files.read_small", TRANSFER, "file read 1 MiB (GET /files)", small_read,
-                note=f"{mb_per_s(MIB, percentile(small_read, 50)):.0f} MB/s at p50"),
+        latency(
+            "files.write_small",
+            TRANSFER,
+            "file write 1 MiB (PUT /files)",
+            small_write,
+            note=f"{mb_per_s(MIB, percentile(small_write, 50)):.0f} MB/s at p50",
+        ),
+        latency(
+            "files.read_small",
+            TRANSFER,
+            "file read 1 MiB (GET /files)",
+            small_read,
+            note=f"{mb_per_s(MIB, percentile(small_read, 50)):.0f} MB/s at p50",
+        ),
     ]
     for op in ("write", "read"):
-        rows.append(Metric(
-            key=f"files.{op}_large", section=TRANSFER, label=f"file {op} {size}", unit="MB/s",
-            value=percentile(large_rates[op], 50), baselines=(f"base.file_{op}",),
-            note="reps: " + ", ".join(f"{r:.0f}" for r in large_rates[op]) + " MB/s"))
-        rows.append(Metric(
-            key=f"files.{op}_large.rss", section=TRANSFER, label=f"server peak RSS growth during the {size} {op}",
-            unit="MiB", value=max(large_growth[op]) / MIB, note="the kernel's peak (VmHWM), reset before"))
-        rows += meters[op].rows(f"files.{op}_large", TRANSFER, "written" if op == "write" else "read",
-                                cfg.large_file_reps * cfg.large_file_bytes / MIB)
+        rows.append(
+            Metric(
+                key=f"files.{op}_large",
+                section=TRANSFER,
+                label=f"file {op} {size}",
+                unit="MB/s",
+                value=percentile(large_rates[op], 50),
+                baselines=(f"base.file_{op}",),
+                note="reps: " + ", ".join(f"{r:.0f}" for r in large_rates[op]) + " MB/s",
+            )
+        )
+        rows.append(
+            Metric(
+                key=f"files.{op}_large.rss",
+                section=TRANSFER,
+                label=f"server peak RSS growth during the {size} {op}",
+                unit="MiB",
+                value=max(large_growth[op]) / MIB,
+                note="the kernel's peak (VmHWM), reset before",
+            )
+        )
+        rows += meters[op].rows(
+            f"files.{op}_large",
+            TRANSFER,
+            "written" if op == "write" else "read",
+            cfg.large_file_reps * cfg.large_file_bytes / MIB,
+        )
     rows += [
-        Metric(key="base.file_write", section=BASELINES, label=f"local tmpfs file write {size}", unit="MB/s",
-               value=mb_per_s(len(large), local_write), short="local tmpfs"),
-        Metric(key="base.file_read", section=BASELINES, label=f"local tmpfs file read {size}", unit="MB/s",
-               value=mb_per_s(len(large), local_read), short="local tmpfs"),
+        Metric(
+            key="base.file_write",
+            section=BASELINES,
+            label=f"local tmpfs file write {size}",
+            unit="MB/s",
+            value=mb_per_s(len(large), local_write),
+            short="local tmpfs",
+        ),
+        Metric(
+            key="base.file_read",
+            section=BASELINES,
+            label=f"local tmpfs file read {size}",
+            unit="MB/s",
+            value=mb_per_s(len(large), local_read),
+            short="local tmpfs",
+        ),
     ]
     return rows
 
@@ -448,8 +593,16 @@ def pty(server: Server, cfg: Config) -> list[Metric]:
         local = local_pty_echo(cfg.pty_keystrokes)
         rows.append(latency("base.pty", BASELINES, "keystroke → echo, local pty + bash", local, short="local pty"))
     except OSError as exc:
-        rows.append(Metric(key="base.pty", section=BASELINES, label="keystroke → echo, local pty + bash",
-                           unit="ms", short="local pty", error=str(exc)))
+        rows.append(
+            Metric(
+                key="base.pty",
+                section=BASELINES,
+                label="keystroke → echo, local pty + bash",
+                unit="ms",
+                short="local pty",
+                error=str(exc),
+            )
+        )
     return rows
 
 
@@ -500,16 +653,37 @@ def concurrency(server: Server, cfg: Config) -> list[Metric]:
     if errors:
         note += f"; {len(errors)} errors, first: {errors[0][:120]}"
     return [
-        Metric(key="conc.throughput", section=CONCURRENCY,
-               label=f"{clients} concurrent clients running `true` (own sandbox each)", unit="runs/s",
-               value=len(flat) / wall, baselines=("base.conc.throughput",), note=note),
-        latency("conc.latency", CONCURRENCY, f"process.run('true') latency with {clients} clients", flat,
-                baselines=("base.conc.latency",)),
-        Metric(key="base.conc.throughput", section=BASELINES,
-               label=f"{clients} threads running bare fork+exec of `true`", unit="runs/s",
-               value=len(base_samples) / base_wall, short="bare fork+exec"),
-        latency("base.conc.latency", BASELINES, f"bare fork+exec latency with {clients} threads", base_samples,
-                short="bare fork+exec"),
+        Metric(
+            key="conc.throughput",
+            section=CONCURRENCY,
+            label=f"{clients} concurrent clients running `true` (own sandbox each)",
+            unit="runs/s",
+            value=len(flat) / wall,
+            baselines=("base.conc.throughput",),
+            note=note,
+        ),
+        latency(
+            "conc.latency",
+            CONCURRENCY,
+            f"process.run('true') latency with {clients} clients",
+            flat,
+            baselines=("base.conc.latency",),
+        ),
+        Metric(
+            key="base.conc.throughput",
+            section=BASELINES,
+            label=f"{clients} threads running bare fork+exec of `true`",
+            unit="runs/s",
+            value=len(base_samples) / base_wall,
+            short="bare fork+exec",
+        ),
+        latency(
+            "base.conc.latency",
+            BASELINES,
+            f"bare fork+exec latency with {clients} threads",
+            base_samples,
+            short="bare fork+exec",
+        ),
     ]
 
 
@@ -532,13 +706,26 @@ def pool_memory(server: Server) -> list[Metric]:
         reason = f"no warm sandbox cgroups under {parent}" + ("" if filled else " (pool gauge not seen)")
         return [Metric(key="mem.pool_total", section=MEMORY, label="warm pool, total", unit="MiB", error=reason)]
     usage = [cgroup_memory(d).usage for d in cgroups]
-    note = (f"{len(cgroups)} warm sandboxes: pool size {server.pool_size} × {len(templates)} templates "
-            f"({', '.join(templates)})")
+    note = (
+        f"{len(cgroups)} warm sandboxes: pool size {server.pool_size} × {len(templates)} templates "
+        f"({', '.join(templates)})"
+    )
     return [
-        Metric(key="mem.pool_total", section=MEMORY, label="warm pool, total (idle)", unit="MiB",
-               value=sum(usage) / MIB, note=note),
-        Metric(key="mem.pool_per_sandbox", section=MEMORY, label="warm pool, per warm sandbox", unit="MiB",
-               value=sum(usage) / len(usage) / MIB),
+        Metric(
+            key="mem.pool_total",
+            section=MEMORY,
+            label="warm pool, total (idle)",
+            unit="MiB",
+            value=sum(usage) / MIB,
+            note=note,
+        ),
+        Metric(
+            key="mem.pool_per_sandbox",
+            section=MEMORY,
+            label="warm pool, per warm sandbox",
+            unit="MiB",
+            value=sum(usage) / len(usage) / MIB,
+        ),
     ]
 
 
@@ -568,17 +755,38 @@ def idle_memory(server: Server, cfg: Config) -> list[Metric]:
     anon = sum(m.anon for m in memories) / count
     cache = sum(m.file for m in memories) / count
     return [
-        Metric(key="mem.idle_per_sandbox", section=MEMORY, label=f"idle memory per sandbox, {count} up", unit="MiB",
-               value=per_sandbox / MIB, note="sandbox memory cgroup usage + server RSS growth, per sandbox"),
-        Metric(key="mem.idle_cgroup", section=MEMORY, label="  of which: sandbox memory cgroup (mean)", unit="MiB",
-               value=cgroup_total / count / MIB,
-               note=f"anon {anon / MIB:.1f} MiB, page cache {cache / MIB:.2f} MiB"),
-        Metric(key="mem.idle_server", section=MEMORY, label="  of which: server RSS growth per sandbox", unit="MiB",
-               value=server_growth / count / MIB,
-               note=f"server RSS {rss_before / MIB:.0f} → {rss_after / MIB:.0f} MiB"),
-        Metric(key="mem.bulk_create", section=MEMORY,
-               label=f"bulk create of {count} sandboxes ({cfg.parallel_setup} parallel clients)", unit="sandboxes/s",
-               value=count / created_in, note=f"delete: {count / deleted_in:.1f} sandboxes/s"),
+        Metric(
+            key="mem.idle_per_sandbox",
+            section=MEMORY,
+            label=f"idle memory per sandbox, {count} up",
+            unit="MiB",
+            value=per_sandbox / MIB,
+            note="sandbox memory cgroup usage + server RSS growth, per sandbox",
+        ),
+        Metric(
+            key="mem.idle_cgroup",
+            section=MEMORY,
+            label="  of which: sandbox memory cgroup (mean)",
+            unit="MiB",
+            value=cgroup_total / count / MIB,
+            note=f"anon {anon / MIB:.1f} MiB, page cache {cache / MIB:.2f} MiB",
+        ),
+        Metric(
+            key="mem.idle_server",
+            section=MEMORY,
+            label="  of which: server RSS growth per sandbox",
+            unit="MiB",
+            value=server_growth / count / MIB,
+            note=f"server RSS {rss_before / MIB:.0f} → {rss_after / MIB:.0f} MiB",
+        ),
+        Metric(
+            key="mem.bulk_create",
+            section=MEMORY,
+            label=f"bulk create of {count} sandboxes ({cfg.parallel_setup} parallel clients)",
+            unit="sandboxes/s",
+            value=count / created_in,
+            note=f"delete: {count / deleted_in:.1f} sandboxes/s",
+        ),
     ]
 
 
@@ -588,8 +796,10 @@ def idle_memory(server: Server, cfg: Config) -> list[Metric]:
 def runc_baseline(cfg: Config, scratch: Path) -> list[Metric]:
     """The isolation tool alone: `runc run` of /bin/true in a minimal bundle, and
     `runc exec` into a running one."""
-    keys = (("base.runc.run", "`runc run` /bin/true, minimal bundle (create, start, wait, delete)", "runc run"),
-            ("base.runc.exec", "`runc exec` /bin/true into a running minimal container", "runc exec"))
+    keys = (
+        ("base.runc.run", "`runc run` /bin/true, minimal bundle (create, start, wait, delete)", "runc run"),
+        ("base.runc.exec", "`runc exec` /bin/true into a running minimal container", "runc exec"),
+    )
     try:
         bundle = RuncBundle(scratch)
     except (BaselineUnavailable, OSError) as exc:
@@ -597,8 +807,16 @@ def runc_baseline(cfg: Config, scratch: Path) -> list[Metric]:
     rows: list[Metric] = []
     try:
         runs = [bundle.run_once(["/bin/true"]) for _ in range(cfg.runc_iterations + 1)][1:]
-        rows.append(latency(keys[0][0], BASELINES, keys[0][1], runs, short=keys[0][2],
-                            note="pid/net/ipc/uts/mount namespaces, no user namespace or seccomp (runc spec)"))
+        rows.append(
+            latency(
+                keys[0][0],
+                BASELINES,
+                keys[0][1],
+                runs,
+                short=keys[0][2],
+                note="pid/net/ipc/uts/mount namespaces, no user namespace or seccomp (runc spec)",
+            )
+        )
         container = bundle.start_detached(["/bin/sleep", "3600"])
         execs = [bundle.exec_once(container, ["/bin/true"]) for _ in range(cfg.runc_iterations * 2 + 1)][1:]
         rows.append(latency(keys[1][0], BASELINES, keys[1][1], execs, short=keys[1][2]))
@@ -623,8 +841,16 @@ def podman_baseline(cfg: Config, scratch: Path) -> list[Metric]:
         podman = Podman(scratch)
         n = cfg.podman_iterations
         run_rm = [podman.run_rm(["true"]) for _ in range(n)]
-        rows.append(latency(keys[0][0], BASELINES, keys[0][1], run_rm, short=keys[0][2],
-                            note=f"image {podman.image}: the host's own binaries; --network none"))
+        rows.append(
+            latency(
+                keys[0][0],
+                BASELINES,
+                keys[0][1],
+                run_rm,
+                short=keys[0][2],
+                note=f"image {podman.image}: the host's own binaries; --network none",
+            )
+        )
         split = [podman.run_then_rm(["true"]) for _ in range(n)]
         rows.append(latency(keys[1][0], BASELINES, keys[1][1], [a for a, _ in split], short=keys[1][2]))
         rows.append(latency(keys[2][0], BASELINES, keys[2][1], [b for _, b in split], short=keys[2][2]))

@@ -72,8 +72,19 @@ class Server:
 
 
 def server_command(port: int, data_dir: Path, pool_size: int, profile_dir: Path | None) -> list[str]:
-    args = ["serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir),
-            "--pool-size", str(pool_size), "--log-level", "WARNING"]
+    args = [
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--pool-size",
+        str(pool_size),
+        "--log-level",
+        "WARNING",
+    ]
     if profile_dir is not None:
         return [sys.executable, "-m", "benchmarks.profiled_server", str(profile_dir), *args]
     exe = VENV_BIN / "workspace"
@@ -82,15 +93,20 @@ def server_command(port: int, data_dir: Path, pool_size: int, profile_dir: Path 
     return [sys.executable, "-m", "workspace_server", *args]
 
 
-def start_server(name: str, root: Path, pool_size: int, profile_dir: Path | None = None,
-                 timeout: float = 60.0) -> Server:
+def start_server(
+    name: str, root: Path, pool_size: int, profile_dir: Path | None = None, timeout: float = 60.0
+) -> Server:
     data_dir = root / f"data-{name}"
     log_path = root / f"server-{name}.log"
     port = free_port()
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            server_command(port, data_dir, pool_size, profile_dir), stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, cwd=REPO, start_new_session=True,
+            server_command(port, data_dir, pool_size, profile_dir),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+            start_new_session=True,
         )
     server = Server(name, f"http://127.0.0.1:{port}", process.pid, data_dir, log_path, pool_size, process)
     deadline = time.monotonic() + timeout
@@ -162,8 +178,9 @@ def scrub_data_dir(server: Server) -> None:
                 for entry in json.loads(out):
                     _run_quiet("runc", "--root", str(state), "delete", "--force", str(entry["id"]))
     prefix = str(server.data_dir.resolve()) + "/"
-    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
-              if line.split()[1].startswith(prefix)]
+    mounts = [
+        line.split()[1] for line in Path("/proc/mounts").read_text().splitlines() if line.split()[1].startswith(prefix)
+    ]
     for mountpoint in sorted(mounts, key=len, reverse=True):
         if _run_quiet("umount", mountpoint)[0] != 0:
             _run_quiet("umount", "--lazy", mountpoint)

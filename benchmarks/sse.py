@@ -51,7 +51,7 @@ class SseTally:
         for name, prefix in OUTPUT_PREFIXES:
             if block.startswith(prefix):
                 try:
-                    chars = len(from_json(block[len(prefix):])["data"])
+                    chars = len(from_json(block[len(prefix) :])["data"])
                 except (ValueError, KeyError, TypeError):
                     break  # not one single-line JSON data event: parse it in full below
                 self.events += 1

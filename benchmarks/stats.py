@@ -70,4 +70,3 @@ def mb_per_s(nbytes: int, seconds: float) -> float:
     if seconds <= 0:
         raise ValueError("a transfer takes a positive time")
     return nbytes / MB / seconds
-

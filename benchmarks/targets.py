@@ -6,20 +6,31 @@ from benchmarks.report import Target
 
 TARGETS: list[Target] = [
     Target("create → first command p50, warm pool", "lifecycle.pool.create_to_first", 10, at_most=True),
-    Target("create → first command p50, cold (--pool-size 0)", "lifecycle.cold.create_to_first", 50,
-           at_most=True),
-    Target("process.run('true') p50 vs bare fork+exec", "run.true", 2, at_most=True,
-           baseline="base.fork_exec.true"),
+    Target("create → first command p50, cold (--pool-size 0)", "lifecycle.cold.create_to_first", 50, at_most=True),
+    Target("process.run('true') p50 vs bare fork+exec", "run.true", 2, at_most=True, baseline="base.fork_exec.true"),
     Target("SSE stdout throughput, 256 MiB", "stream.throughput", 200, at_most=False),
     Target("file write, 256 MiB", "files.write_large", 300, at_most=False),
     Target("file read, 256 MiB", "files.read_large", 300, at_most=False),
     Target("server RSS growth during the 256 MiB write", "files.write_large.rss", 64, at_most=True),
     Target("server RSS growth during the 256 MiB read", "files.read_large.rss", 64, at_most=True),
     Target("idle memory per sandbox (cgroup + server RSS growth)", "mem.idle_per_sandbox", 16, at_most=True),
-    Target("create → first command vs `podman run` (warm pool)", "lifecycle.pool.create_to_first", 10,
-           at_most=False, baseline="base.podman.run", speedup=True),
-    Target("create → first command vs `podman run` (cold)", "lifecycle.cold.create_to_first", 10,
-           at_most=False, baseline="base.podman.run", speedup=True),
-    Target("process.run('true') vs `podman exec`", "run.true", 10, at_most=False,
-           baseline="base.podman.exec", speedup=True),
+    Target(
+        "create → first command vs `podman run` (warm pool)",
+        "lifecycle.pool.create_to_first",
+        10,
+        at_most=False,
+        baseline="base.podman.run",
+        speedup=True,
+    ),
+    Target(
+        "create → first command vs `podman run` (cold)",
+        "lifecycle.cold.create_to_first",
+        10,
+        at_most=False,
+        baseline="base.podman.run",
+        speedup=True,
+    ),
+    Target(
+        "process.run('true') vs `podman exec`", "run.true", 10, at_most=False, baseline="base.podman.exec", speedup=True
+    ),
 ]

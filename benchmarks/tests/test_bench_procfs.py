@@ -24,8 +24,9 @@ sys.stdin.readline()
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="resetting another process's VmHWM needs root")
 def test_peak_growth_sees_memory_freed_before_the_end_without_sampling() -> None:
-    child = subprocess.Popen([sys.executable, "-c", ALLOCATE_AND_FREE], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", ALLOCATE_AND_FREE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert child.stdin is not None and child.stdout is not None
     try:
         assert child.stdout.readline().strip() == "ready"

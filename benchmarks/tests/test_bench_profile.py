@@ -28,20 +28,41 @@ def frame(function: str, path: str, time: float, *children: dict[str, Any], cls:
 
 
 def tree() -> dict[str, Any]:
-    return {"root_frame": frame(
-        "run", f"{STDLIB}/asyncio/runners.py", 10.0,
-        frame("[self]", f"{STDLIB}/asyncio/runners.py", 4.0),
-        frame("run_asgi", f"{SITE}/uvicorn/protocols/http/httptools_impl.py", 3.0,
-              frame("app", f"{SITE}/fastapi/routing.py", 2.0,
-                    frame("run_in_threadpool", f"{SITE}/starlette/concurrency.py", 1.0,
-                          frame("lock.release", "<built-in>", 1.0))),
-              cls="RequestResponseCycle"),
-        frame("open", f"{WS}/agent_link/connection.py", 2.0,
-              frame("write", f"{STDLIB}/asyncio/streams.py", 1.5, cls="StreamWriter"),
-              frame("dumps", f"{STDLIB}/json/__init__.py", 0.25)),
-        frame("start", f"{SITE}/pyinstrument/profiler.py", 0.5),
-        frame("_step", f"{STDLIB}/asyncio/tasks.py", 0.5),
-        cls="Runner")}
+    return {
+        "root_frame": frame(
+            "run",
+            f"{STDLIB}/asyncio/runners.py",
+            10.0,
+            frame("[self]", f"{STDLIB}/asyncio/runners.py", 4.0),
+            frame(
+                "run_asgi",
+                f"{SITE}/uvicorn/protocols/http/httptools_impl.py",
+                3.0,
+                frame(
+                    "app",
+                    f"{SITE}/fastapi/routing.py",
+                    2.0,
+                    frame(
+                        "run_in_threadpool",
+                        f"{SITE}/starlette/concurrency.py",
+                        1.0,
+                        frame("lock.release", "<built-in>", 1.0),
+                    ),
+                ),
+                cls="RequestResponseCycle",
+            ),
+            frame(
+                "open",
+                f"{WS}/agent_link/connection.py",
+                2.0,
+                frame("write", f"{STDLIB}/asyncio/streams.py", 1.5, cls="StreamWriter"),
+                frame("dumps", f"{STDLIB}/json/__init__.py", 0.25),
+            ),
+            frame("start", f"{SITE}/pyinstrument/profiler.py", 0.5),
+            frame("_step", f"{STDLIB}/asyncio/tasks.py", 0.5),
+            cls="Runner",
+        )
+    }
 
 
 def test_pyinstrument_breakdown_charges_self_time_by_category() -> None:
@@ -71,8 +92,14 @@ def test_breakdown_rows_leave_out_idle_and_profiler_and_sort_by_cost() -> None:
 
 
 def test_annotate_with_cpu_scales_shares() -> None:
-    profile: dict[str, Any] = {"server-run": {"rows": [{"category": "a", "ms_per_op": 9.0, "share": 0.25},
-                                                       {"category": "b", "ms_per_op": 1.0, "share": None}]}}
+    profile: dict[str, Any] = {
+        "server-run": {
+            "rows": [
+                {"category": "a", "ms_per_op": 9.0, "share": 0.25},
+                {"category": "b", "ms_per_op": 1.0, "share": None},
+            ]
+        }
+    }
     annotate_with_cpu(profile, {"server-run": 4.0, "server-missing": 1.0})
     rows = profile["server-run"]["rows"]
     assert rows[0]["est_ms_per_op"] == 1.0
@@ -101,14 +128,16 @@ def test_pyspy_breakdown_uses_the_innermost_matching_frame() -> None:
 
 
 def test_sse_parser_handles_any_chunking_and_comments() -> None:
-    body = (b'event: start\ndata: {"pid": 7}\n\n: keepalive\n\n'
-            b'event: stdout\ndata: {"data": "hello\\n"}\n\n'
-            b'event: stderr\ndata: {"data": "oops"}\n\n'
-            b'event: exit\ndata: {"code": 3}\n\n')
+    body = (
+        b'event: start\ndata: {"pid": 7}\n\n: keepalive\n\n'
+        b'event: stdout\ndata: {"data": "hello\\n"}\n\n'
+        b'event: stderr\ndata: {"data": "oops"}\n\n'
+        b'event: exit\ndata: {"code": 3}\n\n'
+    )
     for size in (1, 2, 7, len(body)):
         parser, tally = SseParser(), SseTally()
         for i in range(0, len(body), size):
-            for event in parser.feed(body[i:i + size]):
+            for event in parser.feed(body[i : i + size]):
                 tally.add(event)
         assert (tally.pid, tally.stdout_chars, tally.stderr_chars, tally.exit_code, tally.events) == (7, 6, 4, 3, 4)
         assert parser.pending == 0
@@ -125,10 +154,15 @@ def test_sse_error_event_and_comment_only_blocks() -> None:
 
 @pytest.mark.parametrize("text", ["hello\n" * 50, 'quote " and tab \t', "back\\slash", "é ü", "\u2028", ""])
 def test_sse_raw_counting_matches_a_full_parse(text: str) -> None:
-    body = b"".join(f"event: {name}\ndata: {json.dumps({'data': text}, ensure_ascii=False)}\n\n".encode()
-                    for name in ("stdout", "stderr", "stdout")) + b'event: exit\ndata: {"code": 0}\n\n'
+    body = (
+        b"".join(
+            f"event: {name}\ndata: {json.dumps({'data': text}, ensure_ascii=False)}\n\n".encode()
+            for name in ("stdout", "stderr", "stdout")
+        )
+        + b'event: exit\ndata: {"code": 0}\n\n'
+    )
     parser, tally = SseParser(), SseTally()
     for i in range(0, len(body), 5):
-        for block in parser.blocks(body[i:i + 5]):
+        for block in parser.blocks(body[i : i + 5]):
             tally.add_block(block)
     assert (tally.stdout_chars, tally.stderr_chars, tally.exit_code, tally.events) == (2 * len(text), len(text), 0, 4)

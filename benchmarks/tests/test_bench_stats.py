@@ -93,8 +93,10 @@ def test_ratio_and_speedup_targets() -> None:
 
 
 def test_missing_measurements_are_not_applicable_with_the_reason() -> None:
-    rows = {"ws": latency_row("ws", [10.0]),
-            "podman": Metric("podman", "S", "podman", "ms", error="podman is not installed")}
+    rows = {
+        "ws": latency_row("ws", [10.0]),
+        "podman": Metric("podman", "S", "podman", "ms", error="podman is not installed"),
+    }
     missing = evaluate(Target("x", "nope", 1, at_most=True), rows)
     assert (missing.status, missing.reason) == ("N/A", "not measured")
     no_base = evaluate(Target("x", "ws", 10, at_most=False, baseline="podman", speedup=True), rows)
@@ -116,10 +118,17 @@ def sample_report() -> Report:
         Metric("stream", "S", "stream | pipe", "MB/s", value=120.0, note="a note"),
     ]
     targets = evaluate_all([Target("run vs fork", "run", 2, at_most=True, baseline="fork")], metrics)
-    profile = {"server-run": {"title": "Server", "per_op_label": "ms per run",
-                              "rows": [{"category": "HTTP", "ms_per_op": 1.5, "share": 0.75, "est_ms_per_op": 0.9},
-                                       {"category": "kernel", "ms_per_op": 0.5, "share": None}]},
-               "agent-run": {"title": "Agent", "error": "py-spy missing"}}
+    profile = {
+        "server-run": {
+            "title": "Server",
+            "per_op_label": "ms per run",
+            "rows": [
+                {"category": "HTTP", "ms_per_op": 1.5, "share": 0.75, "est_ms_per_op": 0.9},
+                {"category": "kernel", "ms_per_op": 0.5, "share": None},
+            ],
+        },
+        "agent-run": {"title": "Agent", "error": "py-spy missing"},
+    }
     return Report({"date": "2026-01-01", "cpus": 2}, metrics, targets, profile, ["a note"])
 
 

@@ -35,9 +35,7 @@ async def main() -> None:
             print(f"notes.txt: {notes!r}")
 
             # Stream output as it is produced.
-            command = RunCommandOptions(
-                args=["-c", "for i in 1 2 3; do echo step $i; sleep 0.2; done"]
-            )
+            command = RunCommandOptions(args=["-c", "for i in 1 2 3; do echo step $i; sleep 0.2; done"])
             async with client.process.run_stream(sandbox.id, "sh", command) as stream:
                 print(f"streaming pid {stream.pid}")
                 async for event in stream:

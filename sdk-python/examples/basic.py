@@ -25,9 +25,7 @@ def main() -> None:
         print(f"Created sandbox {sandbox.id} ({sandbox.state}, template {sandbox.template})")
         try:
             # Commands run directly, without a shell: arguments go in `args`.
-            result = client.process.run(
-                sandbox.id, "echo", RunCommandOptions(args=["Hello", "World"])
-            )
+            result = client.process.run(sandbox.id, "echo", RunCommandOptions(args=["Hello", "World"]))
             print(f"echo -> exit {result.exit_code}: {result.stdout.strip()}")
 
             # Use `sh -c` when you want shell syntax; env and cwd apply to the command.
@@ -40,16 +38,11 @@ def main() -> None:
                     cwd="/workspace",
                 ),
             )
-            print(
-                f"sh -> exit {result.exit_code}, stdout {result.stdout.strip()!r}, "
-                f"stderr {result.stderr.strip()!r}"
-            )
+            print(f"sh -> exit {result.exit_code}, stdout {result.stdout.strip()!r}, stderr {result.stderr.strip()!r}")
 
             # Files: write, list, read back, and run what we wrote.
             client.filesystem.mkdir(sandbox.id, "/workspace/demo", recursive=True)
-            client.filesystem.write_string(
-                sandbox.id, "/workspace/demo/hello.py", "print('hello from', __file__)\n"
-            )
+            client.filesystem.write_string(sandbox.id, "/workspace/demo/hello.py", "print('hello from', __file__)\n")
             for info in client.filesystem.list(sandbox.id, "/workspace/demo"):
                 print(f"{info.type:10} {info.size:8} {info.mode} {info.name}")
             result = client.process.run(
@@ -58,9 +51,7 @@ def main() -> None:
             print(f"python3 -> {result.stdout.strip()}")
 
             # stdin is sent, then closed, so tools that read it never hang.
-            result = client.process.run(
-                sandbox.id, "wc", RunCommandOptions(args=["-l"], stdin="a\nb\n")
-            )
+            result = client.process.run(sandbox.id, "wc", RunCommandOptions(args=["-l"], stdin="a\nb\n"))
             print(f"wc -l counted {result.stdout.strip()} lines")
         finally:
             client.sandbox.delete(sandbox.id, force=True)

@@ -52,9 +52,7 @@ async def tasks_sharing_one_client() -> None:
         async def worker(worker_id: int) -> str:
             sandbox = await client.sandbox.create(TEMPLATE)
             try:
-                result = await client.process.run(
-                    sandbox.id, "echo", RunCommandOptions(args=[f"Worker {worker_id}"])
-                )
+                result = await client.process.run(sandbox.id, "echo", RunCommandOptions(args=[f"Worker {worker_id}"]))
                 return f"{result.stdout.strip()} in {sandbox.id}"
             finally:
                 await client.sandbox.delete(sandbox.id, force=True)

@@ -68,9 +68,7 @@ def main() -> None:
                     RunCommandOptions(args=["-c", "echo started; sleep 30"], timeout=1),
                 )
             except ProcessTimeoutError as e:
-                print(
-                    f"ProcessTimeoutError after {e.timeout}s; output so far: {e.stdout.strip()!r}"
-                )
+                print(f"ProcessTimeoutError after {e.timeout}s; output so far: {e.stdout.strip()!r}")
             else:
                 raise SystemExit("expected ProcessTimeoutError")
 

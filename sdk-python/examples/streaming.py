@@ -24,9 +24,7 @@ def main() -> None:
         try:
             # 1. A command that finishes: events arrive as output is produced, then `exit`.
             script = "for i in 1 2 3; do echo out $i; echo err $i >&2; sleep 0.1; done"
-            for event in client.process.run_stream(
-                sandbox.id, "sh", RunCommandOptions(args=["-c", script])
-            ):
+            for event in client.process.run_stream(sandbox.id, "sh", RunCommandOptions(args=["-c", script])):
                 if event.type == "stdout":
                     print(f"stdout: {event.data}", end="")
                 elif event.type == "stderr":

@@ -111,16 +111,12 @@ def check() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--check", action="store_true", help="do not write; exit 1 if _sync/ is out of date"
-    )
+    parser.add_argument("--check", action="store_true", help="do not write; exit 1 if _sync/ is out of date")
     args = parser.parse_args(argv)
     if args.check:
         problems = check()
         if problems:
-            print(
-                f"{problems} file(s) out of date; run: python scripts/unasync.py", file=sys.stderr
-            )
+            print(f"{problems} file(s) out of date; run: python scripts/unasync.py", file=sys.stderr)
             return 1
         print("_sync/ is up to date")
         return 0

@@ -103,9 +103,7 @@ class Driver:
         kwargs.setdefault("api_url", "http://workspace.test")
         client: Any
         if self.is_async:
-            client = AsyncWorkspaceClient(
-                **kwargs, http_client=httpx.AsyncClient(transport=transport)
-            )
+            client = AsyncWorkspaceClient(**kwargs, http_client=httpx.AsyncClient(transport=transport))
         else:
             client = WorkspaceClient(**kwargs, http_client=httpx.Client(transport=transport))
         self._clients.append(client)
@@ -114,9 +112,7 @@ class Driver:
     async def call(self, result: Any) -> Any:
         return await result if inspect.isawaitable(result) else result
 
-    async def collect(
-        self, stream: Any, limit: int | None = None, into: list[Any] | None = None
-    ) -> list[Any]:
+    async def collect(self, stream: Any, limit: int | None = None, into: list[Any] | None = None) -> list[Any]:
         """Iterate a stream, optionally stopping early with ``break``. Items also go to
         ``into`` as they arrive, so a caller still sees them if iteration raises."""
         items: list[Any] = [] if into is None else into

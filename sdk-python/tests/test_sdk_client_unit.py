@@ -82,9 +82,7 @@ async def test_create_without_params_sends_empty_object(driver: Any, wire: Any) 
 
 
 async def test_unknown_template(driver: Any, wire: Any) -> None:
-    client = driver.client(
-        lambda r: wire.error(404, "TEMPLATE_NOT_FOUND", "template nope not found")
-    )
+    client = driver.client(lambda r: wire.error(404, "TEMPLATE_NOT_FOUND", "template nope not found"))
     with pytest.raises(TemplateNotFoundError) as caught:
         await driver.call(client.sandbox.create(CreateSandboxParams(template="nope")))
     assert caught.value.template == "nope"  # filled in from the request when details omit it
@@ -99,9 +97,7 @@ async def test_get_list_exists_delete(driver: Any, wire: Any) -> None:
             return httpx.Response(200, json={"sandboxes": [wire.sandbox_json]})
         if path == "/api/v1/sandboxes/sbx-1":
             return httpx.Response(200, json=wire.sandbox_json)
-        not_found: httpx.Response = wire.error(
-            404, "SANDBOX_NOT_FOUND", "sandbox gone not found", sandbox_id="gone"
-        )
+        not_found: httpx.Response = wire.error(404, "SANDBOX_NOT_FOUND", "sandbox gone not found", sandbox_id="gone")
         return not_found
 
     client = driver.client(handler)
@@ -134,30 +130,22 @@ async def test_wait_for_state_polls_until_reached(driver: Any, wire: Any) -> Non
         return httpx.Response(200, json={**wire.sandbox_json, "state": next(states)})
 
     client = driver.client(handler)
-    sandbox = await driver.call(
-        client.sandbox.wait_for_state("sbx-1", "running", poll_interval=0.01)
-    )
+    sandbox = await driver.call(client.sandbox.wait_for_state("sbx-1", "running", poll_interval=0.01))
     assert sandbox.state == "running"
     assert len(driver.requests) == 3
 
 
 async def test_wait_for_state_times_out(driver: Any, wire: Any) -> None:
-    client = driver.client(
-        lambda r: httpx.Response(200, json={**wire.sandbox_json, "state": "starting"})
-    )
+    client = driver.client(lambda r: httpx.Response(200, json={**wire.sandbox_json, "state": "starting"}))
     with pytest.raises(WaitTimeoutError) as caught:
-        await driver.call(
-            client.sandbox.wait_for_state("sbx-1", "running", timeout=0.05, poll_interval=0.01)
-        )
+        await driver.call(client.sandbox.wait_for_state("sbx-1", "running", timeout=0.05, poll_interval=0.01))
     assert isinstance(caught.value, TimeoutError)
     assert caught.value.details["state"] == "starting"
 
 
 async def test_wait_for_state_fails_fast_on_error_state(driver: Any, wire: Any) -> None:
     client = driver.client(
-        lambda r: httpx.Response(
-            200, json={**wire.sandbox_json, "state": "error", "error_message": "agent crashed"}
-        )
+        lambda r: httpx.Response(200, json={**wire.sandbox_json, "state": "error", "error_message": "agent crashed"})
     )
     with pytest.raises(WorkspaceError, match="agent crashed") as caught:
         await driver.call(client.sandbox.wait_for_state("sbx-1", "running"))
@@ -166,9 +154,7 @@ async def test_wait_for_state_fails_fast_on_error_state(driver: Any, wire: Any) 
 
 async def test_templates(driver: Any) -> None:
     client = driver.client(
-        lambda r: httpx.Response(
-            200, json={"templates": [{"name": "workspace-test:latest", "description": "default"}]}
-        )
+        lambda r: httpx.Response(200, json={"templates": [{"name": "workspace-test:latest", "description": "default"}]})
     )
     templates = await driver.call(client.template.list())
     assert [(t.name, t.description) for t in templates] == [("workspace-test:latest", "default")]
@@ -179,9 +165,7 @@ async def test_templates(driver: Any) -> None:
 
 async def test_run_body_and_result(driver: Any) -> None:
     client = driver.client(
-        lambda r: httpx.Response(
-            200, json={"exit_code": 0, "stdout": "Hello World\n", "stderr": "", "pid": 7}
-        )
+        lambda r: httpx.Response(200, json={"exit_code": 0, "stdout": "Hello World\n", "stderr": "", "pid": 7})
     )
     result = await driver.call(
         client.process.run(
@@ -216,9 +200,7 @@ async def test_run_body_and_result(driver: Any) -> None:
 
 
 async def test_run_defaults(driver: Any) -> None:
-    client = driver.client(
-        lambda r: httpx.Response(200, json={"exit_code": 3, "stdout": "", "stderr": "x"})
-    )
+    client = driver.client(lambda r: httpx.Response(200, json={"exit_code": 3, "stdout": "", "stderr": "x"}))
     result = await driver.call(client.process.run("sbx-1", "false"))
     assert body(driver.requests[-1]) == {
         "command": "false",
@@ -238,9 +220,7 @@ async def test_run_extends_read_timeout_past_command_timeout(driver: Any) -> Non
         lambda r: httpx.Response(200, json={"exit_code": 0, "stdout": "", "stderr": ""}),
         timeout=5.0,
     )
-    await driver.call(
-        client.process.run("sbx-1", "sleep", RunCommandOptions(args=["100"], timeout=100))
-    )
+    await driver.call(client.process.run("sbx-1", "sleep", RunCommandOptions(args=["100"], timeout=100)))
     timeouts = driver.requests[-1].extensions["timeout"]
     assert timeouts["read"] == 110.0
     assert timeouts["connect"] == 5.0
@@ -268,9 +248,7 @@ async def test_run_errors(driver: Any, wire: Any) -> None:
     )
     client = driver.client(lambda r: next(responses))
     with pytest.raises(ProcessTimeoutError) as timed_out:
-        await driver.call(
-            client.process.run("sbx-1", "sleep", RunCommandOptions(args=["5"], timeout=1))
-        )
+        await driver.call(client.process.run("sbx-1", "sleep", RunCommandOptions(args=["5"], timeout=1)))
     assert timed_out.value.stdout == "partial"
     assert isinstance(timed_out.value, TimeoutError)
     with pytest.raises(CommandNotFoundError) as not_found:
@@ -282,9 +260,7 @@ async def test_kill_and_list(driver: Any) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         if request.method == "POST":
             return httpx.Response(204)
-        return httpx.Response(
-            200, json={"processes": [{"pid": 5, "command": "sleep", "args": ["9"], "pty": False}]}
-        )
+        return httpx.Response(200, json={"processes": [{"pid": 5, "command": "sleep", "args": ["9"], "pty": False}]})
 
     client = driver.client(handler)
     await driver.call(client.process.kill("sbx-1", 5))
@@ -310,9 +286,7 @@ def stream_chunks(wire: Any) -> list[bytes]:
 
 async def test_run_stream_yields_events_and_exposes_pid(driver: Any, wire: Any) -> None:
     tracked = wire.TrackingStream(stream_chunks(wire))
-    client = driver.client(
-        lambda r: httpx.Response(200, stream=tracked, headers={"content-type": "text/event-stream"})
-    )
+    client = driver.client(lambda r: httpx.Response(200, stream=tracked, headers={"content-type": "text/event-stream"}))
     stream = client.process.run_stream("sbx-1", "sh", RunCommandOptions(args=["-c", "x"]))
     assert driver.requests == []  # lazy: nothing sent until entered or iterated
     with pytest.raises(RuntimeError, match="not started"):
@@ -385,9 +359,7 @@ async def test_run_stream_json_error_raises_on_start(driver: Any, wire: Any) -> 
     assert stream.closed
 
 
-async def test_run_stream_error_before_start_raises_mapped_exception(
-    driver: Any, wire: Any
-) -> None:
+async def test_run_stream_error_before_start_raises_mapped_exception(driver: Any, wire: Any) -> None:
     chunks = [wire.sse("error", {"code": "AGENT_NOT_CONNECTED", "message": "agent gone"})]
     client = driver.client(lambda r: httpx.Response(200, stream=wire.TrackingStream(chunks)))
     from workspace_sdk import AgentNotConnectedError
@@ -407,9 +379,7 @@ async def test_run_stream_cut_short_raises_connection_error(driver: Any, wire: A
 
 
 async def test_run_stream_uses_keepalive_tolerant_read_timeout(driver: Any, wire: Any) -> None:
-    client = driver.client(
-        lambda r: httpx.Response(200, stream=wire.TrackingStream(stream_chunks(wire))), timeout=5.0
-    )
+    client = driver.client(lambda r: httpx.Response(200, stream=wire.TrackingStream(stream_chunks(wire))), timeout=5.0)
     await driver.collect(client.process.run_stream("sbx-1", "ls"))
     assert driver.requests[-1].extensions["timeout"]["read"] == 30.0
 
@@ -420,23 +390,17 @@ async def test_run_stream_uses_keepalive_tolerant_read_timeout(driver: Any, wire
 async def test_read_and_write(driver: Any, wire: Any) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         if request.method == "PUT":
-            return httpx.Response(
-                200, json={**wire.file_info_json, "size": len(read_body(request))}
-            )
+            return httpx.Response(200, json={**wire.file_info_json, "size": len(read_body(request))})
         return httpx.Response(200, content="héllo".encode())
 
     client = driver.client(handler)
-    assert (
-        await driver.call(client.filesystem.read("sbx-1", "/workspace/a.txt")) == "héllo".encode()
-    )
+    assert await driver.call(client.filesystem.read("sbx-1", "/workspace/a.txt")) == "héllo".encode()
     assert driver.requests[-1].url.params["path"] == "/workspace/a.txt"
     assert await driver.call(client.filesystem.read_string("sbx-1", "/workspace/a.txt")) == "héllo"
     info = await driver.call(client.filesystem.write("sbx-1", "/workspace/a.bin", b"\x00\x01\x02"))
     assert info.size == 3
     assert driver.requests[-1].method == "PUT"
-    info = await driver.call(
-        client.filesystem.write_string("sbx-1", "/workspace/h.txt", "Hello, World!")
-    )
+    info = await driver.call(client.filesystem.write_string("sbx-1", "/workspace/h.txt", "Hello, World!"))
     assert info.size == 13
 
 
@@ -473,9 +437,7 @@ async def test_upload_and_download_local_files(driver: Any, wire: Any, tmp_path:
             stored[path] = read_body(request)
             return httpx.Response(200, json={**wire.file_info_json, "size": len(stored[path])})
         if path not in stored:
-            missing: httpx.Response = wire.error(
-                404, "FILE_NOT_FOUND", f"{path} not found", path=path
-            )
+            missing: httpx.Response = wire.error(404, "FILE_NOT_FOUND", f"{path} not found", path=path)
             return missing
         chunks = [stored[path][i : i + 100_000] for i in range(0, len(stored[path]), 100_000)]
         return httpx.Response(
@@ -519,9 +481,7 @@ async def test_file_metadata_operations(driver: Any, wire: Any) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         path = request.url.path
         if path.endswith("/files/list"):
-            return httpx.Response(
-                200, json={"files": [wire.file_info_json, {**wire.file_info_json, "type": "other"}]}
-            )
+            return httpx.Response(200, json={"files": [wire.file_info_json, {**wire.file_info_json, "type": "other"}]})
         if path.endswith("/files/exists"):
             return httpx.Response(200, json={"exists": request.url.params["path"] == "/yes"})
         if request.method == "DELETE":
@@ -556,9 +516,7 @@ async def test_auth_header_and_user_agent(driver: Any, wire: Any) -> None:
     assert headers["user-agent"].startswith("workspace-sdk-python/")
 
 
-async def test_no_auth_header_without_key(
-    driver: Any, wire: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_no_auth_header_without_key(driver: Any, wire: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WORKSPACE_API_KEY", raising=False)
     client = driver.client(lambda r: httpx.Response(200, json=wire.sandbox_json))
     await driver.call(client.sandbox.get("sbx-1"))
@@ -641,11 +599,7 @@ async def test_closed_client_refuses_requests(driver: Any, wire: Any) -> None:
 async def test_context_manager_closes_owned_pool(driver: Any) -> None:
     from workspace_sdk import AsyncWorkspaceClient, WorkspaceClient
 
-    client: Any = (
-        AsyncWorkspaceClient("http://x.test")
-        if driver.is_async
-        else WorkspaceClient("http://x.test")
-    )
+    client: Any = AsyncWorkspaceClient("http://x.test") if driver.is_async else WorkspaceClient("http://x.test")
     entered = await driver.enter(client)
     assert entered is client
     await driver.exit(client)
@@ -660,9 +614,7 @@ async def test_caller_supplied_http_client_is_not_closed(driver: Any) -> None:
 
 
 async def test_finished_or_closed_stream_iterates_as_empty(driver: Any, wire: Any) -> None:
-    client = driver.client(
-        lambda r: httpx.Response(200, stream=wire.TrackingStream(stream_chunks(wire)))
-    )
+    client = driver.client(lambda r: httpx.Response(200, stream=wire.TrackingStream(stream_chunks(wire))))
     stream = client.process.run_stream("sbx-1", "ls")
     assert len(await driver.collect(stream)) == 3
     assert await driver.collect(stream) == []  # already finished: nothing more, no error

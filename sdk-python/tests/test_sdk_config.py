@@ -68,9 +68,7 @@ def test_websocket_urls() -> None:
     assert config.websocket_url("/sandboxes/s/pty", {"cols": "80", "shell": "/bin/bash"}) == (
         "wss://host.test/prefix/api/v1/sandboxes/s/pty?cols=80&shell=%2Fbin%2Fbash"
     )
-    assert (
-        ClientConfig.resolve("http://h:1", None, 1).websocket_url("/x", {}) == "ws://h:1/api/v1/x"
-    )
+    assert ClientConfig.resolve("http://h:1", None, 1).websocket_url("/x", {}) == "ws://h:1/api/v1/x"
 
 
 def test_timeout_policies() -> None:

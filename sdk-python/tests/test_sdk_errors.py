@@ -75,12 +75,8 @@ def envelope_body(code: str, message: str = "boom", **details: object) -> bytes:
     return httpx.Response(200, json={"code": code, "message": message, "details": details}).content
 
 
-@pytest.mark.parametrize(
-    ("code", "status", "expected"), [(c, s, e) for c, (s, e) in DOCUMENTED.items()]
-)
-def test_documented_code_maps_to_exact_class(
-    code: str, status: int, expected: type[WorkspaceError]
-) -> None:
+@pytest.mark.parametrize(("code", "status", "expected"), [(c, s, e) for c, (s, e) in DOCUMENTED.items()])
+def test_documented_code_maps_to_exact_class(code: str, status: int, expected: type[WorkspaceError]) -> None:
     error = error_from_response(status, envelope_body(code, "what happened"))
     assert type(error) is expected
     assert error.code == code
@@ -102,9 +98,7 @@ def test_table_matches_docs_api_md() -> None:
         flags=re.MULTILINE,
     )
     assert len(rows) >= 20
-    documented = {
-        code: class_name for codes, class_name in rows for code in re.findall(r"`([A-Z_]+)`", codes)
-    }
+    documented = {code: class_name for codes, class_name in rows for code in re.findall(r"`([A-Z_]+)`", codes)}
     assert set(documented) == set(ERROR_CODE_TABLE)
     for code, class_name in documented.items():
         assert ERROR_CODE_TABLE[code] is getattr(workspace_sdk, class_name), code
@@ -121,9 +115,7 @@ def test_unknown_code_is_plain_workspace_error() -> None:
     assert (error.code, error.message, error.status_code) == ("TEAPOT", "short and stout", 418)
 
 
-@pytest.mark.parametrize(
-    "body", [b"<html>Bad Gateway</html>", b"", b"not json", b'{"detail": "no code"}', b"[1]"]
-)
+@pytest.mark.parametrize("body", [b"<html>Bad Gateway</html>", b"", b"not json", b'{"detail": "no code"}', b"[1]"])
 def test_non_envelope_body_becomes_http_status_code(body: bytes) -> None:
     error = error_from_response(502, body, reason="Bad Gateway")
     assert type(error) is WorkspaceError
@@ -155,9 +147,7 @@ def test_details_and_attributes() -> None:
 
 
 def test_process_timeout_carries_partial_output() -> None:
-    error = error_from_response(
-        408, envelope_body("PROCESS_TIMEOUT", timeout=5, stdout="so far", stderr="warn")
-    )
+    error = error_from_response(408, envelope_body("PROCESS_TIMEOUT", timeout=5, stdout="so far", stderr="warn"))
     assert isinstance(error, ProcessTimeoutError)
     assert (error.timeout, error.stdout, error.stderr) == (5.0, "so far", "warn")
 
@@ -185,9 +175,7 @@ def test_context_fills_gaps_but_server_details_win() -> None:
         (WaitTimeoutError, builtins.TimeoutError, errno.ETIMEDOUT),
     ],
 )
-def test_builtin_exception_compatibility(
-    cls: type[WorkspaceError], builtin: type[OSError], errno_value: int
-) -> None:
+def test_builtin_exception_compatibility(cls: type[WorkspaceError], builtin: type[OSError], errno_value: int) -> None:
     error = cls("went wrong", details={"path": "/workspace/x"})
     assert isinstance(error, WorkspaceError)
     assert isinstance(error, builtin)

@@ -75,9 +75,7 @@ def test_readme_import_lines_resolve() -> None:
     imported: set[str] = set()
     for block in text.split("from workspace_sdk import")[1:]:
         head = block.split(")")[0] if block.lstrip().startswith("(") else block.split("\n")[0]
-        imported |= {
-            n.strip(" (\n,") for n in head.replace("\n", ",").split(",") if n.strip(" (\n,")
-        }
+        imported |= {n.strip(" (\n,") for n in head.replace("\n", ",").split(",") if n.strip(" (\n,")}
     assert imported, "README has no `from workspace_sdk import` lines"
     assert imported <= set(workspace_sdk.__all__)
 

@@ -72,11 +72,7 @@ class FakePtyServer:
         else:
             ws.send(b"prompt$ ")
         if path.startswith("/api/v1/sandboxes/sbx-vanish/"):
-            ws.send(
-                json.dumps(
-                    {"type": "error", "code": "AGENT_NOT_CONNECTED", "message": "agent went away"}
-                )
-            )
+            ws.send(json.dumps({"type": "error", "code": "AGENT_NOT_CONNECTED", "message": "agent went away"}))
             ws.close(4503)
             return
         try:
@@ -105,9 +101,7 @@ def fake_server() -> Iterator[FakePtyServer]:
 
 def rest_handler(request: httpx.Request) -> httpx.Response:
     if request.url.path.endswith("/pty") and request.method == "GET":
-        return httpx.Response(
-            200, json={"ptys": [{"pty_id": "pty-1", "pid": 42, "cols": 80, "rows": 24}]}
-        )
+        return httpx.Response(200, json={"ptys": [{"pty_id": "pty-1", "pid": 42, "cols": 80, "rows": 24}]})
     return httpx.Response(204)
 
 
@@ -137,13 +131,9 @@ class Output:
 
 async def test_session_round_trip(driver: Any, fake_server: FakePtyServer) -> None:
     client = driver.client(rest_handler, api_url=fake_server.url, api_key="k")
-    pty = await driver.call(
-        client.pty.connect("sbx-1", PtyOptions(cols=120, rows=40, shell="/bin/bash"))
-    )
+    pty = await driver.call(client.pty.connect("sbx-1", PtyOptions(cols=120, rows=40, shell="/bin/bash")))
     assert (pty.pty_id, pty.pid, pty.sandbox_id) == ("pty-1", 42, "sbx-1")
-    assert (
-        fake_server.paths[-1] == "/api/v1/sandboxes/sbx-1/pty?cols=120&rows=40&shell=%2Fbin%2Fbash"
-    )
+    assert fake_server.paths[-1] == "/api/v1/sandboxes/sbx-1/pty?cols=120&rows=40&shell=%2Fbin%2Fbash"
     assert fake_server.auth_headers[-1] == "Bearer k"
 
     output = Output()
@@ -207,9 +197,7 @@ async def test_close_code_without_error_frame(driver: Any, fake_server: FakePtyS
     assert caught.value.sandbox_id == "sbx-silent"
 
 
-async def test_error_during_session_is_raised_by_wait(
-    driver: Any, fake_server: FakePtyServer
-) -> None:
+async def test_error_during_session_is_raised_by_wait(driver: Any, fake_server: FakePtyServer) -> None:
     client = driver.client(rest_handler, api_url=fake_server.url)
     pty = await driver.call(client.pty.connect("sbx-vanish"))
     with pytest.raises(AgentNotConnectedError, match="agent went away"):
@@ -226,9 +214,7 @@ async def test_wait_timeout(driver: Any, fake_server: FakePtyServer) -> None:
     await driver.call(pty.close())
 
 
-async def test_failing_callback_does_not_stop_the_session(
-    driver: Any, fake_server: FakePtyServer
-) -> None:
+async def test_failing_callback_does_not_stop_the_session(driver: Any, fake_server: FakePtyServer) -> None:
     client = driver.client(rest_handler, api_url=fake_server.url)
     pty = await driver.call(client.pty.connect("sbx-1"))
 
@@ -243,9 +229,7 @@ async def test_failing_callback_does_not_stop_the_session(
     await driver.call(pty.close())
 
 
-async def test_closing_the_client_closes_its_sessions(
-    driver: Any, fake_server: FakePtyServer
-) -> None:
+async def test_closing_the_client_closes_its_sessions(driver: Any, fake_server: FakePtyServer) -> None:
     client = driver.client(rest_handler, api_url=fake_server.url)
     first = await driver.call(client.pty.connect("sbx-1"))
     second = await driver.call(client.pty.connect("sbx-1"))
@@ -272,7 +256,5 @@ async def test_connection_refused(driver: Any) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     client = driver.client(rest_handler, api_url=f"http://127.0.0.1:{port}")
-    with pytest.raises(
-        WorkspaceConnectionError, match=f"ws://127.0.0.1:{port}/api/v1/sandboxes/s/pty"
-    ):
+    with pytest.raises(WorkspaceConnectionError, match=f"ws://127.0.0.1:{port}/api/v1/sandboxes/s/pty"):
         await driver.call(client.pty.connect("s"))

@@ -19,9 +19,7 @@ def decode(*chunks: bytes) -> list[ServerSentEvent]:
 
 
 def test_event_and_data_fields() -> None:
-    assert decode(b'event: stdout\ndata: {"data": "hi"}\n\n') == [
-        ServerSentEvent("stdout", '{"data": "hi"}')
-    ]
+    assert decode(b'event: stdout\ndata: {"data": "hi"}\n\n') == [ServerSentEvent("stdout", '{"data": "hi"}')]
 
 
 def test_event_type_defaults_to_message() -> None:
@@ -29,9 +27,7 @@ def test_event_type_defaults_to_message() -> None:
 
 
 def test_multiline_data_is_joined_with_newlines() -> None:
-    assert decode(b"data: one\ndata: two\ndata:\ndata: four\n\n") == [
-        ServerSentEvent("message", "one\ntwo\n\nfour")
-    ]
+    assert decode(b"data: one\ndata: two\ndata:\ndata: four\n\n") == [ServerSentEvent("message", "one\ntwo\n\nfour")]
 
 
 def test_comments_are_ignored_including_keepalives() -> None:
@@ -52,9 +48,7 @@ def test_mixed_line_endings() -> None:
 def test_crlf_split_between_chunks_is_one_line_end() -> None:
     # A CR at the end of one chunk and the LF at the start of the next must not produce an
     # extra blank line (which would dispatch too early and drop the second data line).
-    assert decode(b"data: 1\r", b"\ndata: 2\r", b"\n\r", b"\n") == [
-        ServerSentEvent("message", "1\n2")
-    ]
+    assert decode(b"data: 1\r", b"\ndata: 2\r", b"\n\r", b"\n") == [ServerSentEvent("message", "1\n2")]
 
 
 def test_id_and_retry_are_ignored() -> None:
@@ -66,9 +60,7 @@ def test_unknown_fields_are_ignored() -> None:
 
 
 def test_only_one_leading_space_is_stripped() -> None:
-    assert decode(b"data:  two spaces\ndata:none\n\n") == [
-        ServerSentEvent("message", " two spaces\nnone")
-    ]
+    assert decode(b"data:  two spaces\ndata:none\n\n") == [ServerSentEvent("message", " two spaces\nnone")]
 
 
 def test_field_without_colon_has_empty_value() -> None:

@@ -69,9 +69,7 @@ def test_generated_files_carry_a_do_not_edit_header() -> None:
 
 
 def test_sync_package_is_up_to_date() -> None:
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--check"], capture_output=True, text=True, check=False
-    )
+    result = subprocess.run([sys.executable, str(SCRIPT), "--check"], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -55,8 +55,9 @@ async def test_symlinked_socket_is_refused(tmp_path: Path) -> None:
         await connection.close()
 
 
-async def cut_off_by_flood(tmp_path: Path, frame: Callable[[int], bytes], count: int,
-                           request: dict[str, Any]) -> AgentStream:
+async def cut_off_by_flood(
+    tmp_path: Path, frame: Callable[[int], bytes], count: int, request: dict[str, Any]
+) -> AgentStream:
     """Open a stream on a fake agent that sends `count` copies of frame(stream id) at once;
     the link must drop. Returns the stream, for what it says afterwards."""
     lost = asyncio.Event()
@@ -82,8 +83,12 @@ async def cut_off_by_flood(tmp_path: Path, frame: Callable[[int], bytes], count:
 
 async def test_agent_ignoring_flow_control_is_cut_off(tmp_path: Path) -> None:
     chunk = b"x" * wire.CHUNK
-    stream = await cut_off_by_flood(tmp_path, lambda stream_id: wire.encode(stream_id, wire.OUT, chunk),
-                                    wire.WINDOW // wire.CHUNK + 4, {"op": "read", "path": "/x"})
+    stream = await cut_off_by_flood(
+        tmp_path,
+        lambda stream_id: wire.encode(stream_id, wire.OUT, chunk),
+        wire.WINDOW // wire.CHUNK + 4,
+        {"op": "read", "path": "/x"},
+    )
     with pytest.raises(AgentDisconnected):
         while True:
             await stream.recv()
@@ -115,8 +120,11 @@ async def test_a_frame_that_breaks_the_protocol_drops_the_link(tmp_path: Path, b
 async def test_agent_flooding_unread_messages_is_cut_off(tmp_path: Path) -> None:
     padding = "x" * (wire.CHUNK - 64)
     await cut_off_by_flood(  # a spawn's stream, never read
-        tmp_path, lambda stream_id: wire.encode_json(stream_id, wire.MSG, {"type": "started", "padding": padding}),
-        MAX_PENDING_MESSAGE_BYTES // wire.CHUNK + 2, {"op": "spawn", "argv": ["true"]})
+        tmp_path,
+        lambda stream_id: wire.encode_json(stream_id, wire.MSG, {"type": "started", "padding": padding}),
+        MAX_PENDING_MESSAGE_BYTES // wire.CHUNK + 2,
+        {"op": "spawn", "argv": ["true"]},
+    )
 
 
 async def test_frames_reach_their_streams_in_order_however_the_bytes_arrive(tmp_path: Path) -> None:
@@ -128,7 +136,7 @@ async def test_frames_reach_their_streams_in_order_however_the_bytes_arrive(tmp_
         data += wire.encode(stream_id, wire.CLOSE)
         position, step = 0, 1
         while position < len(data):  # pieces of 1, 2, 4... bytes up to 128 KiB, then again
-            writer.write(data[position:position + step])
+            writer.write(data[position : position + step])
             await writer.drain()
             position += step
             step = 1 if step >= 128 * 1024 else step * 2

@@ -103,7 +103,8 @@ REAPER_SCRIPT = textwrap.dedent("""
 
 
 def test_reaper_hands_over_an_exit_that_came_before_registration() -> None:
-    answer = subprocess.run([sys.executable, "-c", REAPER_SCRIPT], capture_output=True, text=True, timeout=30,
-                            check=False)
+    answer = subprocess.run(
+        [sys.executable, "-c", REAPER_SCRIPT], capture_output=True, text=True, timeout=30, check=False
+    )
     assert answer.returncode == 0, answer.stderr
     assert answer.stdout.split() == ["7", "137"], answer.stdout

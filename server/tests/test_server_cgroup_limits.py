@@ -27,15 +27,21 @@ def test_growing_memory_raises_memory_plus_swap_first() -> None:
         ("/m/memory.limit_in_bytes", str((2048 + 48) * MIB)),
         ("/m/workload/memory.memsw.limit_in_bytes", str(2048 * MIB)),
         ("/m/workload/memory.limit_in_bytes", str(2048 * MIB)),
-        ("/c/cpu.cfs_quota_us", "200000"), ("/c/cpu.shares", "2048"), ("/p/pids.max", "1024"),
+        ("/c/cpu.cfs_quota_us", "200000"),
+        ("/c/cpu.shares", "2048"),
+        ("/p/pids.max", "1024"),
     ]
 
 
 def test_shrinking_memory_lowers_memory_plus_swap_last() -> None:
     writes = plan(ResourceLimits(memory_mb=512), ResourceLimits(memory_mb=64, cpu=0.5, pids=16))
     names = [path for path, _ in writes]
-    assert names[:4] == ["/m/memory.limit_in_bytes", "/m/memory.memsw.limit_in_bytes",
-                         "/m/workload/memory.limit_in_bytes", "/m/workload/memory.memsw.limit_in_bytes"]
+    assert names[:4] == [
+        "/m/memory.limit_in_bytes",
+        "/m/memory.memsw.limit_in_bytes",
+        "/m/workload/memory.limit_in_bytes",
+        "/m/workload/memory.memsw.limit_in_bytes",
+    ]
     assert ("/c/cpu.cfs_quota_us", "50000") in writes
     assert ("/c/cpu.shares", "512") in writes
 
@@ -44,7 +50,8 @@ def test_a_new_cgroup_gets_its_memory_limit_before_memory_plus_swap() -> None:
     writes = cgroup_limits.memory_writes(WORKLOAD, cgroup_limits.NO_LIMIT, 64 * MIB, has_memsw=True)
     assert [(str(path), value) for path, value in writes] == [
         ("/m/workload/memory.limit_in_bytes", str(64 * MIB)),
-        ("/m/workload/memory.memsw.limit_in_bytes", str(64 * MIB))]
+        ("/m/workload/memory.memsw.limit_in_bytes", str(64 * MIB)),
+    ]
 
 
 def test_without_swap_accounting_only_the_memory_limits_are_written() -> None:
@@ -56,8 +63,15 @@ def test_without_swap_accounting_only_the_memory_limits_are_written() -> None:
 def test_the_values_are_those_a_new_sandbox_gets_from_runc() -> None:
     wanted = ResourceLimits(cpu=1.5, memory_mb=300, pids=77)
     spec = SandboxSpec("sbx-x", Template("t", ""), wanted, False)
-    resources = oci_config.build_config(spec, writable_dir=Path("/w"), run_dir=Path("/r"), agent_dir=Path("/a"),
-                                        etc_dir=Path("/e"), cgroups_path="/x", host_uid=100000)["linux"]["resources"]
+    resources = oci_config.build_config(
+        spec,
+        writable_dir=Path("/w"),
+        run_dir=Path("/r"),
+        agent_dir=Path("/a"),
+        etc_dir=Path("/e"),
+        cgroups_path="/x",
+        host_uid=100000,
+    )["linux"]["resources"]
     writes = dict(plan(ResourceLimits(), wanted))
     assert writes["/m/memory.limit_in_bytes"] == str(resources["memory"]["limit"])
     assert writes["/m/memory.memsw.limit_in_bytes"] == str(resources["memory"]["swap"])

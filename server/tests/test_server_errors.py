@@ -11,12 +11,24 @@ def test_every_error_class_has_a_status() -> None:
 
 def test_envelope_shape() -> None:
     error = errors.SandboxNotFound("sbx-1")
-    assert error.envelope() == {"code": "SANDBOX_NOT_FOUND", "message": "sandbox sbx-1 not found",
-                                "details": {"sandbox_id": "sbx-1"}}
+    assert error.envelope() == {
+        "code": "SANDBOX_NOT_FOUND",
+        "message": "sandbox sbx-1 not found",
+        "details": {"sandbox_id": "sbx-1"},
+    }
     assert error.http_status == 404
 
 
 def test_seed_codes_are_stable() -> None:
-    for code in ("SANDBOX_NOT_FOUND", "TEMPLATE_NOT_FOUND", "FILE_NOT_FOUND", "PERMISSION_DENIED",
-                 "PROCESS_TIMEOUT", "PTY_NOT_FOUND", "AGENT_NOT_CONNECTED", "INVALID_REQUEST", "UNAUTHORIZED"):
+    for code in (
+        "SANDBOX_NOT_FOUND",
+        "TEMPLATE_NOT_FOUND",
+        "FILE_NOT_FOUND",
+        "PERMISSION_DENIED",
+        "PROCESS_TIMEOUT",
+        "PTY_NOT_FOUND",
+        "AGENT_NOT_CONNECTED",
+        "INVALID_REQUEST",
+        "UNAUTHORIZED",
+    ):
         assert code in errors.HTTP_STATUS

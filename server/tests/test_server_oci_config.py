@@ -13,8 +13,15 @@ HOST_UID = 100000 + 3 * 65536
 
 def build(limits: ResourceLimits = DEFAULT_LIMITS) -> dict[str, Any]:
     spec = SandboxSpec("sbx-1", Template("default", ""), limits, False)
-    return oci_config.build_config(spec, writable_dir=Path("/d/rw"), run_dir=Path("/d/run"), agent_dir=Path("/a"),
-                                   etc_dir=Path("/e"), cgroups_path="/cg/sbx-1", host_uid=HOST_UID)
+    return oci_config.build_config(
+        spec,
+        writable_dir=Path("/d/rw"),
+        run_dir=Path("/d/run"),
+        agent_dir=Path("/a"),
+        etc_dir=Path("/e"),
+        cgroups_path="/cg/sbx-1",
+        host_uid=HOST_UID,
+    )
 
 
 def test_every_namespace_is_private() -> None:

@@ -20,12 +20,12 @@ def test_sse_frames() -> None:
 def test_sse_output_event_is_one_data_line_whatever_the_text() -> None:
     """Output is arbitrary: every character that could end an SSE line or the JSON string
     is escaped, and the text comes back exactly."""
-    hostile = "line\r\nnext\rcr\x00nul\x1besc\"quote\\back\u2028sep é€ 🚀\n\ndata: fake\n\n"
+    hostile = 'line\r\nnext\rcr\x00nul\x1besc"quote\\back\u2028sep é€ 🚀\n\ndata: fake\n\n'
     frame = sse(ProcessEvent("stderr", {"data": hostile}))
     head, data_line, rest = frame.split(b"\n", 2)
     assert head == b"event: stderr" and rest == b"\n"
     assert data_line.startswith(b"data: ")
-    assert json.loads(data_line[len(b"data: "):]) == {"data": hostile}
+    assert json.loads(data_line[len(b"data: ") :]) == {"data": hostile}
 
 
 def test_sse_other_events() -> None:
@@ -36,7 +36,7 @@ def test_sse_other_events() -> None:
 def test_utf8_is_never_split() -> None:
     decoder = Utf8Stream()
     encoded = "é€".encode()
-    parts = [decoder.feed(encoded[i:i + 1]) for i in range(len(encoded))]
+    parts = [decoder.feed(encoded[i : i + 1]) for i in range(len(encoded))]
     assert "".join(parts) == "é€"
     assert all(p in ("", "é", "€") for p in parts)
     assert decoder.feed(b"\xff") == "\ufffd"
@@ -46,12 +46,13 @@ def test_utf8_is_never_split() -> None:
 def test_pieces_read_like_the_stdlib_incremental_decoder(seed: int) -> None:
     rng = random.Random(seed)
     alphabet = ["a", "\n", "é", "€", "😀", "\u2028"]
-    data = b"".join(rng.choice(alphabet).encode() if rng.random() < 0.9 else bytes([rng.choice(INVALID)])
-                    for _ in range(300))
+    data = b"".join(
+        rng.choice(alphabet).encode() if rng.random() < 0.9 else bytes([rng.choice(INVALID)]) for _ in range(300)
+    )
     chunks, position = [], 0
     while position < len(data):
         size = rng.randint(1, 9)
-        chunks.append(data[position:position + size])
+        chunks.append(data[position : position + size])
         position += size
     ours = Utf8Stream()
     text = "".join(ours.feed(chunk) for chunk in chunks) + ours.flush()

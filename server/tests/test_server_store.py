@@ -8,9 +8,18 @@ from workspace_server.store.sqlite import SandboxStore
 
 
 def record(sandbox_id: str, state: SandboxState = SandboxState.RUNNING) -> Sandbox:
-    return Sandbox(id=sandbox_id, template="default", state=state, created_at="2026-01-01T00:00:00Z",
-                   updated_at="2026-01-01T00:00:00Z", limits=ResourceLimits(), env={"A": "1"},
-                   metadata={"k": "v"}, timeout=5, expires_at=123.5)
+    return Sandbox(
+        id=sandbox_id,
+        template="default",
+        state=state,
+        created_at="2026-01-01T00:00:00Z",
+        updated_at="2026-01-01T00:00:00Z",
+        limits=ResourceLimits(),
+        env={"A": "1"},
+        metadata={"k": "v"},
+        timeout=5,
+        expires_at=123.5,
+    )
 
 
 def test_round_trip_and_filter(tmp_path: Path) -> None:

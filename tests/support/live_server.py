@@ -48,8 +48,9 @@ def data_root(prefix: str = "ws-test-") -> Path:
     return root
 
 
-def start_server(data_dir: Path, api_key: str | None = None, extra: list[str] | None = None,
-                 env: dict[str, str] | None = None) -> LiveServer:
+def start_server(
+    data_dir: Path, api_key: str | None = None, extra: list[str] | None = None, env: dict[str, str] | None = None
+) -> LiveServer:
     port = free_port()
     log_path = data_dir.with_suffix(".log")
     cmd = [*workspace_command(), "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)]
@@ -59,8 +60,7 @@ def start_server(data_dir: Path, api_key: str | None = None, extra: list[str] | 
     full_env = {**os.environ, **(env or {})}
     full_env.pop("WORKSPACE_API_KEY", None)
     log = open(log_path, "ab")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env,
-                            start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -96,16 +96,24 @@ def network_peer() -> Iterator[Peer]:
         if server is not None:
             server.kill()
             server.wait()
-        for command in (f"ip route del {PUBLIC}/32", f"ip route del {LINK_LOCAL}/32", f"ip link del {name}h",
-                        f"ip netns del {name}"):
+        for command in (
+            f"ip route del {PUBLIC}/32",
+            f"ip route del {LINK_LOCAL}/32",
+            f"ip link del {name}h",
+            f"ip netns del {name}",
+        ):
             subprocess.run(command, shell=True, capture_output=True)
 
 
 def wait_until_listening(namespace: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        listening = subprocess.run(["ip", "netns", "exec", namespace, "ss", "-Hltn", f"sport = :{PORT}"],
-                                   capture_output=True, text=True, check=False).stdout
+        listening = subprocess.run(
+            ["ip", "netns", "exec", namespace, "ss", "-Hltn", f"sport = :{PORT}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
         if listening.strip():
             return
         time.sleep(0.05)
@@ -115,7 +123,9 @@ def wait_until_listening(namespace: str, timeout: float = 10.0) -> None:
 def probe(api: httpx.Client, sandbox_id: str, *targets: tuple[str, int]) -> dict[tuple[str, int], str]:
     """Connect from the sandbox to each (host, port): 'answered <greeting>' or 'failed <errno>'."""
     args = [f"{host},{port}" for host, port in targets]
-    body = api.post(f"/sandboxes/{sandbox_id}/processes/run",
-                    json={"command": "python3", "args": ["-c", PROBE, *args], "timeout": 30}).json()
+    body = api.post(
+        f"/sandboxes/{sandbox_id}/processes/run",
+        json={"command": "python3", "args": ["-c", PROBE, *args], "timeout": 30},
+    ).json()
     lines = dict(line.split(" ", 1) for line in str(body["stdout"]).splitlines())
     return {(host, port): lines[f"{host},{port}"] for host, port in targets}

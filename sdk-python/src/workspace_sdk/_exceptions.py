@@ -350,9 +350,7 @@ def error_from_response(
     text = body.decode("utf-8", errors="replace").strip()
     summary = f"HTTP {status_code} {reason}".rstrip()
     message = f"{summary}: {text[:500]}" if text else summary
-    return WorkspaceError(
-        message, code=f"HTTP_{status_code}", details=context, status_code=status_code
-    )
+    return WorkspaceError(message, code=f"HTTP_{status_code}", details=context, status_code=status_code)
 
 
 def error_from_transport(exc: Exception, url: str) -> WorkspaceConnectionError:

@@ -95,7 +95,7 @@ class SSEDecoder:
             self._at_stream_start = False
             tail = tail.removeprefix(b"\xef\xbb\xbf")  # a byte order mark
         if tail.startswith(_DATA_FIELD):  # the bulk of a stream: decoded without a re-split
-            self._data_lines.append(tail[len(_DATA_FIELD):].decode("utf-8", "replace"))
+            self._data_lines.append(tail[len(_DATA_FIELD) :].decode("utf-8", "replace"))
             return
         event = self._process_line(tail.decode("utf-8", "replace"))
         if event is not None:

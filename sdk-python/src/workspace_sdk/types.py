@@ -196,8 +196,6 @@ FileContent: TypeAlias = bytes | bytearray | memoryview | IO[bytes] | Iterable[b
 """What ``WorkspaceClient.filesystem.write`` accepts: bytes, a binary file object, or an
 iterable of byte chunks. File objects and iterables are streamed, never read whole."""
 
-AsyncFileContent: TypeAlias = (
-    bytes | bytearray | memoryview | IO[bytes] | Iterable[bytes] | AsyncIterable[bytes]
-)
+AsyncFileContent: TypeAlias = bytes | bytearray | memoryview | IO[bytes] | Iterable[bytes] | AsyncIterable[bytes]
 """What ``AsyncWorkspaceClient.filesystem.write`` accepts: ``FileContent`` or an async
 iterable of byte chunks (for instance another sandbox's ``read_stream``)."""

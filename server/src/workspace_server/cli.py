@@ -24,7 +24,8 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind")] = 8080,
     data_dir: Annotated[Path, typer.Option(envvar="WORKSPACE_DATA_DIR", help="State and sandboxes")] = Path(
-        "/var/lib/workspace"),
+        "/var/lib/workspace"
+    ),
     api_key: Annotated[str | None, typer.Option(envvar="WORKSPACE_API_KEY", help="Required API key")] = None,
     pool_size: Annotated[int, typer.Option(envvar="WORKSPACE_POOL_SIZE", help="Warm sandboxes per template")] = 2,
     max_sandboxes: Annotated[int, typer.Option(envvar="WORKSPACE_MAX_SANDBOXES")] = 500,
@@ -33,11 +34,15 @@ def serve(
     default_pids: Annotated[int, typer.Option(envvar="WORKSPACE_DEFAULT_PIDS")] = 256,
     default_disk_mb: Annotated[int, typer.Option(envvar="WORKSPACE_DEFAULT_DISK_MB")] = 1024,
     log_level: Annotated[str, typer.Option(envvar="WORKSPACE_LOG_LEVEL")] = "INFO",
-    network_allow: Annotated[list[str] | None, typer.Option(
-        envvar="WORKSPACE_NETWORK_ALLOW",
-        help="An IPv4 range (CIDR) that sandboxes with network=true may reach although it is private, "
-             "link-local or the host's own; repeat it, or separate ranges with commas. Without it they "
-             "reach public addresses only")] = None,
+    network_allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="WORKSPACE_NETWORK_ALLOW",
+            help="An IPv4 range (CIDR) that sandboxes with network=true may reach although it is private, "
+            "link-local or the host's own; repeat it, or separate ranges with commas. Without it they "
+            "reach public addresses only",
+        ),
+    ] = None,
 ) -> None:
     """Run the Workspace service with the embedded local runtime."""
     import uvicorn
@@ -51,14 +56,23 @@ def serve(
         typer.echo(f"error: --network-allow: {exc}", err=True)
         raise typer.Exit(2) from None
     settings = Settings(
-        data_dir=data_dir.resolve(), host=host, port=port, api_key=api_key or None, pool_size=pool_size,
-        max_sandboxes=max_sandboxes, network_allow=allowed,
-        default_limits=ResourceLimits(cpu=default_cpu, memory_mb=default_memory_mb, pids=default_pids,
-                                      disk_mb=default_disk_mb),
+        data_dir=data_dir.resolve(),
+        host=host,
+        port=port,
+        api_key=api_key or None,
+        pool_size=pool_size,
+        max_sandboxes=max_sandboxes,
+        network_allow=allowed,
+        default_limits=ResourceLimits(
+            cpu=default_cpu, memory_mb=default_memory_mb, pids=default_pids, disk_mb=default_disk_mb
+        ),
     )
     if not settings.loopback_only and not settings.api_key:
-        typer.echo(f"error: refusing to listen on {host} without an API key: anyone who can reach it could run "
-                   "code. Set --api-key or WORKSPACE_API_KEY, or bind 127.0.0.1.", err=True)
+        typer.echo(
+            f"error: refusing to listen on {host} without an API key: anyone who can reach it could run "
+            "code. Set --api-key or WORKSPACE_API_KEY, or bind 127.0.0.1.",
+            err=True,
+        )
         raise typer.Exit(2)
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -74,12 +88,19 @@ def serve(
     except WorkspaceError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
-    uvicorn.run(create_app(settings, runtime, checked=True), host=host, port=port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=int(settings.shutdown_grace_seconds), ws_max_size=1 << 20,
-                # Longer than clients' own idle expiry (httpx: 5 s), so a client never reuses a
-                # connection the server is closing at that very moment.
-                timeout_keep_alive=75,
-                h11_max_incomplete_event_size=64 * 1024)
+    uvicorn.run(
+        create_app(settings, runtime, checked=True),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+        ws_max_size=1 << 20,
+        # Longer than clients' own idle expiry (httpx: 5 s), so a client never reuses a
+        # connection the server is closing at that very moment.
+        timeout_keep_alive=75,
+        h11_max_incomplete_event_size=64 * 1024,
+    )
 
 
 @app.command()

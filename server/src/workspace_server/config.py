@@ -16,8 +16,9 @@ class Settings:
     port: int = 8080
     api_key: str | None = None
     default_limits: ResourceLimits = field(default_factory=ResourceLimits)
-    max_limits: ResourceLimits = field(default_factory=lambda: ResourceLimits(
-        cpu=8.0, memory_mb=16384, pids=4096, disk_mb=65536))
+    max_limits: ResourceLimits = field(
+        default_factory=lambda: ResourceLimits(cpu=8.0, memory_mb=16384, pids=4096, disk_mb=65536)
+    )
     max_sandboxes: int = 500
     pool_size: int = 2
     default_timeout: int | None = None

@@ -14,8 +14,10 @@ class KeyValueFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         message = record.getMessage().replace('"', "'")
-        line = (f'ts={stamp}.{int(record.msecs):03d}Z level={record.levelname} logger={record.name} '
-                f'request_id={request_id_var.get()} sandbox_id={sandbox_id_var.get()} msg="{message}"')
+        line = (
+            f"ts={stamp}.{int(record.msecs):03d}Z level={record.levelname} logger={record.name} "
+            f'request_id={request_id_var.get()} sandbox_id={sandbox_id_var.get()} msg="{message}"'
+        )
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line

@@ -26,15 +26,24 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.create_seconds = Histogram(
-            "workspace_sandbox_create_seconds", "Time to create a sandbox", ["source"],
-            buckets=LATENCY_BUCKETS, registry=self.registry)
+            "workspace_sandbox_create_seconds",
+            "Time to create a sandbox",
+            ["source"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.exec_seconds = Histogram(
-            "workspace_process_run_seconds", "Time to run a command to completion",
-            buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.pool_size = Gauge("workspace_pool_size", "Warm sandboxes ready to hand out", ["template"],
-                               registry=self.registry)
-        self.agent_disconnects = Counter("workspace_agent_disconnects", "Agent links lost unexpectedly",
-                                         registry=self.registry)
+            "workspace_process_run_seconds",
+            "Time to run a command to completion",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.pool_size = Gauge(
+            "workspace_pool_size", "Warm sandboxes ready to hand out", ["template"], registry=self.registry
+        )
+        self.agent_disconnects = Counter(
+            "workspace_agent_disconnects", "Agent links lost unexpectedly", registry=self.registry
+        )
 
     def track_states(self, counts: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_StateCollector(counts))

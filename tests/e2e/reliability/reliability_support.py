@@ -114,8 +114,13 @@ def mounts_under(path: Path) -> list[str]:
 
 def loop_devices_under(path: Path) -> list[str]:
     """Loop devices (`NAME BACK-FILE`) whose backing file is under `path` (sandbox disk images)."""
-    result = subprocess.run(["losetup", "--list", "--noheadings", "-O", "NAME,BACK-FILE"], capture_output=True,
-                            text=True, timeout=30, check=False)
+    result = subprocess.run(
+        ["losetup", "--list", "--noheadings", "-O", "NAME,BACK-FILE"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     return [line.strip() for line in result.stdout.splitlines() if str(path) + "/" in line]
 
 
@@ -124,14 +129,20 @@ def runc_ids(data_dir: Path) -> list[str]:
     state = data_dir / "runc"
     if not state.is_dir():
         return []
-    result = subprocess.run(["runc", "--root", str(state), "list", "-q"], capture_output=True, text=True,
-                            timeout=30, check=False)
+    result = subprocess.run(
+        ["runc", "--root", str(state), "list", "-q"], capture_output=True, text=True, timeout=30, check=False
+    )
     return sorted(line.strip() for line in result.stdout.splitlines() if line.strip())
 
 
 def runc_status(data_dir: Path, sandbox_id: str) -> str | None:
-    result = subprocess.run(["runc", "--root", str(data_dir / "runc"), "state", sandbox_id],
-                            capture_output=True, text=True, timeout=30, check=False)
+    result = subprocess.run(
+        ["runc", "--root", str(data_dir / "runc"), "state", sandbox_id],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     if result.returncode != 0:
         return None
     return str(json.loads(result.stdout).get("status"))
@@ -228,8 +239,9 @@ def create(client: httpx.Client, **body: Any) -> dict[str, Any]:
 
 
 def run(client: httpx.Client, sandbox_id: str, command: str, *args: str, **options: Any) -> dict[str, Any]:
-    response = client.post(f"/sandboxes/{sandbox_id}/processes/run",
-                           json={"command": command, "args": list(args), **options})
+    response = client.post(
+        f"/sandboxes/{sandbox_id}/processes/run", json={"command": command, "args": list(args), **options}
+    )
     assert response.status_code == 200, response.text
     result: dict[str, Any] = response.json()
     return result
@@ -267,7 +279,8 @@ def assert_running_means_usable(client: httpx.Client) -> list[str]:
     for sandbox_id in running:
         result = client.post(f"/sandboxes/{sandbox_id}/processes/run", json={"command": "true"}, timeout=10)
         assert result.status_code == 200 and result.json()["exit_code"] == 0, (
-            f"{sandbox_id} is reported running but does not answer: {result.status_code} {result.text}")
+            f"{sandbox_id} is reported running but does not answer: {result.status_code} {result.text}"
+        )
     return running
 
 
@@ -451,8 +464,12 @@ class Harness:
     # -- mounting (storage tests)
     def mount_tmpfs(self, target: Path, options: str) -> None:
         target.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", options, f"ws-rel-{target.name}", str(target)],
-                       check=True, capture_output=True, timeout=30)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, f"ws-rel-{target.name}", str(target)],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
         self.own_mounts.append(target)
 
     # -- cleanup
@@ -477,8 +494,12 @@ class Harness:
         with contextlib.suppress(OSError):
             self.seen_ids.update(SANDBOX_ID.findall(self.log()))
         for sandbox_id in self.seen_ids | set(runc_ids(self.data_dir)):
-            subprocess.run(["runc", "--root", str(self.data_dir / "runc"), "delete", "--force", sandbox_id],
-                           capture_output=True, timeout=30, check=False)
+            subprocess.run(
+                ["runc", "--root", str(self.data_dir / "runc"), "delete", "--force", sandbox_id],
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
         deadline = time.monotonic() + 10  # killed processes of a CPU-throttled sandbox take a while to exit
         while (left := sandbox_processes(self.seen_ids)) and time.monotonic() < deadline:
             for pid, _ in left:

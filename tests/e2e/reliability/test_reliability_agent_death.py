@@ -55,8 +55,9 @@ async def test_agent_kill_fails_every_call_fast_and_delete_cleans_up() -> None:
 
             async def open_stream() -> tuple[list[tuple[str, dict[str, Any]]], float]:
                 events: list[tuple[str, dict[str, Any]]] = []
-                async with ac.stream("POST", f"/sandboxes/{victim}/processes/stream",
-                                     json={"command": "sleep", "args": ["30"]}) as response:
+                async with ac.stream(
+                    "POST", f"/sandboxes/{victim}/processes/stream", json={"command": "sleep", "args": ["30"]}
+                ) as response:
                     assert response.status_code == 200
                     async for event in asse_events(response.aiter_lines()):
                         events.append(event)
@@ -80,8 +81,9 @@ async def test_agent_kill_fails_every_call_fast_and_delete_cleans_up() -> None:
                     return texts, ws.close_code, time.monotonic()
 
             async def in_flight_run() -> tuple[httpx.Response, float]:
-                response = await ac.post(f"/sandboxes/{victim}/processes/run",
-                                         json={"command": "sleep", "args": ["30"]})
+                response = await ac.post(
+                    f"/sandboxes/{victim}/processes/run", json={"command": "sleep", "args": ["30"]}
+                )
                 return response, time.monotonic()
 
             stream_task = asyncio.create_task(open_stream())
@@ -113,8 +115,10 @@ async def test_agent_kill_fails_every_call_fast_and_delete_cleans_up() -> None:
             response, run_end = await asyncio.wait_for(run_task, 5)
             _assert_agent_not_connected(response, victim, "in-flight run")
             assert run_end - killed_at <= FAIL_FAST
-            print(f"\nfirst 503 after {first_failure * 1000:.0f} ms; stream error after "
-                  f"{(stream_end - killed_at) * 1000:.0f} ms; pty error after {(pty_end - killed_at) * 1000:.0f} ms")
+            print(
+                f"\nfirst 503 after {first_failure * 1000:.0f} ms; stream error after "
+                f"{(stream_end - killed_at) * 1000:.0f} ms; pty error after {(pty_end - killed_at) * 1000:.0f} ms"
+            )
 
             # A PTY opened now gets the error frame and 4503 too.
             async with connect(h.ws_url(f"/sandboxes/{victim}/pty"), open_timeout=10) as ws:
@@ -180,7 +184,8 @@ async def test_agent_kill_fails_an_upload_in_flight_fast() -> None:
             writer.write(
                 f"PUT /api/v1/sandboxes/{victim}/files?path=/workspace/up.bin HTTP/1.1\r\n"
                 f"Host: {url.netloc}\r\nContent-Type: application/octet-stream\r\n"
-                "Transfer-Encoding: chunked\r\n\r\n".encode())
+                "Transfer-Encoding: chunked\r\n\r\n".encode()
+            )
             chunk = b"%x\r\n" % 65536 + b"u" * 65536 + b"\r\n"
 
             async def feed() -> None:
@@ -201,8 +206,13 @@ async def test_agent_kill_fails_an_upload_in_flight_fast() -> None:
                     await feeder
             answered = time.monotonic() - killed_at
             status = int(head.split(b" ", 2)[1])
-            length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length:")))
+            length = int(
+                next(
+                    line.split(b":", 1)[1]
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+            )
             body = json.loads(await asyncio.wait_for(reader.readexactly(length), 5))
         finally:
             writer.close()

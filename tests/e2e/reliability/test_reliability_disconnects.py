@@ -83,13 +83,17 @@ def test_sse_client_disconnect_kills_the_command(harness: Harness, sandbox: str)
     with h.client() as c:
         for i in range(REPEATS):
             with httpx.Client(base_url=h.api_url, timeout=30) as streaming:
-                with streaming.stream("POST", f"/sandboxes/{sandbox}/processes/stream",
-                                      json={"command": "sleep", "args": [str(300 + i)]}) as response:
+                with streaming.stream(
+                    "POST", f"/sandboxes/{sandbox}/processes/stream", json={"command": "sleep", "args": [str(300 + i)]}
+                ) as response:
                     for line in response.iter_lines():
                         if line.startswith("data:"):
                             break  # the start event: then the client goes away
-            wait_until(lambda: _no_sandbox_commands(c, sandbox, "sleep 30"), KILL_BOUND,
-                       what="the streamed command to be killed")
+            wait_until(
+                lambda: _no_sandbox_commands(c, sandbox, "sleep 30"),
+                KILL_BOUND,
+                what="the streamed command to be killed",
+            )
     _assert_fds_back(h, baseline)
 
 
@@ -100,15 +104,19 @@ def test_sse_client_disconnect_while_output_flows_kills_the_command(harness: Har
     with h.client() as c:
         for _ in range(FLOOD_REPEATS):
             with httpx.Client(base_url=h.api_url, timeout=30) as streaming:
-                with streaming.stream("POST", f"/sandboxes/{sandbox}/processes/stream",
-                                      json={"command": "yes", "args": ["flood"]}) as response:
+                with streaming.stream(
+                    "POST", f"/sandboxes/{sandbox}/processes/stream", json={"command": "yes", "args": ["flood"]}
+                ) as response:
                     received = 0
                     for chunk in response.iter_bytes():
                         received += len(chunk)
                         if received > 256 * 1024:
                             break
-            wait_until(lambda: _no_sandbox_commands(c, sandbox, "yes flood"), KILL_BOUND,
-                       what="the flooding command to be killed")
+            wait_until(
+                lambda: _no_sandbox_commands(c, sandbox, "yes flood"),
+                KILL_BOUND,
+                what="the flooding command to be killed",
+            )
     _assert_fds_back(h, baseline)
 
 
@@ -119,10 +127,16 @@ def test_run_client_disconnect_kills_the_command(harness: Harness, sandbox: str,
     with h.client() as c:
         for _ in range(REPEATS):
             with pytest.raises(httpx.ReadTimeout):
-                httpx.post(h.api_url + f"/sandboxes/{sandbox}/processes/run",
-                           json={"command": argv[0], "args": argv[1:]}, timeout=httpx.Timeout(5, read=0.5))
-            wait_until(lambda: _no_sandbox_commands(c, sandbox, " ".join(argv)), KILL_BOUND,
-                       what="the run command to be killed")
+                httpx.post(
+                    h.api_url + f"/sandboxes/{sandbox}/processes/run",
+                    json={"command": argv[0], "args": argv[1:]},
+                    timeout=httpx.Timeout(5, read=0.5),
+                )
+            wait_until(
+                lambda: _no_sandbox_commands(c, sandbox, " ".join(argv)),
+                KILL_BOUND,
+                what="the run command to be killed",
+            )
     _assert_fds_back(h, baseline)
 
 
@@ -132,8 +146,10 @@ def _abort_upload(h: Harness, sandbox_id: str, path: str, *, chunked: bool, rese
     sock = socket.create_connection((url.hostname or "127.0.0.1", url.port or 80), timeout=10)
     try:
         framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {8 * 1024 * 1024}"
-        sock.sendall(f"PUT /api/v1/sandboxes/{sandbox_id}/files?path={path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
-                     f"Content-Type: application/octet-stream\r\n{framing}\r\n\r\n".encode())
+        sock.sendall(
+            f"PUT /api/v1/sandboxes/{sandbox_id}/files?path={path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+            f"Content-Type: application/octet-stream\r\n{framing}\r\n\r\n".encode()
+        )
         for _ in range(16):
             data = b"p" * 65536
             sock.sendall(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
@@ -144,10 +160,12 @@ def _abort_upload(h: Harness, sandbox_id: str, path: str, *, chunked: bool, rese
         sock.close()
 
 
-@pytest.mark.parametrize(("chunked", "reset"), [(False, False), (True, False), (False, True)],
-                         ids=["content-length", "chunked", "reset"])
-def test_aborted_upload_leaves_no_partial_or_temp_file(harness: Harness, sandbox: str, chunked: bool,
-                                                       reset: bool) -> None:
+@pytest.mark.parametrize(
+    ("chunked", "reset"), [(False, False), (True, False), (False, True)], ids=["content-length", "chunked", "reset"]
+)
+def test_aborted_upload_leaves_no_partial_or_temp_file(
+    harness: Harness, sandbox: str, chunked: bool, reset: bool
+) -> None:
     h = harness
     with h.client() as c:
         put = c.put(f"/sandboxes/{sandbox}/files", params={"path": "/workspace/up/existing.bin"}, content=b"old")
@@ -166,8 +184,10 @@ def test_aborted_upload_leaves_no_partial_or_temp_file(harness: Harness, sandbox
         got = c.get(f"/sandboxes/{sandbox}/files", params={"path": "/workspace/up/existing.bin"})
         assert got.content == b"old", "an aborted upload replaced the existing file"
         # The sandbox still takes uploads.
-        assert c.put(f"/sandboxes/{sandbox}/files", params={"path": "/workspace/up/new.bin"},
-                     content=b"new").status_code == 200
+        assert (
+            c.put(f"/sandboxes/{sandbox}/files", params={"path": "/workspace/up/new.bin"}, content=b"new").status_code
+            == 200
+        )
         c.delete(f"/sandboxes/{sandbox}/files", params={"path": "/workspace/up/new.bin"})
     _assert_fds_back(h, baseline)
 
@@ -179,8 +199,9 @@ def test_aborted_download_leaves_nothing_behind(harness: Harness, sandbox: str) 
         baseline = _baseline(h)
         for _ in range(REPEATS):
             with httpx.Client(base_url=h.api_url, timeout=30) as downloading:
-                with downloading.stream("GET", f"/sandboxes/{sandbox}/files",
-                                        params={"path": "/workspace/big.bin"}) as response:
+                with downloading.stream(
+                    "GET", f"/sandboxes/{sandbox}/files", params={"path": "/workspace/big.bin"}
+                ) as response:
                     assert response.status_code == 200
                     next(response.iter_bytes())
         assert run(c, sandbox, "true")["exit_code"] == 0

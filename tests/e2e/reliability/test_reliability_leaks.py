@@ -48,8 +48,11 @@ def _cycle(h: Harness, index: int) -> str:
     with h.client() as c:
         sandbox_id = create(c)["id"]
         assert run(c, sandbox_id, "echo", str(index))["stdout"] == f"{index}\n"
-        with c.stream("POST", f"/sandboxes/{sandbox_id}/processes/stream",
-                      json={"command": "sh", "args": ["-c", "echo a; echo b >&2"]}) as response:
+        with c.stream(
+            "POST",
+            f"/sandboxes/{sandbox_id}/processes/stream",
+            json={"command": "sh", "args": ["-c", "echo a; echo b >&2"]},
+        ) as response:
             events = list(sse_events(response.iter_lines()))
         assert events[-1] == ("exit", {"code": 0}), events
         put = c.put(f"/sandboxes/{sandbox_id}/files", params={"path": "/workspace/cycle.bin"}, content=payload)
@@ -78,10 +81,12 @@ def test_create_use_delete_cycles_leak_nothing() -> None:
         threads_after = settle(lambda: thread_count(h.pid), threads_before + THREAD_SLACK, timeout=5)
         rss_after = rss_bytes(h.pid)
         growth = rss_after - rss_before
-        print(f"\n{N_CYCLES} cycles in {elapsed:.1f} s ({elapsed / N_CYCLES * 1000:.0f} ms each); "
-              f"server fds {fds_before} -> {fds_after}; threads {threads_before} -> {threads_after}; "
-              f"RSS {rss_before / 2**20:.1f} MiB -> {rss_after / 2**20:.1f} MiB "
-              f"({growth / 2**20:+.1f} MiB, {growth / N_CYCLES / 1024:+.1f} KiB/cycle)")
+        print(
+            f"\n{N_CYCLES} cycles in {elapsed:.1f} s ({elapsed / N_CYCLES * 1000:.0f} ms each); "
+            f"server fds {fds_before} -> {fds_after}; threads {threads_before} -> {threads_after}; "
+            f"RSS {rss_before / 2**20:.1f} MiB -> {rss_after / 2**20:.1f} MiB "
+            f"({growth / 2**20:+.1f} MiB, {growth / N_CYCLES / 1024:+.1f} KiB/cycle)"
+        )
 
         assert sandbox_processes(ids) == [], "processes left in deleted sandboxes' cgroups"
         assert runc_ids(h.data_dir) == [], "runc still knows deleted sandboxes"

@@ -92,8 +92,9 @@ class Load:
         return str(response.json()["id"])
 
     async def _run(self, sandbox_id: str, token: str) -> None:
-        response = await self.client.post(f"/sandboxes/{sandbox_id}/processes/run",
-                                          json={"command": "echo", "args": [token]})
+        response = await self.client.post(
+            f"/sandboxes/{sandbox_id}/processes/run", json={"command": "echo", "args": [token]}
+        )
         assert response.status_code == 200, response.text
         assert response.json()["stdout"] == token + "\n", response.json()
 
@@ -201,20 +202,28 @@ def scenario() -> Iterator[tuple[Harness, Outcome]]:
         time.sleep(0.2)
         outcome = Outcome(fds_before=fd_count(h.pid))
         asyncio.run(asyncio.wait_for(_scenario(h, outcome), SCENARIO_BOUND))
-        lines = [f"\n{K_CLIENTS} clients, {sum(map(len, outcome.latencies.values()))} operations "
-                 f"in {outcome.elapsed:.1f} s, {len(outcome.errors)} errors",
-                 f"{'operation':<10}{'count':>7}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}"]
+        lines = [
+            f"\n{K_CLIENTS} clients, {sum(map(len, outcome.latencies.values()))} operations "
+            f"in {outcome.elapsed:.1f} s, {len(outcome.errors)} errors",
+            f"{'operation':<10}{'count':>7}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}",
+        ]
         for op, values in outcome.latencies.items():
-            lines.append(f"{op:<10}{len(values):>7}{percentile(values, 50) * 1000:>10.1f}"
-                         f"{percentile(values, 99) * 1000:>10.1f}{max(values) * 1000:>10.1f}")
+            lines.append(
+                f"{op:<10}{len(values):>7}{percentile(values, 50) * 1000:>10.1f}"
+                f"{percentile(values, 99) * 1000:>10.1f}{max(values) * 1000:>10.1f}"
+            )
         late = [e["stopped_seen"] - e["expires_at"] for e in outcome.expiries if "stopped_seen" in e]
         if late:
-            lines.append(f"expiry: {len(late)} sandboxes seen stopped {min(late):+.2f} .. {max(late):+.2f} s "
-                         f"after expires_at by the client")
+            lines.append(
+                f"expiry: {len(late)} sandboxes seen stopped {min(late):+.2f} .. {max(late):+.2f} s "
+                f"after expires_at by the client"
+            )
         late = [e["stopped_server"] - e["expires_at"] for e in outcome.expiries if "stopped_server" in e]
         if late:
-            lines.append(f"expiry: {len(late)} sandboxes recorded stopped {min(late):+.2f} .. {max(late):+.2f} s "
-                         f"after expires_at by the server (updated_at)")
+            lines.append(
+                f"expiry: {len(late)} sandboxes recorded stopped {min(late):+.2f} .. {max(late):+.2f} s "
+                f"after expires_at by the server (updated_at)"
+            )
         lines += [f"error: {error}" for error in outcome.errors[:20]]
         print("\n".join(lines))
         yield h, outcome

@@ -53,8 +53,11 @@ def test_metrics_are_prometheus_text_and_match_the_api() -> None:
             for _ in range(3):
                 run(c, pooled, "true")
             os.kill(h.init_pid(cold), signal.SIGKILL)
-            wait_until(lambda: c.get(f"/sandboxes/{cold}").json()["state"] == "error", 5,
-                       what="the killed sandbox to be reported")
+            wait_until(
+                lambda: c.get(f"/sandboxes/{cold}").json()["state"] == "error",
+                5,
+                what="the killed sandbox to be reported",
+            )
             wait_pool_full(h, 1)
             samples = _metrics(h)
             listed = c.get("/sandboxes").json()["sandboxes"]
@@ -70,8 +73,9 @@ def test_metrics_are_prometheus_text_and_match_the_api() -> None:
 
         assert create_count("pool") >= 1 and create_count("cold") >= 2, samples
         assert create_count("pool") + create_count("cold") == 3
-        assert samples[("workspace_sandbox_create_seconds_bucket", (("le", "+Inf"), ("source", "cold")))] == \
-            create_count("cold")
+        assert samples[
+            ("workspace_sandbox_create_seconds_bucket", (("le", "+Inf"), ("source", "cold")))
+        ] == create_count("cold")
         assert samples[("workspace_sandbox_create_seconds_sum", (("source", "cold"),))] > 0
         assert samples[("workspace_process_run_seconds_count", ())] == 3
         assert samples[("workspace_process_run_seconds_bucket", (("le", "+Inf"),))] == 3
@@ -88,11 +92,15 @@ def test_log_lines_carry_request_and_sandbox_ids() -> None:
         with h.client() as c:
             sandbox_id = create(c)["id"]
             os.kill(h.init_pid(sandbox_id), signal.SIGKILL)
-            wait_until(lambda: c.get(f"/sandboxes/{sandbox_id}").json()["state"] == "error", 5,
-                       what="the killed sandbox to be reported")
+            wait_until(
+                lambda: c.get(f"/sandboxes/{sandbox_id}").json()["state"] == "error",
+                5,
+                what="the killed sandbox to be reported",
+            )
             # A failing call is logged (5xx); it must carry the caller's request id and the sandbox.
-            response = c.post(f"/sandboxes/{sandbox_id}/processes/run", json={"command": "true"},
-                              headers={"X-Request-Id": request_id})
+            response = c.post(
+                f"/sandboxes/{sandbox_id}/processes/run", json={"command": "true"}, headers={"X-Request-Id": request_id}
+            )
             assert response.status_code == 503
             assert response.headers["x-request-id"] == request_id
             generated = c.get("/sandboxes").headers["x-request-id"]
@@ -118,10 +126,16 @@ def test_sandbox_lifecycle_log_lines_name_their_sandbox() -> None:
             lost = response.json()["id"]
             expiring = c.post("/sandboxes", json={"timeout": 1}).json()["id"]
             os.kill(h.init_pid(lost), signal.SIGKILL)
-            wait_until(lambda: c.get(f"/sandboxes/{lost}").json()["state"] == "error", 5,
-                       what="the killed sandbox to be reported")
-            wait_until(lambda: c.get(f"/sandboxes/{expiring}").json()["state"] == "stopped", 10,
-                       what="the expiring sandbox to stop")
+            wait_until(
+                lambda: c.get(f"/sandboxes/{lost}").json()["state"] == "error",
+                5,
+                what="the killed sandbox to be reported",
+            )
+            wait_until(
+                lambda: c.get(f"/sandboxes/{expiring}").json()["state"] == "stopped",
+                10,
+                what="the expiring sandbox to stop",
+            )
         time.sleep(0.2)
         lines = _log_lines(h)
         lost_lines = [line for line in lines if lost in line and "disconnected" in line]

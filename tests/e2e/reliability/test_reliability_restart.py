@@ -79,8 +79,11 @@ def test_crash_restart_readopts_live_sandboxes_and_reports_dead_ones() -> None:
             download = c.get(f"/sandboxes/{survivor}/files", params={"path": "/workspace/data/keep.bin"})
             assert download.status_code == 200 and _sha(download.content) == _sha(payload)
             assert "sleep 600" in ps_commands(c, survivor), "a process of the sandbox died with the server"
-            with c.stream("POST", f"/sandboxes/{survivor}/processes/stream",
-                          json={"command": "sh", "args": ["-c", "echo streamed"]}) as response:
+            with c.stream(
+                "POST",
+                f"/sandboxes/{survivor}/processes/stream",
+                json={"command": "sh", "args": ["-c", "echo streamed"]},
+            ) as response:
                 assert response.status_code == 200
                 events = list(sse_events(response.iter_lines()))
             assert events[0][0] == "start" and events[-1] == ("exit", {"code": 0})
@@ -183,8 +186,9 @@ def test_crash_while_deleting_finishes_the_delete_on_restart() -> None:
             # A command that ignores SIGTERM keeps a graceful delete in `stopping` for its grace.
             body = {"command": "sh", "args": ["-c", "trap '' TERM; while :; do sleep 0.2; done"]}
             try:
-                with httpx.stream("POST", h.api_url + f"/sandboxes/{sandbox_id}/processes/stream", json=body,
-                                  timeout=30) as response:
+                with httpx.stream(
+                    "POST", h.api_url + f"/sandboxes/{sandbox_id}/processes/stream", json=body, timeout=30
+                ) as response:
                     for line in response.iter_lines():
                         if line.startswith("event: start"):
                             stream_open.set()
@@ -203,8 +207,12 @@ def test_crash_while_deleting_finishes_the_delete_on_restart() -> None:
             assert stream_open.wait(10)
             threads[1].start()
             with h.client() as c:
-                wait_until(lambda: c.get(f"/sandboxes/{sandbox_id}").json()["state"] == "stopping", 5,
-                           interval=0.01, what="the delete to begin")
+                wait_until(
+                    lambda: c.get(f"/sandboxes/{sandbox_id}").json()["state"] == "stopping",
+                    5,
+                    interval=0.01,
+                    what="the delete to begin",
+                )
             h.crash()
         finally:
             for thread in threads:

@@ -46,17 +46,20 @@ async def test_sigterm_drains_in_flight_work_and_leaves_sandboxes_running() -> N
         warm = set(bundle_ids(h.data_dir)) - {sandbox_id}
 
         async with h.async_client() as ac:
+
             async def in_flight_run() -> tuple[httpx.Response, float]:
                 started = time.monotonic()
-                response = await ac.post(f"/sandboxes/{sandbox_id}/processes/run",
-                                         json={"command": "sleep", "args": ["1"]})
+                response = await ac.post(
+                    f"/sandboxes/{sandbox_id}/processes/run", json={"command": "sleep", "args": ["1"]}
+                )
                 return response, time.monotonic() - started
 
             async def endless_stream() -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
                 events: list[tuple[str, dict[str, Any]]] = []
                 try:
-                    async with ac.stream("POST", f"/sandboxes/{sandbox_id}/processes/stream",
-                                         json={"command": "sleep", "args": ["300"]}) as response:
+                    async with ac.stream(
+                        "POST", f"/sandboxes/{sandbox_id}/processes/stream", json={"command": "sleep", "args": ["300"]}
+                    ) as response:
                         async for event in asse_events(response.aiter_lines()):
                             events.append(event)
                 except httpx.HTTPError as exc:
@@ -78,8 +81,12 @@ async def test_sigterm_drains_in_flight_work_and_leaves_sandboxes_running() -> N
             pty_task = asyncio.create_task(open_pty())
             with h.client() as c:
                 await asyncio.to_thread(
-                    wait_until, lambda: len(api_processes(c, sandbox_id)) == 3, 10, 0.02,
-                    "the run, the stream and the pty to be running")
+                    wait_until,
+                    lambda: len(api_processes(c, sandbox_id)) == 3,
+                    10,
+                    0.02,
+                    "the run, the stream and the pty to be running",
+                )
 
             terminated = time.monotonic()
             os.kill(h.pid, signal.SIGTERM)
@@ -107,8 +114,7 @@ async def test_sigterm_drains_in_flight_work_and_leaves_sandboxes_running() -> N
 
         await asyncio.to_thread(h.server.process.wait, EXIT_BOUND)  # type: ignore[union-attr]
         assert time.monotonic() - terminated <= EXIT_BOUND, "the server did not exit within its grace"
-        print(f"\nSIGTERM to exit: {time.monotonic() - terminated:.2f} s, "
-              f"exit status {h.server.process.returncode}")  # type: ignore[union-attr]
+        print(f"\nSIGTERM to exit: {time.monotonic() - terminated:.2f} s, exit status {h.server.process.returncode}")  # type: ignore[union-attr]
 
         # Defined state: the user sandbox keeps running; the warm pool is gone.
         assert runc_status(h.data_dir, sandbox_id) == "running"

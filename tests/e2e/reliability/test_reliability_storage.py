@@ -80,11 +80,20 @@ def test_unwritable_data_dir_is_refused_at_startup(case: str) -> None:
             data_dir = h.root / "full"
             h.mount_tmpfs(data_dir, "size=1m,mode=0755")
             _fill(data_dir)
-        command = [*workspace_command(), "serve", "--host", "127.0.0.1", "--port", str(free_port()),
-                   "--data-dir", str(data_dir), "--pool-size", "0"]
+        command = [
+            *workspace_command(),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(free_port()),
+            "--data-dir",
+            str(data_dir),
+            "--pool-size",
+            "0",
+        ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("WORKSPACE_")}
-        result = subprocess.run(command, capture_output=True, text=True, timeout=STARTUP_BOUND, env=env,
-                                check=False)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=STARTUP_BOUND, env=env, check=False)
         output = result.stdout + result.stderr
         assert result.returncode != 0, f"the server started on an unwritable data dir:\n{output}"
         assert str(data_dir) in output, f"the error does not name the data dir:\n{output}"
@@ -126,8 +135,14 @@ def test_full_data_dir_keeps_serving_and_leaves_no_corrupted_state() -> None:
             assert httpx.get(h.url + "/metrics").status_code == 200
             assert [s["id"] for s in c.get("/sandboxes").json()["sandboxes"]] == [kept]
             assert run(c, kept, "cat", "/workspace/kept.txt")["stdout"] == "kept\n"
-            assert c.put(f"/sandboxes/{kept}/files", params={"path": "/workspace/new.txt"},
-                         content=b"sandbox disks are separate").status_code == 200
+            assert (
+                c.put(
+                    f"/sandboxes/{kept}/files",
+                    params={"path": "/workspace/new.txt"},
+                    content=b"sandbox disks are separate",
+                ).status_code
+                == 200
+            )
             assert bundle_ids(h.data_dir) == [kept], "failed creates left bundles behind"
 
             # Space comes back: so does every operation.
@@ -184,16 +199,21 @@ def test_upload_over_the_sandbox_disk_quota_fails_cleanly() -> None:
             path = "/workspace/f.bin"
             assert c.put(f"/sandboxes/{sandbox_id}/files", params={"path": path}, content=b"old").status_code == 200
             try:
-                response = c.put(f"/sandboxes/{sandbox_id}/files", params={"path": path},
-                                 content=b"q" * (12 * 1024 * 1024))
+                response = c.put(
+                    f"/sandboxes/{sandbox_id}/files", params={"path": path}, content=b"q" * (12 * 1024 * 1024)
+                )
             except httpx.TimeoutException:
                 pytest.fail(f"an upload over the disk quota got no answer within {QUOTA_ANSWER_BOUND} s")
             assert response.status_code == 507, response.text
             assert envelope(response)["code"] == "DISK_QUOTA_EXCEEDED"
             assert c.get(f"/sandboxes/{sandbox_id}/files", params={"path": path}).content == b"old"
             assert not [n for n in list_workspace(c, sandbox_id) if n.startswith(".ws-upload-")]
-            assert c.put(f"/sandboxes/{sandbox_id}/files", params={"path": "/workspace/small"},
-                         content=b"fits").status_code == 200
+            assert (
+                c.put(
+                    f"/sandboxes/{sandbox_id}/files", params={"path": "/workspace/small"}, content=b"fits"
+                ).status_code
+                == 200
+            )
 
 
 def test_a_command_filling_the_sandbox_disk_fails_alone() -> None:

@@ -453,9 +453,8 @@ def test_timeout_handling_sync(server_url: str) -> None:
                 client.process.run(sandbox.id, "sleep", RunCommandOptions(args=["10"], timeout=5))
             assert timed_out.value.timeout == 5
             # The sync client has no asyncio.timeout; a short client timeout bounds the request.
-            with WorkspaceClient(server_url, timeout=1.0) as impatient:
-                with pytest.raises(TimeoutError):
-                    impatient.process.run(sandbox.id, "sleep", RunCommandOptions(args=["60"]))
+            with WorkspaceClient(server_url, timeout=1.0) as impatient, pytest.raises(TimeoutError):
+                impatient.process.run(sandbox.id, "sleep", RunCommandOptions(args=["60"]))
             assert client.process.run(sandbox.id, "true").exit_code == 0
         finally:
             client.sandbox.delete(sandbox.id, force=True)

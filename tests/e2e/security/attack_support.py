@@ -20,11 +20,30 @@ import httpx
 
 # Every error the service reports carries one of these codes (docs/api.md).
 ERROR_CODES = {
-    "INVALID_REQUEST", "COMMAND_NOT_FOUND", "NOT_A_DIRECTORY", "IS_A_DIRECTORY", "UNAUTHORIZED",
-    "PERMISSION_DENIED", "NOT_FOUND", "SANDBOX_NOT_FOUND", "TEMPLATE_NOT_FOUND", "FILE_NOT_FOUND",
-    "PROCESS_NOT_FOUND", "PTY_NOT_FOUND", "METHOD_NOT_ALLOWED", "PROCESS_TIMEOUT", "SANDBOX_NOT_RUNNING",
-    "FILE_EXISTS", "DIRECTORY_NOT_EMPTY", "PAYLOAD_TOO_LARGE", "RESOURCE_EXHAUSTED", "INTERNAL",
-    "AGENT_NOT_CONNECTED", "SHUTTING_DOWN", "DISK_QUOTA_EXCEEDED", "STORAGE_ERROR",
+    "INVALID_REQUEST",
+    "COMMAND_NOT_FOUND",
+    "NOT_A_DIRECTORY",
+    "IS_A_DIRECTORY",
+    "UNAUTHORIZED",
+    "PERMISSION_DENIED",
+    "NOT_FOUND",
+    "SANDBOX_NOT_FOUND",
+    "TEMPLATE_NOT_FOUND",
+    "FILE_NOT_FOUND",
+    "PROCESS_NOT_FOUND",
+    "PTY_NOT_FOUND",
+    "METHOD_NOT_ALLOWED",
+    "PROCESS_TIMEOUT",
+    "SANDBOX_NOT_RUNNING",
+    "FILE_EXISTS",
+    "DIRECTORY_NOT_EMPTY",
+    "PAYLOAD_TOO_LARGE",
+    "RESOURCE_EXHAUSTED",
+    "INTERNAL",
+    "AGENT_NOT_CONNECTED",
+    "SHUTTING_DOWN",
+    "DISK_QUOTA_EXCEEDED",
+    "STORAGE_ERROR",
 }
 
 
@@ -45,8 +64,16 @@ def delete_sandbox(api: httpx.Client, sandbox_id: str) -> None:
     assert response.status_code in (204, 404), response.text
 
 
-def run(api: httpx.Client, sandbox_id: str, command: str, *args: str, user: str = "user",
-        timeout: float = 30, stdin: str | None = None, expect_status: int | None = 200) -> dict[str, Any]:
+def run(
+    api: httpx.Client,
+    sandbox_id: str,
+    command: str,
+    *args: str,
+    user: str = "user",
+    timeout: float = 30,
+    stdin: str | None = None,
+    expect_status: int | None = 200,
+) -> dict[str, Any]:
     """Run one command; returns the decoded JSON answer (result or error envelope)."""
     body: dict[str, Any] = {"command": command, "args": list(args), "user": user, "timeout": timeout}
     if stdin is not None:
@@ -59,21 +86,39 @@ def run(api: httpx.Client, sandbox_id: str, command: str, *args: str, user: str 
     return answer
 
 
-def sh(api: httpx.Client, sandbox_id: str, script: str, *, user: str = "user", timeout: float = 30,
-       expect_status: int | None = 200) -> dict[str, Any]:
+def sh(
+    api: httpx.Client,
+    sandbox_id: str,
+    script: str,
+    *,
+    user: str = "user",
+    timeout: float = 30,
+    expect_status: int | None = 200,
+) -> dict[str, Any]:
     """`bash -c SCRIPT` in the sandbox."""
     return run(api, sandbox_id, "bash", "-c", script, user=user, timeout=timeout, expect_status=expect_status)
 
 
-def py(api: httpx.Client, sandbox_id: str, code: str, *, user: str = "user", timeout: float = 30,
-       expect_status: int | None = 200) -> dict[str, Any]:
+def py(
+    api: httpx.Client,
+    sandbox_id: str,
+    code: str,
+    *,
+    user: str = "user",
+    timeout: float = 30,
+    expect_status: int | None = 200,
+) -> dict[str, Any]:
     """`python3 -c CODE` in the sandbox (python3 is always there: the agent needs it)."""
     return run(api, sandbox_id, "python3", "-c", code, user=user, timeout=timeout, expect_status=expect_status)
 
 
 def output(answer: dict[str, Any]) -> str:
-    return str(answer.get("stdout", "")) + str(answer.get("stderr", "")) + str(answer.get("message", "")) + \
-        str(answer.get("details", ""))
+    return (
+        str(answer.get("stdout", ""))
+        + str(answer.get("stderr", ""))
+        + str(answer.get("message", ""))
+        + str(answer.get("details", ""))
+    )
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:

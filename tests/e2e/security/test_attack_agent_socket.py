@@ -88,7 +88,10 @@ while True:
 
 
 def test_attack_sandbox_user_connects_to_agent_socket(api: httpx.Client, sandbox: dict[str, Any]) -> None:
-    answer = py(api, sandbox["id"], """
+    answer = py(
+        api,
+        sandbox["id"],
+        """
 import os, socket
 s = socket.socket(socket.AF_UNIX)
 try:
@@ -103,7 +106,8 @@ for op in (lambda: os.listdir("/run/workspace"), lambda: os.unlink("/run/workspa
         print("ALLOWED")
     except OSError as exc:
         print("denied", exc.errno)
-""")
+""",
+    )
     assert answer["stdout"].split("\n")[0] == "refused 13", answer
     assert "ALLOWED" not in answer["stdout"] and answer["stdout"].count("denied 13") == 3, answer
     assert sh(api, sandbox["id"], "echo alive")["stdout"] == "alive\n"
@@ -132,25 +136,37 @@ def restarted() -> Iterator[Restarted]:
         marker = new_marker("victim")
         with httpx.Client(base_url=servers[-1].url + "/api/v1", timeout=60) as client:
             victim = create_sandbox(client)
-            assert client.put(f"/sandboxes/{victim['id']}/files", params={"path": "/workspace/secret"},
-                              content=marker.encode()).status_code == 200
+            assert (
+                client.put(
+                    f"/sandboxes/{victim['id']}/files", params={"path": "/workspace/secret"}, content=marker.encode()
+                ).status_code
+                == 200
+            )
             attackers = {trick: create_sandbox(client) for trick in TRICKS}
             # The worst case: the attacker knows the host layout (its mount table no longer
             # shows it: the socket dir lives on the sandbox's own disk image).
             victim_socket = data_dir / "sandboxes" / victim["id"] / "rw" / "run" / "agent.sock"
-            planted = sh(client, attackers["symlink"]["id"], f"""
+            planted = sh(
+                client,
+                attackers["symlink"]["id"],
+                f"""
                 set -e
                 ln -s "{victim_socket}" /run/workspace/hijack
                 mv -f /run/workspace/hijack /run/workspace/agent.sock
                 readlink /run/workspace/agent.sock
-            """, user="root")
+            """,
+                user="root",
+            )
             assert str(data_dir) in planted["stdout"], planted
             for trick in TRICKS[1:]:
-                fake = sh(client, attackers[trick]["id"],
-                          f"setsid python3 -c '{FAKE_AGENT}' {trick} </dev/null & sleep 0.5; "
-                          "python3 -c 'import os, stat; "
-                          "print(stat.S_ISSOCK(os.lstat(\"/run/workspace/agent.sock\").st_mode))'",
-                          user="root")
+                fake = sh(
+                    client,
+                    attackers[trick]["id"],
+                    f"setsid python3 -c '{FAKE_AGENT}' {trick} </dev/null & sleep 0.5; "
+                    "python3 -c 'import os, stat; "
+                    'print(stat.S_ISSOCK(os.lstat("/run/workspace/agent.sock").st_mode))\'',
+                    user="root",
+                )
                 assert fake["stdout"].split() == ["planted", "True"], fake
         stop_server(servers[-1])
         started = time.monotonic()
@@ -188,8 +204,9 @@ def test_attack_fake_agent_is_not_adopted(restarted: Restarted, trick: str) -> N
     with _client(restarted) as client:
         state = client.get(f"/sandboxes/{restarted.attackers[trick]['id']}").json()
         assert state["state"] == "error" and state["error_message"], state
-        response = client.post(f"/sandboxes/{restarted.attackers[trick]['id']}/processes/run",
-                               json={"command": "echo", "args": ["x"]})
+        response = client.post(
+            f"/sandboxes/{restarted.attackers[trick]['id']}/processes/run", json={"command": "echo", "args": ["x"]}
+        )
         assert response.status_code == 503 and response.json()["code"] == "AGENT_NOT_CONNECTED", response.text
 
 

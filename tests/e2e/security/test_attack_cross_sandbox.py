@@ -49,18 +49,26 @@ def victim(api: httpx.Client, make_sandbox: Callable[..., dict[str, Any]]) -> di
     sandbox = make_sandbox()
     marker = new_marker("victim")
     sid = sandbox["id"]
-    sh(api, sid, f"""
+    sh(
+        api,
+        sid,
+        f"""
         set -e
         for d in /workspace /tmp /var/tmp /dev/shm /home/user; do echo {marker} > $d/{SECRET}; done
         MARKER_ENV={marker} setsid python3 -c 'import time; time.sleep(300)' {marker} </dev/null >/dev/null 2>&1 &
         setsid python3 -c '{ABSTRACT_LISTENER}' {marker} </dev/null >/dev/null 2>&1 &
         ipcmk -M 4096 >/dev/null; ipcmk -Q >/dev/null; ipcmk -S 1 >/dev/null
         for i in $(seq 50); do [ -S /tmp/{marker}.sock ] && break; sleep 0.1; done
-    """)
+    """,
+    )
     sh(api, sid, f"echo {marker} > /root/{SECRET}", user="root")
     # A sees its own marker everywhere: the checks below are meaningful.
-    seen = sh(api, sid, f"ps -eo args; cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c {marker}; "
-                        f"ipcs -m -q -s | grep -c 0x; cat /tmp/{SECRET} /dev/shm/{SECRET}")
+    seen = sh(
+        api,
+        sid,
+        f"ps -eo args; cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c {marker}; "
+        f"ipcs -m -q -s | grep -c 0x; cat /tmp/{SECRET} /dev/shm/{SECRET}",
+    )
     assert seen["stdout"].count(marker) >= 5, seen
     own = py(api, sid, CONNECT.replace("sys.argv[1]", repr(marker)))
     assert own["stdout"].count("CONNECTED") == 2, own
@@ -68,15 +76,21 @@ def victim(api: httpx.Client, make_sandbox: Callable[..., dict[str, Any]]) -> di
 
 
 @pytest.mark.parametrize("user", ["user", "root"])
-def test_attack_read_other_sandbox_files(api: httpx.Client, make_sandbox: Callable[..., dict[str, Any]],
-                                         victim: dict[str, Any], user: str) -> None:
+def test_attack_read_other_sandbox_files(
+    api: httpx.Client, make_sandbox: Callable[..., dict[str, Any]], victim: dict[str, Any], user: str
+) -> None:
     attacker = make_sandbox()
     marker = victim["marker"]
-    answer = sh(api, attacker["id"],
-                f"cat /workspace/{SECRET} /tmp/{SECRET} /dev/shm/{SECRET} /home/user/{SECRET} /root/{SECRET} 2>&1; "
-                f"grep -rl {marker} /workspace /tmp /var/tmp /dev/shm /home /root /run 2>/dev/null; "
-                f"find / \\( -path /proc -o -path /sys -o -path /usr \\) -prune -o -name '{SECRET}' -print "
-                "2>/dev/null; true", user=user, timeout=60)
+    answer = sh(
+        api,
+        attacker["id"],
+        f"cat /workspace/{SECRET} /tmp/{SECRET} /dev/shm/{SECRET} /home/user/{SECRET} /root/{SECRET} 2>&1; "
+        f"grep -rl {marker} /workspace /tmp /var/tmp /dev/shm /home /root /run 2>/dev/null; "
+        f"find / \\( -path /proc -o -path /sys -o -path /usr \\) -prune -o -name '{SECRET}' -print "
+        "2>/dev/null; true",
+        user=user,
+        timeout=60,
+    )
     assert marker not in answer["stdout"], answer
     assert f"/{SECRET}\n" not in answer["stdout"], answer
     for path in (f"/workspace/{SECRET}", f"/tmp/{SECRET}", f"/root/{SECRET}"):
@@ -85,13 +99,18 @@ def test_attack_read_other_sandbox_files(api: httpx.Client, make_sandbox: Callab
 
 
 @pytest.mark.parametrize("user", ["user", "root"])
-def test_attack_list_other_sandbox_processes(api: httpx.Client, make_sandbox: Callable[..., dict[str, Any]],
-                                             victim: dict[str, Any], user: str) -> None:
+def test_attack_list_other_sandbox_processes(
+    api: httpx.Client, make_sandbox: Callable[..., dict[str, Any]], victim: dict[str, Any], user: str
+) -> None:
     attacker = make_sandbox()
     marker = victim["marker"]
-    answer = sh(api, attacker["id"],
-                "ps -eo pid,user,args; cat /proc/[0-9]*/cmdline /proc/[0-9]*/environ 2>/dev/null | tr '\\0' ' '; "
-                "ls /proc | grep -c '^[0-9]'", user=user)
+    answer = sh(
+        api,
+        attacker["id"],
+        "ps -eo pid,user,args; cat /proc/[0-9]*/cmdline /proc/[0-9]*/environ 2>/dev/null | tr '\\0' ' '; "
+        "ls /proc | grep -c '^[0-9]'",
+        user=user,
+    )
     assert marker not in answer["stdout"], answer
     # Only the attacker's own agent and this command tree are visible.
     assert int(answer["stdout"].split()[-1]) < 10, answer
@@ -107,8 +126,9 @@ def test_attack_list_host_processes(api: httpx.Client, sandbox: dict[str, Any], 
 
 
 @pytest.mark.parametrize("user", ["user", "root"])
-def test_attack_kill_other_sandbox_processes(api: httpx.Client, make_sandbox: Callable[..., dict[str, Any]],
-                                             victim: dict[str, Any], user: str) -> None:
+def test_attack_kill_other_sandbox_processes(
+    api: httpx.Client, make_sandbox: Callable[..., dict[str, Any]], victim: dict[str, Any], user: str
+) -> None:
     attacker = make_sandbox()
     marker = victim["marker"]
     # (The attacker's own answer does not matter here: killing every process of its uid
@@ -118,8 +138,9 @@ def test_attack_kill_other_sandbox_processes(api: httpx.Client, make_sandbox: Ca
     assert int(still["stdout"].strip()) >= 1, still
 
 
-def test_attack_connect_other_sandbox_abstract_socket(api: httpx.Client, make_sandbox: Callable[..., dict[str, Any]],
-                                                      victim: dict[str, Any]) -> None:
+def test_attack_connect_other_sandbox_abstract_socket(
+    api: httpx.Client, make_sandbox: Callable[..., dict[str, Any]], victim: dict[str, Any]
+) -> None:
     """Abstract Unix sockets belong to the network namespace: A's are not reachable from B."""
     attacker = make_sandbox()
     for user in ("user", "root"):
@@ -128,8 +149,9 @@ def test_attack_connect_other_sandbox_abstract_socket(api: httpx.Client, make_sa
         assert answer["stdout"].count("refused") == 2, answer
 
 
-def test_attack_read_other_sandbox_ipc(api: httpx.Client, make_sandbox: Callable[..., dict[str, Any]],
-                                       victim: dict[str, Any]) -> None:
+def test_attack_read_other_sandbox_ipc(
+    api: httpx.Client, make_sandbox: Callable[..., dict[str, Any]], victim: dict[str, Any]
+) -> None:
     """SysV shared memory, queues and semaphores belong to the IPC namespace."""
     attacker = make_sandbox()
     answer = sh(api, attacker["id"], "ipcs -m -q -s", user="root")
@@ -138,8 +160,9 @@ def test_attack_read_other_sandbox_ipc(api: httpx.Client, make_sandbox: Callable
     assert own["stdout"].count("0x") == 3, own
 
 
-def test_attack_other_sandbox_hostname_and_ids_differ(api: httpx.Client, make_sandbox: Callable[..., dict[str, Any]],
-                                                      victim: dict[str, Any]) -> None:
+def test_attack_other_sandbox_hostname_and_ids_differ(
+    api: httpx.Client, make_sandbox: Callable[..., dict[str, Any]], victim: dict[str, Any]
+) -> None:
     attacker = make_sandbox()
     mine = sh(api, attacker["id"], "hostname; cat /proc/self/uid_map")
     theirs = sh(api, victim["id"], "hostname; cat /proc/self/uid_map")
@@ -152,9 +175,9 @@ def test_attack_other_sandbox_hostname_and_ids_differ(api: httpx.Client, make_sa
     assert abs(my_start - their_start) >= 65536
 
 
-def test_attack_neighbours_are_different_host_users(api: httpx.Client, workspace_server: LiveServer,
-                                                    make_sandbox: Callable[..., dict[str, Any]],
-                                                    victim: dict[str, Any]) -> None:
+def test_attack_neighbours_are_different_host_users(
+    api: httpx.Client, workspace_server: LiveServer, make_sandbox: Callable[..., dict[str, Any]], victim: dict[str, Any]
+) -> None:
     """Seen from the host: two sandboxes' agents, commands and files belong to different,
     unprivileged host uids (so even an escaped process could not signal, trace or read its
     neighbour's)."""
@@ -164,8 +187,9 @@ def test_attack_neighbours_are_different_host_users(api: httpx.Client, workspace
         sandbox_id = sandbox["id"]
         bundle = workspace_server.data_dir / "sandboxes" / sandbox_id
         agent_uid = host_uid_of(int((bundle / "init.pid").read_text()))
-        command_uid = int(sh(api, sandbox_id, "echo made > /workspace/owned; cat /proc/self/uid_map")
-                          ["stdout"].split()[1]) + 1000
+        command_uid = (
+            int(sh(api, sandbox_id, "echo made > /workspace/owned; cat /proc/self/uid_map")["stdout"].split()[1]) + 1000
+        )
         file_uid = (bundle / "rw" / "workspace" / "owned").stat().st_uid
         assert agent_uid >= 100000
         assert file_uid == command_uid == agent_uid + 1000

@@ -52,10 +52,15 @@ def host_listener() -> Iterator[int]:
 
 def host_addresses() -> list[str]:
     """Every IPv4 address of the host but loopback (the veth end of the peer included)."""
-    interfaces = json.loads(subprocess.run(["ip", "-j", "-4", "addr", "show"], capture_output=True, text=True,
-                                           check=True).stdout)
-    found = {info["local"] for interface in interfaces for info in interface.get("addr_info", [])
-             if info.get("family") == "inet"}
+    interfaces = json.loads(
+        subprocess.run(["ip", "-j", "-4", "addr", "show"], capture_output=True, text=True, check=True).stdout
+    )
+    found = {
+        info["local"]
+        for interface in interfaces
+        for info in interface.get("addr_info", [])
+        if info.get("family") == "inet"
+    }
     return sorted(a for a in found if not ipaddress.IPv4Address(a).is_loopback)
 
 
@@ -67,7 +72,8 @@ def networked(api: httpx.Client) -> Iterator[dict[str, Any]]:
 
 
 def test_networked_sandbox_reaches_a_public_host_but_not_the_host_its_lan_or_metadata(
-        api: httpx.Client, networked: dict[str, Any], peer: Peer, host_listener: int) -> None:
+    api: httpx.Client, networked: dict[str, Any], peer: Peer, host_listener: int
+) -> None:
     addresses = host_addresses()
     assert HOST_SIDE in addresses
     targets = [peer.public, peer.private, peer.link_local, *((a, host_listener) for a in addresses)]
@@ -75,13 +81,14 @@ def test_networked_sandbox_reaches_a_public_host_but_not_the_host_its_lan_or_met
     # The network works (so the failures below are the filter's doing, not a dead link) ...
     assert seen.pop(peer.public) == f"answered {GREETING}"
     # ... and every one of these is refused at once, inside the sandbox: EHOSTUNREACH.
-    assert seen == {target: "failed 113" for target in seen}, seen
+    assert seen == dict.fromkeys(seen, "failed 113"), seen
 
 
-def test_sandbox_root_cannot_lift_the_egress_filter(api: httpx.Client, networked: dict[str, Any],
-                                                    peer: Peer) -> None:
-    attempts = ("nft flush ruleset; nft delete table inet workspace_egress; "
-                "ip route add 10.213.77.0/30 dev tap0; ip link set tap0 down; ip link set tap0 up")
+def test_sandbox_root_cannot_lift_the_egress_filter(api: httpx.Client, networked: dict[str, Any], peer: Peer) -> None:
+    attempts = (
+        "nft flush ruleset; nft delete table inet workspace_egress; "
+        "ip route add 10.213.77.0/30 dev tap0; ip link set tap0 down; ip link set tap0 up"
+    )
     result = sh(api, networked["id"], attempts, user="root")
     assert "Operation not permitted" in result["stderr"], result
     assert probe(api, networked["id"], peer.private) == {peer.private: "failed 113"}

@@ -19,8 +19,15 @@ from tests.e2e.security.attack_support import assert_error, new_marker, sh, snap
 from tests.support.live_server import LiveServer
 
 AGENT_SOURCE = Path(__file__).resolve().parents[3] / "server" / "src" / "workspace_server" / "agent"
-WATCHED = [Path("/etc/hostname"), Path("/etc/passwd"), Path("/etc/hosts"), Path("/etc/group"),
-           Path("/etc/ld.so.preload"), Path("/etc/profile"), Path("/usr/bin/python3")]
+WATCHED = [
+    Path("/etc/hostname"),
+    Path("/etc/passwd"),
+    Path("/etc/hosts"),
+    Path("/etc/group"),
+    Path("/etc/ld.so.preload"),
+    Path("/etc/profile"),
+    Path("/usr/bin/python3"),
+]
 
 
 def _shared_trees(server: LiveServer) -> dict[str, bytes | str | None]:
@@ -41,13 +48,20 @@ def _shared_trees(server: LiveServer) -> dict[str, bytes | str | None]:
 
 def _new_names(marker: str) -> list[Path]:
     name = marker.lower()
-    return [Path("/usr/bin") / name, Path("/usr/local/bin") / name, Path("/usr/lib") / name, Path("/etc") / name,
-            Path("/etc/cron.d") / name, AGENT_SOURCE / name]
+    return [
+        Path("/usr/bin") / name,
+        Path("/usr/local/bin") / name,
+        Path("/usr/lib") / name,
+        Path("/etc") / name,
+        Path("/etc/cron.d") / name,
+        AGENT_SOURCE / name,
+    ]
 
 
 @pytest.mark.parametrize("user", ["user", "root"])
-def test_attack_write_host_system_dirs_by_command(api: httpx.Client, sandbox: dict[str, Any],
-                                                  workspace_server: LiveServer, user: str) -> None:
+def test_attack_write_host_system_dirs_by_command(
+    api: httpx.Client, sandbox: dict[str, Any], workspace_server: LiveServer, user: str
+) -> None:
     marker = new_marker("write")
     name = marker.lower()
     before = {path: snapshot(path) for path in WATCHED}
@@ -76,8 +90,20 @@ def test_attack_write_host_system_dirs_by_command(api: httpx.Client, sandbox: di
         true
     """
     answer = sh(api, sandbox["id"], script, user=user)
-    for verb in ("WROTE", "TOUCHED", "MKDIR", "APPENDED", "REMOVED", "MOVED", "CHMOD", "CHOWN", "UTIME", "LINKED",
-                 "PRELOAD", "REMOUNTED"):
+    for verb in (
+        "WROTE",
+        "TOUCHED",
+        "MKDIR",
+        "APPENDED",
+        "REMOVED",
+        "MOVED",
+        "CHMOD",
+        "CHOWN",
+        "UTIME",
+        "LINKED",
+        "PRELOAD",
+        "REMOUNTED",
+    ):
         assert verb not in answer["stdout"], answer
     assert {path: snapshot(path) for path in WATCHED} == before
     for path in _new_names(marker):
@@ -93,24 +119,40 @@ def test_attack_write_host_system_dirs_by_files_api(api: httpx.Client, sandbox: 
     name = marker.lower()
     sid = sandbox["id"]
     before = {path: snapshot(path) for path in WATCHED}
-    for path in (f"/usr/bin/{name}", f"/etc/{name}", f"/etc/cron.d/{name}", f"/opt/workspace-agent/{name}",
-                 "/opt/workspace-agent/agent.py", "/etc/passwd", "/etc/hostname", "/usr/bin/python3", f"/{name}",
-                 f"/bin/{name}", f"/usr/lib/python3/{name}.pth"):
+    for path in (
+        f"/usr/bin/{name}",
+        f"/etc/{name}",
+        f"/etc/cron.d/{name}",
+        f"/opt/workspace-agent/{name}",
+        "/opt/workspace-agent/agent.py",
+        "/etc/passwd",
+        "/etc/hostname",
+        "/usr/bin/python3",
+        f"/{name}",
+        f"/bin/{name}",
+        f"/usr/lib/python3/{name}.pth",
+    ):
         response = api.put(f"/sandboxes/{sid}/files", params={"path": path}, content=marker.encode())
         assert_error(response, 403, "PERMISSION_DENIED")
     for path in (f"/usr/{name}", f"/etc/{name}", f"/{name}"):
         assert_error(api.post(f"/sandboxes/{sid}/files/mkdir", json={"path": path}), 403, "PERMISSION_DENIED")
     for path in ("/etc/hostname", "/usr/bin/python3", "/opt/workspace-agent/agent.py", "/etc/passwd"):
         assert_error(api.delete(f"/sandboxes/{sid}/files", params={"path": path}), 403, "PERMISSION_DENIED")
-    assert_error(api.delete(f"/sandboxes/{sid}/files", params={"path": "/etc", "recursive": "true"}),
-                 403, "PERMISSION_DENIED")
+    assert_error(
+        api.delete(f"/sandboxes/{sid}/files", params={"path": "/etc", "recursive": "true"}), 403, "PERMISSION_DENIED"
+    )
     api.put(f"/sandboxes/{sid}/files", params={"path": "/workspace/payload"}, content=marker.encode())
-    assert_error(api.post(f"/sandboxes/{sid}/files/move", json={"source": "/etc/hostname",
-                                                                "destination": "/workspace/hostname"}),
-                 403, "PERMISSION_DENIED")
+    assert_error(
+        api.post(
+            f"/sandboxes/{sid}/files/move", json={"source": "/etc/hostname", "destination": "/workspace/hostname"}
+        ),
+        403,
+        "PERMISSION_DENIED",
+    )
     for route in ("move", "copy"):
-        response = api.post(f"/sandboxes/{sid}/files/{route}",
-                            json={"source": "/workspace/payload", "destination": f"/usr/bin/{name}"})
+        response = api.post(
+            f"/sandboxes/{sid}/files/{route}", json={"source": "/workspace/payload", "destination": f"/usr/bin/{name}"}
+        )
         assert_error(response, 403, "PERMISSION_DENIED")
     assert {path: snapshot(path) for path in WATCHED} == before
     for path in _new_names(marker):
@@ -134,13 +176,21 @@ def test_attack_write_through_symlink_to_host_dir(api: httpx.Client, sandbox: di
 def test_attack_setuid_binary_gains_nothing(api: httpx.Client, sandbox: dict[str, Any]) -> None:
     """Host setuid binaries are visible but inert for the sandbox user: /usr is nosuid,
     no_new_privs is set and their owner (host root) is not mapped; setuid(0) fails."""
-    answer = sh(api, sandbox["id"],
-                "echo su; su -c 'id -u' root </dev/null 2>/dev/null; "
-                "echo setuid; python3 -c 'import os; os.setuid(0)' 2>&1 | tail -1; "
-                "echo setresuid; python3 -c 'import os; os.setresuid(0, 0, 0)' 2>&1 | tail -1; "
-                "stat -c '%A %U' /usr/bin/su; id -u")
+    answer = sh(
+        api,
+        sandbox["id"],
+        "echo su; su -c 'id -u' root </dev/null 2>/dev/null; "
+        "echo setuid; python3 -c 'import os; os.setuid(0)' 2>&1 | tail -1; "
+        "echo setresuid; python3 -c 'import os; os.setresuid(0, 0, 0)' 2>&1 | tail -1; "
+        "stat -c '%A %U' /usr/bin/su; id -u",
+    )
     lines = answer["stdout"].splitlines()
-    assert lines == ["su", "setuid", "PermissionError: [Errno 1] Operation not permitted",
-                     "setresuid", "PermissionError: [Errno 1] Operation not permitted",
-                     "-rwsr-xr-x nobody",  # host root-owned: unmapped, shown as nobody
-                     "1000"], answer
+    assert lines == [
+        "su",
+        "setuid",
+        "PermissionError: [Errno 1] Operation not permitted",
+        "setresuid",
+        "PermissionError: [Errno 1] Operation not permitted",
+        "-rwsr-xr-x nobody",  # host root-owned: unmapped, shown as nobody
+        "1000",
+    ], answer

@@ -20,12 +20,39 @@ USERS = ["user", "root"]
 
 # x86_64 numbers of every syscall the seccomp profile denies (oci_config.DENIED_SYSCALLS).
 DENIED_X86_64 = {
-    "acct": 163, "add_key": 248, "bpf": 321, "delete_module": 176, "finit_module": 313, "fsconfig": 431,
-    "fsmount": 432, "fsopen": 430, "fspick": 433, "init_module": 175, "kexec_file_load": 320, "kexec_load": 246,
-    "keyctl": 250, "lookup_dcookie": 212, "mount": 165, "mount_setattr": 442, "move_mount": 429,
-    "name_to_handle_at": 303, "open_by_handle_at": 304, "open_tree": 428, "perf_event_open": 298,
-    "pivot_root": 155, "quotactl": 179, "reboot": 169, "request_key": 249, "setns": 308, "swapoff": 168,
-    "swapon": 167, "syslog": 103, "umount2": 166, "unshare": 272, "userfaultfd": 323, "vhangup": 153,
+    "acct": 163,
+    "add_key": 248,
+    "bpf": 321,
+    "delete_module": 176,
+    "finit_module": 313,
+    "fsconfig": 431,
+    "fsmount": 432,
+    "fsopen": 430,
+    "fspick": 433,
+    "init_module": 175,
+    "kexec_file_load": 320,
+    "kexec_load": 246,
+    "keyctl": 250,
+    "lookup_dcookie": 212,
+    "mount": 165,
+    "mount_setattr": 442,
+    "move_mount": 429,
+    "name_to_handle_at": 303,
+    "open_by_handle_at": 304,
+    "open_tree": 428,
+    "perf_event_open": 298,
+    "pivot_root": 155,
+    "quotactl": 179,
+    "reboot": 169,
+    "request_key": 249,
+    "setns": 308,
+    "swapoff": 168,
+    "swapon": 167,
+    "syslog": 103,
+    "umount2": 166,
+    "unshare": 272,
+    "userfaultfd": 323,
+    "vhangup": 153,
 }
 
 SYSCALLS = """
@@ -47,9 +74,10 @@ needs_x86_64 = pytest.mark.skipif(platform.machine() != "x86_64", reason="syscal
 
 
 def _syscalls(api: httpx.Client, sandbox_id: str, table: dict[str, int], user: str) -> dict[str, list[int]]:
-    response = api.post(f"/sandboxes/{sandbox_id}/processes/run",
-                        json={"command": "python3", "args": ["-c", SYSCALLS, json.dumps(table)], "user": user,
-                              "timeout": 30})
+    response = api.post(
+        f"/sandboxes/{sandbox_id}/processes/run",
+        json={"command": "python3", "args": ["-c", SYSCALLS, json.dumps(table)], "user": user, "timeout": 30},
+    )
     assert response.status_code == 200, response.text
     result = response.json()
     assert result["exit_code"] == 0, result
@@ -70,21 +98,39 @@ def test_attack_clone_into_new_namespaces(api: httpx.Client, sandbox: dict[str, 
     """clone() with any CLONE_NEW* flag is denied; clone3 answers ENOSYS (its flags are out
     of seccomp's reach, so it is refused outright and libc falls back to clone)."""
     sigchld = 17
-    flags = {"newns": 0x00020000, "newcgroup": 0x02000000, "newuts": 0x04000000, "newipc": 0x08000000,
-             "newuser": 0x10000000, "newpid": 0x20000000, "newnet": 0x40000000}
-    code = SYSCALLS.replace("ctypes.c_long(number), ctypes.c_long(0)",
-                            "ctypes.c_long(56 if name != 'clone3' else 435), ctypes.c_long(number)")
+    flags = {
+        "newns": 0x00020000,
+        "newcgroup": 0x02000000,
+        "newuts": 0x04000000,
+        "newipc": 0x08000000,
+        "newuser": 0x10000000,
+        "newpid": 0x20000000,
+        "newnet": 0x40000000,
+    }
+    code = SYSCALLS.replace(
+        "ctypes.c_long(number), ctypes.c_long(0)",
+        "ctypes.c_long(56 if name != 'clone3' else 435), ctypes.c_long(number)",
+    )
     table = {name: flag | sigchld for name, flag in flags.items()}
-    response = api.post(f"/sandboxes/{sandbox['id']}/processes/run",
-                        json={"command": "python3", "args": ["-c", code, json.dumps({**table, "clone3": 0})],
-                              "user": user, "timeout": 30})
+    response = api.post(
+        f"/sandboxes/{sandbox['id']}/processes/run",
+        json={
+            "command": "python3",
+            "args": ["-c", code, json.dumps({**table, "clone3": 0})],
+            "user": user,
+            "timeout": 30,
+        },
+    )
     results = json.loads(response.json()["stdout"])
     assert results == {**{name: [-1, 1] for name in flags}, "clone3": [-1, 38]}, results
 
 
 @pytest.mark.parametrize("user", USERS)
 def test_attack_mount_filesystems(api: httpx.Client, sandbox: dict[str, Any], user: str) -> None:
-    answer = sh(api, sandbox["id"], """
+    answer = sh(
+        api,
+        sandbox["id"],
+        """
         mount -t tmpfs none /tmp 2>&1 || echo FAILED-tmpfs
         mount -t proc proc /workspace 2>&1 || echo FAILED-proc
         mount --bind /workspace /usr 2>&1 || echo FAILED-bind
@@ -93,7 +139,9 @@ def test_attack_mount_filesystems(api: httpx.Client, sandbox: dict[str, Any], us
         umount /etc/passwd 2>&1 || echo FAILED-umount
         umount -l /proc/keys 2>&1 || echo FAILED-umount-mask
         cat /proc/keys | wc -c
-    """, user=user)
+    """,
+        user=user,
+    )
     for step in ("tmpfs", "proc", "bind", "remount", "cgroup", "umount", "umount-mask"):
         assert f"FAILED-{step}" in answer["stdout"], answer
     assert answer["stdout"].strip().endswith("0"), answer
@@ -105,7 +153,10 @@ def test_attack_mount_filesystems(api: httpx.Client, sandbox: dict[str, Any], us
 def test_attack_ptrace_pid_1_as_user(api: httpx.Client, sandbox: dict[str, Any], tool: str) -> None:
     """The sandbox user cannot trace or read the agent (PID 1, sandbox root)."""
     if tool == "ctypes":
-        answer = py(api, sandbox["id"], """
+        answer = py(
+            api,
+            sandbox["id"],
+            """
 import ctypes, os
 libc = ctypes.CDLL(None, use_errno=True)
 for request, name in ((16, "ATTACH"), (0x4206, "SEIZE")):
@@ -117,13 +168,18 @@ for path in ("/proc/1/mem", "/proc/1/environ", "/proc/1/root/", "/proc/1/fd/0"):
         print("READ", path)
     except OSError as exc:
         print("denied", path, exc.errno)
-""")
+""",
+        )
         assert "ATTACH -1 1" in answer["stdout"] and "SEIZE -1 1" in answer["stdout"], answer
         assert "READ" not in answer["stdout"], answer
         assert answer["stdout"].count("denied") == 4, answer
     else:
-        answer = sh(api, sandbox["id"], "command -v strace >/dev/null || { echo NO-STRACE; exit 0; }; "
-                                        "timeout 5 strace -p 1 -e trace=none 2>&1; echo rc=$?")
+        answer = sh(
+            api,
+            sandbox["id"],
+            "command -v strace >/dev/null || { echo NO-STRACE; exit 0; }; "
+            "timeout 5 strace -p 1 -e trace=none 2>&1; echo rc=$?",
+        )
         if "NO-STRACE" in answer["stdout"]:
             pytest.skip("strace is not installed on this host")
         assert "Operation not permitted" in answer["stdout"], answer
@@ -132,18 +188,26 @@ for path in ("/proc/1/mem", "/proc/1/environ", "/proc/1/root/", "/proc/1/fd/0"):
 
 @pytest.mark.parametrize("user", USERS)
 def test_attack_unshare_namespaces(api: httpx.Client, sandbox: dict[str, Any], user: str) -> None:
-    answer = sh(api, sandbox["id"], """
+    answer = sh(
+        api,
+        sandbox["id"],
+        """
         for flags in -r -m -U -n -p\\ -f -i -u -C "-r -m"; do
             unshare $flags true 2>/dev/null && echo "UNSHARED $flags" || echo "refused $flags"
         done
-    """, user=user)
+    """,
+        user=user,
+    )
     assert "UNSHARED" not in answer["stdout"], answer
     assert answer["stdout"].count("refused") == 9, answer
 
 
 @pytest.mark.parametrize("user", USERS)
 def test_attack_setns_into_namespaces(api: httpx.Client, sandbox: dict[str, Any], user: str) -> None:
-    answer = py(api, sandbox["id"], """
+    answer = py(
+        api,
+        sandbox["id"],
+        """
 import ctypes, os
 libc = ctypes.CDLL(None, use_errno=True)
 for ns in sorted(os.listdir("/proc/self/ns")):
@@ -154,7 +218,9 @@ for ns in sorted(os.listdir("/proc/self/ns")):
         continue
     ret = libc.setns(fd, 0)
     print("setns", ns, ret, ctypes.get_errno())
-""", user=user)
+""",
+        user=user,
+    )
     lines = [line.split() for line in answer["stdout"].splitlines()]
     assert len(lines) >= 7, answer
     for line in lines:
@@ -163,7 +229,10 @@ for ns in sorted(os.listdir("/proc/self/ns")):
 
 @pytest.mark.parametrize("user", USERS)
 def test_attack_keyctl_and_kernel_keyrings(api: httpx.Client, sandbox: dict[str, Any], user: str) -> None:
-    answer = sh(api, sandbox["id"], """
+    answer = sh(
+        api,
+        sandbox["id"],
+        """
         command -v keyctl >/dev/null && { keyctl show @s 2>&1; keyctl add user k v @u 2>&1; }
         python3 -c '
 import ctypes
@@ -174,7 +243,9 @@ ret = libc.syscall(248, b"user", b"k", b"v", 1, -4)  # add_key into the user key
 print("add_key", ret, ctypes.get_errno())
 '
         wc -c < /proc/keys
-    """, user=user)
+    """,
+        user=user,
+    )
     assert "keyctl -1 1" in answer["stdout"] and "add_key -1 1" in answer["stdout"], answer
     assert answer["stdout"].strip().endswith("0"), answer
 
@@ -182,7 +253,10 @@ print("add_key", ret, ctypes.get_errno())
 def test_attack_privileged_operations_as_sandbox_root(api: httpx.Client, sandbox: dict[str, Any]) -> None:
     """Sandbox root holds only the agent's capabilities: no raw sockets, device nodes,
     chroot, hostname, clock, module or admin operations."""
-    answer = py(api, sandbox["id"], """
+    answer = py(
+        api,
+        sandbox["id"],
+        """
 import ctypes, os, resource, socket, time
 libc = ctypes.CDLL(None, use_errno=True)
 def attempt(name, fn):
@@ -204,7 +278,9 @@ attempt("clock_settime", lambda: time.clock_settime(time.CLOCK_REALTIME, 0))
 attempt("nice", lambda: os.nice(-10))
 attempt("raise-nofile-limit", lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1 << 20, 1 << 20)))
 attempt("iopl", lambda: check(libc.iopl(3)))
-""", user="root")
+""",
+        user="root",
+    )
     assert "ALLOWED" not in answer["stdout"], answer
     assert answer["stdout"].count("denied") == 10, answer
 
@@ -214,8 +290,13 @@ def test_known_limit_sandbox_root_can_trace_its_own_agent(api: httpx.Client, san
     and signal the agent; the agent is inside the trust boundary of `user: root` commands,
     and the server treats the agent link as untrusted. SIGKILL to PID 1 from inside the
     namespace is ignored by the kernel, so the sandbox survives."""
-    answer = sh(api, sandbox["id"], "command -v strace >/dev/null || { echo NO-STRACE; exit 0; }; kill -9 1; "
-                                    "timeout 1 strace -p 1 -e trace=none 2>&1 | head -1", user="root")
+    answer = sh(
+        api,
+        sandbox["id"],
+        "command -v strace >/dev/null || { echo NO-STRACE; exit 0; }; kill -9 1; "
+        "timeout 1 strace -p 1 -e trace=none 2>&1 | head -1",
+        user="root",
+    )
     if "NO-STRACE" in answer["stdout"]:
         pytest.skip("strace is not installed on this host")
     assert "Process 1 attached" in output(answer), answer

@@ -40,8 +40,9 @@ def _host_processes_with(marker: str) -> list[str]:
 
 
 @pytest.mark.parametrize("bomb", ["bash", "python"])
-def test_attack_fork_bomb_is_contained(api: httpx.Client, make_sandbox: MakeSandbox,
-                                       workspace_server: LiveServer, bomb: str) -> None:
+def test_attack_fork_bomb_is_contained(
+    api: httpx.Client, make_sandbox: MakeSandbox, workspace_server: LiveServer, bomb: str
+) -> None:
     """A fork bomb hits the sandbox's pids limit; the command timeout kills its process
     group; the victim and the service answer afterwards.
 
@@ -52,8 +53,13 @@ def test_attack_fork_bomb_is_contained(api: httpx.Client, make_sandbox: MakeSand
     if bomb == "bash":
         answer = sh(api, victim["id"], "sleep 0.3; :(){ :|:& };:; sleep 30", timeout=4, expect_status=None)
     else:
-        answer = py(api, victim["id"], "import os, time\nwhile True:\n    try:\n        os.fork()\n"
-                                       "    except OSError:\n        time.sleep(0.01)", timeout=4, expect_status=None)
+        answer = py(
+            api,
+            victim["id"],
+            "import os, time\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        time.sleep(0.01)",
+            timeout=4,
+            expect_status=None,
+        )
     assert answer["http_status"] == 408 and answer["code"] == "PROCESS_TIMEOUT", answer
     assert_sandbox_answers(api, victim["id"])
     count = sh(api, victim["id"], "ps -e --no-headers | wc -l")
@@ -64,13 +70,16 @@ def test_attack_fork_bomb_is_contained(api: httpx.Client, make_sandbox: MakeSand
 def _escaping_bomb(api: httpx.Client, sandbox_id: str, marker: str) -> dict[str, Any]:
     """Every child calls setsid(), leaving the command's process group: the command
     timeout cannot reach them; only the pids limit (and deleting the sandbox) can."""
-    code = ("import os, sys, time\nwhile True:\n    try:\n        if os.fork() == 0:\n            os.setsid()\n"
-            "    except OSError:\n        time.sleep(0.05)")
+    code = (
+        "import os, sys, time\nwhile True:\n    try:\n        if os.fork() == 0:\n            os.setsid()\n"
+        "    except OSError:\n        time.sleep(0.05)"
+    )
     return run(api, sandbox_id, "python3", "-c", code, marker, timeout=3, expect_status=None)
 
 
-def test_attack_fork_bomb_escaping_its_process_group_is_bounded(api: httpx.Client, make_sandbox: MakeSandbox,
-                                                                workspace_server: LiveServer) -> None:
+def test_attack_fork_bomb_escaping_its_process_group_is_bounded(
+    api: httpx.Client, make_sandbox: MakeSandbox, workspace_server: LiveServer
+) -> None:
     marker = new_marker("bomb")
     victim = make_sandbox(pids=64)
     answer = _escaping_bomb(api, victim["id"], marker)
@@ -87,8 +96,9 @@ def test_attack_fork_bomb_escaping_its_process_group_is_bounded(api: httpx.Clien
     assert _host_processes_with(marker) == []
 
 
-def test_attack_fork_bomb_escaping_its_process_group_leaves_agent_answering(api: httpx.Client,
-                                                                            make_sandbox: MakeSandbox) -> None:
+def test_attack_fork_bomb_escaping_its_process_group_leaves_agent_answering(
+    api: httpx.Client, make_sandbox: MakeSandbox
+) -> None:
     victim = make_sandbox(pids=64)
     _escaping_bomb(api, victim["id"], new_marker("bomb"))
     time.sleep(1)
@@ -101,9 +111,13 @@ def test_attack_fork_bomb_escaping_its_process_group_leaves_agent_answering(api:
 
 
 def test_attack_open_file_flood_hits_nofile_limit(api: httpx.Client, sandbox: dict[str, Any]) -> None:
-    answer = py(api, sandbox["id"], "import os\nfds = []\ntry:\n    while True:\n"
-                                    "        fds.append(os.open('/dev/null', os.O_RDONLY))\n"
-                                    "except OSError as exc:\n    print(len(fds), exc.errno)")
+    answer = py(
+        api,
+        sandbox["id"],
+        "import os\nfds = []\ntry:\n    while True:\n"
+        "        fds.append(os.open('/dev/null', os.O_RDONLY))\n"
+        "except OSError as exc:\n    print(len(fds), exc.errno)",
+    )
     opened, errno = answer["stdout"].split()
     assert int(opened) < 4096 and errno == "24", answer  # EMFILE
     assert_sandbox_answers(api, sandbox["id"])
@@ -112,13 +126,20 @@ def test_attack_open_file_flood_hits_nofile_limit(api: httpx.Client, sandbox: di
 # --------------------------------------------------------------------------- memory
 
 
-def test_attack_memory_bomb_is_oom_killed_inside_its_sandbox(api: httpx.Client, make_sandbox: MakeSandbox,
-                                                             workspace_server: LiveServer) -> None:
+def test_attack_memory_bomb_is_oom_killed_inside_its_sandbox(
+    api: httpx.Client, make_sandbox: MakeSandbox, workspace_server: LiveServer
+) -> None:
     """Allocating past memory_mb kills the allocating command only: the sandbox (and its
     agent) survive and run the next command; the server and other sandboxes are untouched."""
     victim = make_sandbox(memory_mb=128)
-    answer = py(api, victim["id"], "chunks = []\nfor _ in range(64):\n    chunks.append(bytearray(16 << 20))\n"
-                                   "print('ALLOCATED', len(chunks) * 16, 'MiB')", timeout=60, expect_status=None)
+    answer = py(
+        api,
+        victim["id"],
+        "chunks = []\nfor _ in range(64):\n    chunks.append(bytearray(16 << 20))\n"
+        "print('ALLOCATED', len(chunks) * 16, 'MiB')",
+        timeout=60,
+        expect_status=None,
+    )
     assert answer["http_status"] == 200, answer
     assert "ALLOCATED" not in answer["stdout"], answer
     assert answer["exit_code"] in (137, 1), answer  # SIGKILL by the OOM killer, or MemoryError
@@ -152,8 +173,9 @@ print("ALLOCATED")
 """
 
 
-def test_attack_memory_bomb_spread_over_many_processes_is_oom_killed(api: httpx.Client, make_sandbox: MakeSandbox,
-                                                                     workspace_server: LiveServer) -> None:
+def test_attack_memory_bomb_spread_over_many_processes_is_oom_killed(
+    api: httpx.Client, make_sandbox: MakeSandbox, workspace_server: LiveServer
+) -> None:
     """160 processes of 1 MiB each, every one smaller than the agent: the OOM killer still
     picks commands (oom_score_adj 500), the agent survives, and the kills are reported."""
     victim = make_sandbox(memory_mb=128)
@@ -168,8 +190,9 @@ def test_attack_memory_bomb_spread_over_many_processes_is_oom_killed(api: httpx.
     assert_service_healthy(api, workspace_server.url)
 
 
-def test_attack_memory_bomb_with_lowered_oom_score_leaves_agent_alive(api: httpx.Client,
-                                                                     make_sandbox: MakeSandbox) -> None:
+def test_attack_memory_bomb_with_lowered_oom_score_leaves_agent_alive(
+    api: httpx.Client, make_sandbox: MakeSandbox
+) -> None:
     """The bomb's processes lower their OOM score to the agent's own. The agent lives in a
     memory cgroup above theirs (memory_mb is theirs alone), so no OOM among them can take
     it: it keeps answering at once, and commands run again once memory is free."""
@@ -196,15 +219,20 @@ def test_attack_memory_bomb_with_lowered_oom_score_leaves_agent_alive(api: httpx
 # --------------------------------------------------------------------------- disk
 
 
-def test_attack_disk_filler_stops_at_quota(api: httpx.Client, make_sandbox: MakeSandbox,
-                                           workspace_server: LiveServer) -> None:
+def test_attack_disk_filler_stops_at_quota(
+    api: httpx.Client, make_sandbox: MakeSandbox, workspace_server: LiveServer
+) -> None:
     """/workspace, /tmp, /var/tmp, /home and /root share one disk image of disk_mb: filling
     it fails with ENOSPC at the quota; the sandbox answers and recovers once files are removed."""
     victim = make_sandbox(disk_mb=64)
-    answer = sh(api, victim["id"],
-                "dd if=/dev/zero of=/tmp/a bs=1M count=40 2>&1 | tail -1; "
-                "dd if=/dev/zero of=/workspace/b bs=1M count=200 2>&1; echo rc=$?; "
-                "df -k --output=size,used /workspace | tail -1", timeout=60)
+    answer = sh(
+        api,
+        victim["id"],
+        "dd if=/dev/zero of=/tmp/a bs=1M count=40 2>&1 | tail -1; "
+        "dd if=/dev/zero of=/workspace/b bs=1M count=200 2>&1; echo rc=$?; "
+        "df -k --output=size,used /workspace | tail -1",
+        timeout=60,
+    )
     assert "No space left on device" in answer["stdout"], answer
     size_kb, used_kb = (int(v) for v in answer["stdout"].split()[-2:])
     # The image is exactly disk_mb; the filesystem's own metadata takes a few percent of it.
@@ -221,8 +249,11 @@ def test_attack_disk_filler_stops_at_quota(api: httpx.Client, make_sandbox: Make
 
 
 def test_attack_shm_filler_is_capped(api: httpx.Client, sandbox: dict[str, Any]) -> None:
-    answer = sh(api, sandbox["id"], "dd if=/dev/zero of=/dev/shm/fill bs=1M count=200 2>&1; "
-                                    "du -m /dev/shm/fill | cut -f1; rm -f /dev/shm/fill")
+    answer = sh(
+        api,
+        sandbox["id"],
+        "dd if=/dev/zero of=/dev/shm/fill bs=1M count=200 2>&1; du -m /dev/shm/fill | cut -f1; rm -f /dev/shm/fill",
+    )
     assert "No space left on device" in answer["stdout"], answer
     assert int(answer["stdout"].split()[-1]) <= 64, answer
     assert_sandbox_answers(api, sandbox["id"])
@@ -231,8 +262,9 @@ def test_attack_shm_filler_is_capped(api: httpx.Client, sandbox: dict[str, Any])
 def test_attack_upload_past_disk_quota_fails_cleanly(api: httpx.Client, make_sandbox: MakeSandbox) -> None:
     victim = make_sandbox(disk_mb=16)
     try:
-        response = api.put(f"/sandboxes/{victim['id']}/files", params={"path": "/workspace/big"},
-                           content=b"x" * (24 << 20), timeout=5)
+        response = api.put(
+            f"/sandboxes/{victim['id']}/files", params={"path": "/workspace/big"}, content=b"x" * (24 << 20), timeout=5
+        )
     except httpx.TimeoutException as exc:
         raise AssertionError("the upload past the quota hung instead of failing with 507") from exc
     assert_error(response, 507, "DISK_QUOTA_EXCEEDED")
@@ -240,8 +272,9 @@ def test_attack_upload_past_disk_quota_fails_cleanly(api: httpx.Client, make_san
 
 
 @pytest.mark.parametrize("via", ["command", "files-api"])
-def test_attack_root_writes_past_quota_into_run_workspace(api: httpx.Client, make_sandbox: MakeSandbox,
-                                                          workspace_server: LiveServer, via: str) -> None:
+def test_attack_root_writes_past_quota_into_run_workspace(
+    api: httpx.Client, make_sandbox: MakeSandbox, workspace_server: LiveServer, via: str
+) -> None:
     victim = make_sandbox(disk_mb=16)
     bundle = workspace_server.data_dir / "sandboxes" / victim["id"]
     bundle_run = bundle / "rw" / "run"
@@ -249,33 +282,54 @@ def test_attack_root_writes_past_quota_into_run_workspace(api: httpx.Client, mak
         if via == "command":
             sh(api, victim["id"], "dd if=/dev/zero of=/run/workspace/fill bs=1M count=32 2>&1; true", user="root")
         else:
-            api.put(f"/sandboxes/{victim['id']}/files", params={"path": "/run/workspace/fill"},
-                    content=b"x" * (3 << 20), timeout=30)
-            api.put(f"/sandboxes/{victim['id']}/files", params={"path": "/run/workspace/fill2"},
-                    content=b"x" * (3 << 20), timeout=30)
-            sh(api, victim["id"], "cat /run/workspace/fill /run/workspace/fill2 /run/workspace/fill2 "
-                                  "/run/workspace/fill2 /run/workspace/fill2 > /run/workspace/fill3; true",
-               user="root")
+            api.put(
+                f"/sandboxes/{victim['id']}/files",
+                params={"path": "/run/workspace/fill"},
+                content=b"x" * (3 << 20),
+                timeout=30,
+            )
+            api.put(
+                f"/sandboxes/{victim['id']}/files",
+                params={"path": "/run/workspace/fill2"},
+                content=b"x" * (3 << 20),
+                timeout=30,
+            )
+            sh(
+                api,
+                victim["id"],
+                "cat /run/workspace/fill /run/workspace/fill2 /run/workspace/fill2 "
+                "/run/workspace/fill2 /run/workspace/fill2 > /run/workspace/fill3; true",
+                user="root",
+            )
         # Everything the sandbox writes lands inside its disk image, which never grows past
         # the quota (the host sees only the sparse image file).
         image = bundle / "disk.img"
         assert image.stat().st_blocks * 512 <= 16 << 20, f"{image} grew past the quota"
-        outside = [p for p in bundle.iterdir() if p.is_file() and p.name not in ("disk.img", "config.json",
-                                                                               "agent.log", "init.pid")]
+        outside = [
+            p
+            for p in bundle.iterdir()
+            if p.is_file() and p.name not in ("disk.img", "config.json", "agent.log", "init.pid")
+        ]
         assert not outside, outside
     finally:
         for path in bundle_run.glob("fill*"):
             path.unlink()
 
 
-def test_attack_disk_filler_beyond_memory_limit_is_contained(api: httpx.Client, make_sandbox: MakeSandbox,
-                                                             workspace_server: LiveServer) -> None:
+def test_attack_disk_filler_beyond_memory_limit_is_contained(
+    api: httpx.Client, make_sandbox: MakeSandbox, workspace_server: LiveServer
+) -> None:
     """The tmpfs disk is memory charged to the sandbox: filling more disk than memory_mb
     hits the memory limit. Whatever happens inside, it stays inside: other sandboxes and
     the server carry on, and the victim is reported honestly (running, or error)."""
     victim = make_sandbox(disk_mb=256, memory_mb=64)
-    sh(api, victim["id"], "dd if=/dev/zero of=/workspace/fill bs=1M count=150 2>&1; true", timeout=60,
-       expect_status=None)
+    sh(
+        api,
+        victim["id"],
+        "dd if=/dev/zero of=/workspace/fill bs=1M count=150 2>&1; true",
+        timeout=60,
+        expect_status=None,
+    )
     state = api.get(f"/sandboxes/{victim['id']}").json()
     assert state["state"] in ("running", "error"), state
     if state["state"] == "error":
@@ -285,10 +339,16 @@ def test_attack_disk_filler_beyond_memory_limit_is_contained(api: httpx.Client, 
 
 
 def test_attack_disk_filler_within_quota_but_beyond_memory_leaves_sandbox_running(
-        api: httpx.Client, make_sandbox: MakeSandbox) -> None:
+    api: httpx.Client, make_sandbox: MakeSandbox
+) -> None:
     victim = make_sandbox(disk_mb=256, memory_mb=64)
-    answer = sh(api, victim["id"], "dd if=/dev/zero of=/workspace/fill bs=1M count=150 status=none; echo rc=$?",
-                timeout=60, expect_status=None)
+    answer = sh(
+        api,
+        victim["id"],
+        "dd if=/dev/zero of=/workspace/fill bs=1M count=150 status=none; echo rc=$?",
+        timeout=60,
+        expect_status=None,
+    )
     assert answer.get("stdout", "").strip() == "rc=0", answer  # 150 MiB is within the 256 MiB quota
     assert_sandbox_answers(api, victim["id"])
 
@@ -296,15 +356,18 @@ def test_attack_disk_filler_within_quota_but_beyond_memory_leaves_sandbox_runnin
 # --------------------------------------------------------------------------- cpu
 
 
-def test_attack_cpu_hog_is_throttled_to_its_quota(api: httpx.Client, make_sandbox: MakeSandbox,
-                                                  workspace_server: LiveServer) -> None:
+def test_attack_cpu_hog_is_throttled_to_its_quota(
+    api: httpx.Client, make_sandbox: MakeSandbox, workspace_server: LiveServer
+) -> None:
     """Four busy loops for 3 s in a cpu=0.5 sandbox get about 1.5 s of CPU in total,
     and meanwhile another sandbox answers promptly."""
     victim = make_sandbox(cpu=0.5)
-    hog = ("import os, time\nend = time.monotonic() + 3\npids = []\nfor _ in range(4):\n    pid = os.fork()\n"
-           "    if pid == 0:\n        while time.monotonic() < end:\n            pass\n        os._exit(0)\n"
-           "    pids.append(pid)\nfor pid in pids:\n    os.waitpid(pid, 0)\n"
-           "t = os.times()\nprint(t.children_user + t.children_system)")
+    hog = (
+        "import os, time\nend = time.monotonic() + 3\npids = []\nfor _ in range(4):\n    pid = os.fork()\n"
+        "    if pid == 0:\n        while time.monotonic() < end:\n            pass\n        os._exit(0)\n"
+        "    pids.append(pid)\nfor pid in pids:\n    os.waitpid(pid, 0)\n"
+        "t = os.times()\nprint(t.children_user + t.children_system)"
+    )
     result: dict[str, Any] = {}
 
     def hog_thread() -> None:

@@ -74,8 +74,11 @@ def test_attack_user_code_kills_the_user_spawner(api: httpx.Client, sandbox: dic
 def test_attack_user_code_stops_the_user_spawner(api: httpx.Client, sandbox: dict[str, Any]) -> None:
     def user_command(script: str) -> httpx.Response:
         try:
-            return api.post(f"/sandboxes/{sandbox['id']}/processes/run",
-                            json={"command": "bash", "args": ["-c", script], "timeout": 1}, timeout=7)
+            return api.post(
+                f"/sandboxes/{sandbox['id']}/processes/run",
+                json={"command": "bash", "args": ["-c", script], "timeout": 1},
+                timeout=7,
+            )
         except httpx.TimeoutException as exc:
             raise AssertionError(f"{script!r} hung past its 1 s timeout (and the server's 5 s margin)") from exc
 
@@ -85,8 +88,9 @@ def test_attack_user_code_stops_the_user_spawner(api: httpx.Client, sandbox: dic
     assert after.status_code == 200 and after.json()["stdout"] == "after\n", after.text
 
 
-def test_attack_user_code_kills_the_user_spawner_and_hijacks_its_successor(api: httpx.Client,
-                                                                           sandbox: dict[str, Any]) -> None:
+def test_attack_user_code_kills_the_user_spawner_and_hijacks_its_successor(
+    api: httpx.Client, sandbox: dict[str, Any]
+) -> None:
     """The agent restarts a killed spawner (a fresh interpreter that starts as root and
     drops to the user itself): the successor is just as untraceable, and commands go back
     to the fast path through it."""

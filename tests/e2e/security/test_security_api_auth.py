@@ -22,9 +22,22 @@ from tests.support.live_server import LiveServer, free_port, start_server, stop_
 
 KEY = "wsk-" + secrets.token_hex(16)
 DUMMIES = {"sandbox_id": "sbx-0000000000000000", "pid": "4242", "pty_id": "pty-0000"}
-EXTRA_PATHS = ["/openapi.json", "/docs", "/redoc", "/docs/oauth2-redirect", "/metrics", "/nope", "/api/v1",
-               "/api/v1/", "/api/v1/nope", "/healthz/", "/HEALTHZ", "//healthz", "/healthz%2F..%2Fapi/v1/sandboxes",
-               "/healthz;/api/v1/sandboxes"]
+EXTRA_PATHS = [
+    "/openapi.json",
+    "/docs",
+    "/redoc",
+    "/docs/oauth2-redirect",
+    "/metrics",
+    "/nope",
+    "/api/v1",
+    "/api/v1/",
+    "/api/v1/nope",
+    "/healthz/",
+    "/HEALTHZ",
+    "//healthz",
+    "/healthz%2F..%2Fapi/v1/sandboxes",
+    "/healthz;/api/v1/sandboxes",
+]
 # Sent byte for byte (HTTP clients normalise dot segments away before sending).
 RAW_PATHS = ["/healthz/../api/v1/sandboxes", "/healthz/./../metrics", "/./api/v1/sandboxes", "/api/v1/../healthz"]
 
@@ -63,8 +76,9 @@ def _assert_unauthorized(response: httpx.Response) -> None:
     assert KEY not in response.text
 
 
-def test_security_every_route_but_healthz_needs_the_key(keyed_server: LiveServer,
-                                                        keyed_routes: list[tuple[str, str]]) -> None:
+def test_security_every_route_but_healthz_needs_the_key(
+    keyed_server: LiveServer, keyed_routes: list[tuple[str, str]]
+) -> None:
     with httpx.Client(base_url=keyed_server.url, timeout=10) as client:
         for method, path in keyed_routes:
             if path == "/healthz":
@@ -72,8 +86,9 @@ def test_security_every_route_but_healthz_needs_the_key(keyed_server: LiveServer
                 continue
             _assert_unauthorized(client.request(method, path))
             # The key is checked before anything else: bodies are never parsed for strangers.
-            _assert_unauthorized(client.request(method, path, content=b"{not json",
-                                                headers={"content-type": "application/json"}))
+            _assert_unauthorized(
+                client.request(method, path, content=b"{not json", headers={"content-type": "application/json"})
+            )
         for path in EXTRA_PATHS:
             for method in ("GET", "POST", "DELETE", "PUT", "OPTIONS", "HEAD"):
                 response = client.request(method, path)
@@ -81,8 +96,9 @@ def test_security_every_route_but_healthz_needs_the_key(keyed_server: LiveServer
                     assert response.status_code == 401
                 else:
                     _assert_unauthorized(response)
-        oversize = client.post("/api/v1/sandboxes", content=b"x" * (2 << 20),
-                               headers={"content-type": "application/json"})
+        oversize = client.post(
+            "/api/v1/sandboxes", content=b"x" * (2 << 20), headers={"content-type": "application/json"}
+        )
         _assert_unauthorized(oversize)
     host, port = keyed_server.url.removeprefix("http://").split(":")
     for path in RAW_PATHS:
@@ -94,20 +110,23 @@ def test_security_every_route_but_healthz_needs_the_key(keyed_server: LiveServer
         assert reply.startswith(b"HTTP/1.1 401 "), (path, reply[:200])
 
 
-@pytest.mark.parametrize("presented", [
-    {"Authorization": "Bearer " + KEY[:-1] + ("0" if KEY[-1] != "0" else "1")},   # same length, last char off
-    {"X-API-Key": KEY[:-1] + ("0" if KEY[-1] != "0" else "1")},
-    {"X-API-Key": "x" * len(KEY)},
-    {"Authorization": "Bearer " + KEY[:-1]},                                       # a prefix
-    {"Authorization": "Bearer " + KEY + "0"},                                      # an extension
-    {"Authorization": "Bearer"},
-    {"Authorization": "Basic " + KEY},
-    {"Authorization": KEY},
-    {"X-API-Key": ""},
-    {"X-Api-Key": KEY.upper()},
-    {"Cookie": "api_key=" + KEY},
-    {"X-API-Key": KEY + " x"},
-])
+@pytest.mark.parametrize(
+    "presented",
+    [
+        {"Authorization": "Bearer " + KEY[:-1] + ("0" if KEY[-1] != "0" else "1")},  # same length, last char off
+        {"X-API-Key": KEY[:-1] + ("0" if KEY[-1] != "0" else "1")},
+        {"X-API-Key": "x" * len(KEY)},
+        {"Authorization": "Bearer " + KEY[:-1]},  # a prefix
+        {"Authorization": "Bearer " + KEY + "0"},  # an extension
+        {"Authorization": "Bearer"},
+        {"Authorization": "Basic " + KEY},
+        {"Authorization": KEY},
+        {"X-API-Key": ""},
+        {"X-Api-Key": KEY.upper()},
+        {"Cookie": "api_key=" + KEY},
+        {"X-API-Key": KEY + " x"},
+    ],
+)
 def test_security_wrong_key_is_refused(keyed_server: LiveServer, presented: dict[str, str]) -> None:
     response = httpx.get(keyed_server.url + "/api/v1/sandboxes", headers=presented, timeout=10)
     _assert_unauthorized(response)
@@ -119,8 +138,7 @@ def test_security_key_in_query_string_is_refused(keyed_server: LiveServer) -> No
 
 
 def test_security_non_ascii_key_bytes_are_refused(keyed_server: LiveServer) -> None:
-    response = httpx.get(keyed_server.url + "/api/v1/sandboxes", headers=[(b"X-API-Key", b"\xfc\xff k")],
-                         timeout=10)
+    response = httpx.get(keyed_server.url + "/api/v1/sandboxes", headers=[(b"X-API-Key", b"\xfc\xff k")], timeout=10)
     assert response.status_code in (400, 401)
 
 
@@ -136,15 +154,17 @@ def _keyed(server: LiveServer) -> httpx.Client:
     return httpx.Client(base_url=server.url + "/api/v1", headers={"X-API-Key": KEY}, timeout=60)
 
 
-@pytest.mark.parametrize("route", ["/sandboxes", "/sandboxes/sbx-0000000000000000/processes/run",
-                                   "/sandboxes/sbx-0000000000000000/files/mkdir"])
+@pytest.mark.parametrize(
+    "route",
+    ["/sandboxes", "/sandboxes/sbx-0000000000000000/processes/run", "/sandboxes/sbx-0000000000000000/files/mkdir"],
+)
 def test_security_oversize_json_body_is_413(keyed_server: LiveServer, route: str) -> None:
     big = b'{"name": "' + b"a" * (2 << 20) + b'"}'
 
     def chunks() -> Iterator[bytes]:
         yield big[:10]
         for offset in range(10, len(big), 65536):
-            yield big[offset:offset + 65536]
+            yield big[offset : offset + 65536]
 
     with _keyed(keyed_server) as client:
         declared = client.post(route, content=big, headers={"content-type": "application/json"})
@@ -154,8 +174,23 @@ def test_security_oversize_json_body_is_413(keyed_server: LiveServer, route: str
         assert client.get("/sandboxes").status_code == 200
 
 
-@pytest.mark.parametrize("body", [b"{", b"{not json}", b'{"command": "echo",}', b"[1, 2", b"\xff\xfe\x00",
-                                  b'{"a": ' * 5000, b"NaN", b"", b"null", b"[]", b'"str"', b"1e999999"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{",
+        b"{not json}",
+        b'{"command": "echo",}',
+        b"[1, 2",
+        b"\xff\xfe\x00",
+        b'{"a": ' * 5000,
+        b"NaN",
+        b"",
+        b"null",
+        b"[]",
+        b'"str"',
+        b"1e999999",
+    ],
+)
 def test_security_malformed_json_is_400(keyed_server: LiveServer, body: bytes) -> None:
     with _keyed(keyed_server) as client:
         for route in ("/sandboxes/sbx-0000000000000000/processes/run", "/sandboxes/sbx-0000000000000000/files/move"):
@@ -167,12 +202,17 @@ def test_security_malformed_json_is_400(keyed_server: LiveServer, body: bytes) -
         assert client.get("/sandboxes").status_code == 200
 
 
-@pytest.mark.parametrize("path", ["/api/v1/sandboxes/sbx-0000000000000000/pty",
-                                  "/api/v1/sandboxes/sbx-0000000000000000/pty/pty-0000"])
-@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "x" * len(KEY)}, {"Authorization": "Bearer nope"}],
-                         ids=["no-key", "wrong-key", "wrong-bearer"])
-def test_security_websocket_pty_without_key_is_refused(keyed_server: LiveServer, path: str,
-                                                       headers: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "path", ["/api/v1/sandboxes/sbx-0000000000000000/pty", "/api/v1/sandboxes/sbx-0000000000000000/pty/pty-0000"]
+)
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"X-API-Key": "x" * len(KEY)}, {"Authorization": "Bearer nope"}],
+    ids=["no-key", "wrong-key", "wrong-bearer"],
+)
+def test_security_websocket_pty_without_key_is_refused(
+    keyed_server: LiveServer, path: str, headers: dict[str, str]
+) -> None:
     url = keyed_server.url.replace("http://", "ws://") + path
     with connect(url, additional_headers=headers, open_timeout=10) as ws:
         frame = ws.recv(timeout=10)
@@ -196,9 +236,14 @@ def test_attack_read_api_key_from_inside_sandbox(keyed_server: LiveServer) -> No
     with _keyed(keyed_server) as client:
         sandbox = create_sandbox(client)
         try:
-            answer = sh(client, sandbox["id"],
-                        f"grep -rls -- '{KEY}' /proc/1/environ /proc/1/cmdline /proc/self/environ /etc /run /opt "
-                        "/tmp /var/tmp /workspace /home /root 2>/dev/null; env; true", user="root", timeout=60)
+            answer = sh(
+                client,
+                sandbox["id"],
+                f"grep -rls -- '{KEY}' /proc/1/environ /proc/1/cmdline /proc/self/environ /etc /run /opt "
+                "/tmp /var/tmp /workspace /home /root 2>/dev/null; env; true",
+                user="root",
+                timeout=60,
+            )
             assert KEY not in answer["stdout"], answer
         finally:
             delete_sandbox(client, sandbox["id"])
@@ -210,9 +255,22 @@ def test_security_keyless_server_refuses_non_loopback_bind(host: str) -> None:
     try:
         for key_args in ([], ["--api-key", ""]):
             result = subprocess.run(
-                [*workspace_command(), "serve", "--host", host, "--port", str(free_port()),
-                 "--data-dir", str(root / "data"), *key_args],
-                capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
+                [
+                    *workspace_command(),
+                    "serve",
+                    "--host",
+                    host,
+                    "--port",
+                    str(free_port()),
+                    "--data-dir",
+                    str(root / "data"),
+                    *key_args,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env={"PATH": "/usr/bin:/bin"},
+            )
             assert result.returncode != 0
             assert "without an API key" in result.stderr + result.stdout
     finally:
@@ -224,14 +282,18 @@ def test_security_keyless_server_refuses_non_loopback_bind(host: str) -> None:
 
 def test_attack_dns_rebinding_with_foreign_host_header(workspace_server: LiveServer) -> None:
     port = workspace_server.url.rsplit(":", 1)[1]
-    response = httpx.get(workspace_server.url + "/api/v1/sandboxes",
-                         headers={"Host": f"attacker.example:{port}"}, timeout=10)
+    response = httpx.get(
+        workspace_server.url + "/api/v1/sandboxes", headers={"Host": f"attacker.example:{port}"}, timeout=10
+    )
     assert 400 <= response.status_code < 500, response.status_code
 
 
 def test_attack_cross_site_request_creates_sandbox(workspace_server: LiveServer, api: httpx.Client) -> None:
-    response = httpx.post(workspace_server.url + "/api/v1/sandboxes",
-                          headers={"Origin": "http://attacker.example", "Content-Type": "text/plain"}, timeout=60)
+    response = httpx.post(
+        workspace_server.url + "/api/v1/sandboxes",
+        headers={"Origin": "http://attacker.example", "Content-Type": "text/plain"},
+        timeout=60,
+    )
     created: dict[str, Any] = response.json() if response.status_code == 201 else {}
     if created.get("id"):
         delete_sandbox(api, created["id"])
@@ -264,10 +326,22 @@ def test_security_websocket_oversize_frame_is_refused(workspace_server: LiveServ
         delete_sandbox(api, sandbox["id"])
 
 
-@pytest.mark.parametrize("body", [
-    {"cpu": 8.5}, {"cpu": 0.01}, {"memory_mb": 16385}, {"memory_mb": 16}, {"pids": 4097}, {"pids": 4},
-    {"disk_mb": 65537}, {"disk_mb": 4}, {"memory_mb": 1 << 20}, {"cpu": -1}, {"pids": 0},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"cpu": 8.5},
+        {"cpu": 0.01},
+        {"memory_mb": 16385},
+        {"memory_mb": 16},
+        {"pids": 4097},
+        {"pids": 4},
+        {"disk_mb": 65537},
+        {"disk_mb": 4},
+        {"memory_mb": 1 << 20},
+        {"cpu": -1},
+        {"pids": 0},
+    ],
+)
 def test_security_sandbox_limits_are_bounded(api: httpx.Client, body: dict[str, Any]) -> None:
     """A caller chooses limits only within the server's bounds (cpu 0.05-8, memory 32-16384
     MiB, pids 8-4096, disk 8-65536 MiB by default)."""

@@ -34,13 +34,19 @@ from tests.e2e.security.attack_support import create_sandbox, delete_sandbox
 from tests.support.live_server import LiveServer
 
 SPEC = Path(__file__).resolve().parents[3] / "spec" / "openapi.json"
-OPERATIONS = sorted((method.upper(), path) for path, ops in json.loads(SPEC.read_text())["paths"].items()
-                    for method in ops)
+OPERATIONS = sorted(
+    (method.upper(), path) for path, ops in json.loads(SPEC.read_text())["paths"].items() for method in ops
+)
 EXAMPLES = 6
 CREATE_EXAMPLES = 3
 COMMAND_TIMEOUT = 5
-CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance,
-          checks.response_headers_conformance, checks.response_schema_conformance]
+CHECKS = [
+    checks.not_a_server_error,
+    checks.status_code_conformance,
+    checks.content_type_conformance,
+    checks.response_headers_conformance,
+    checks.response_schema_conformance,
+]
 # Operations whose fuzzing finds a server bug today: (method, path, target) -> the bug.
 KNOWN_BUGS: dict[tuple[str, str, str], str] = {}
 
@@ -75,17 +81,21 @@ def _bound(case: Any) -> None:
             case.body["timeout"] = COMMAND_TIMEOUT
 
 
-def _fuzz(operation: Any, strategy: st.SearchStrategy[Any], base_url: str, examples: int,
-          created: list[str]) -> None:
-    @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
-              phases=[Phase.explicit, Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck),
-              report_multiple_bugs=False)
+def _fuzz(operation: Any, strategy: st.SearchStrategy[Any], base_url: str, examples: int, created: list[str]) -> None:
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=[Phase.explicit, Phase.generate, Phase.shrink],
+        suppress_health_check=list(HealthCheck),
+        report_multiple_bugs=False,
+    )
     @given(case=strategy)
     def run(case: Any) -> None:
         _bound(case)
         response = case.call(base_url=base_url, timeout=COMMAND_TIMEOUT + 30)
-        if operation.method.upper() == "POST" and operation.path == "/api/v1/sandboxes" \
-                and response.status_code == 201:
+        if operation.method.upper() == "POST" and operation.path == "/api/v1/sandboxes" and response.status_code == 201:
             created.append(response.json()["id"])
         case.validate_response(response, checks=CHECKS)
 
@@ -95,9 +105,17 @@ def _fuzz(operation: Any, strategy: st.SearchStrategy[Any], base_url: str, examp
 @pytest.mark.parametrize("target", ["random-ids", "real-sandbox"])
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=["positive", "negative"])
 @pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
-def test_security_fuzz_operation(request: pytest.FixtureRequest, live_schema: Any, fuzz_target: dict[str, Any],
-                                 workspace_server: LiveServer, api: httpx.Client, method: str, path: str,
-                                 mode: GenerationMode, target: str) -> None:
+def test_security_fuzz_operation(
+    request: pytest.FixtureRequest,
+    live_schema: Any,
+    fuzz_target: dict[str, Any],
+    workspace_server: LiveServer,
+    api: httpx.Client,
+    method: str,
+    path: str,
+    mode: GenerationMode,
+    target: str,
+) -> None:
     if target == "real-sandbox" and "{sandbox_id}" not in path:
         pytest.skip("no sandbox in this path")
     bug = KNOWN_BUGS.get((method, path, target))
@@ -105,8 +123,9 @@ def test_security_fuzz_operation(request: pytest.FixtureRequest, live_schema: An
         request.applymarker(pytest.mark.xfail(strict=True, reason=bug))
     operation = live_schema[path][method]
     aimed = target == "real-sandbox" and not (method == "DELETE" and path == "/api/v1/sandboxes/{sandbox_id}")
-    strategy = operation.as_strategy(generation_mode=mode,
-                                     path_parameters={"sandbox_id": fuzz_target["id"]} if aimed else None)
+    strategy = operation.as_strategy(
+        generation_mode=mode, path_parameters={"sandbox_id": fuzz_target["id"]} if aimed else None
+    )
     examples = CREATE_EXAMPLES if (method, path) == ("POST", "/api/v1/sandboxes") else EXAMPLES
     created: list[str] = []
     try:

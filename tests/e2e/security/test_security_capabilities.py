@@ -16,10 +16,25 @@ from tests.support.live_server import LiveServer
 # CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_KILL, CAP_SETGID, CAP_SETUID,
 # CAP_NET_BIND_SERVICE: the agent's set (oci_config.AGENT_CAPABILITIES).
 AGENT_CAPS = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 10)
-NEVER_HELD = {"CAP_NET_ADMIN": 12, "CAP_NET_RAW": 13, "CAP_SYS_MODULE": 16, "CAP_SYS_RAWIO": 17,
-              "CAP_SYS_CHROOT": 18, "CAP_SYS_PTRACE": 19, "CAP_SYS_ADMIN": 21, "CAP_SYS_BOOT": 22,
-              "CAP_SYS_NICE": 23, "CAP_SYS_RESOURCE": 24, "CAP_SYS_TIME": 25, "CAP_MKNOD": 27,
-              "CAP_AUDIT_WRITE": 29, "CAP_SETFCAP": 31, "CAP_MAC_ADMIN": 33, "CAP_SYSLOG": 34, "CAP_BPF": 39}
+NEVER_HELD = {
+    "CAP_NET_ADMIN": 12,
+    "CAP_NET_RAW": 13,
+    "CAP_SYS_MODULE": 16,
+    "CAP_SYS_RAWIO": 17,
+    "CAP_SYS_CHROOT": 18,
+    "CAP_SYS_PTRACE": 19,
+    "CAP_SYS_ADMIN": 21,
+    "CAP_SYS_BOOT": 22,
+    "CAP_SYS_NICE": 23,
+    "CAP_SYS_RESOURCE": 24,
+    "CAP_SYS_TIME": 25,
+    "CAP_MKNOD": 27,
+    "CAP_AUDIT_WRITE": 29,
+    "CAP_SETFCAP": 31,
+    "CAP_MAC_ADMIN": 33,
+    "CAP_SYSLOG": 34,
+    "CAP_BPF": 39,
+}
 
 
 def _status(text: str) -> dict[str, str]:
@@ -87,8 +102,7 @@ def test_security_file_descriptor_and_process_limits(api: httpx.Client, sandbox:
 
 
 @pytest.mark.parametrize("user", ["user", "root"])
-def test_security_command_environment_is_not_the_servers(api: httpx.Client, sandbox: dict[str, Any],
-                                                         user: str) -> None:
+def test_security_command_environment_is_not_the_servers(api: httpx.Client, sandbox: dict[str, Any], user: str) -> None:
     """Commands get a fixed environment (plus the caller's env), nothing of the server's."""
     env = sh(api, sandbox["id"], "env; tr '\\0' '\\n' < /proc/1/environ", user=user)["stdout"]
     names = {line.split("=", 1)[0] for line in env.splitlines() if "=" in line}
@@ -123,10 +137,12 @@ def test_security_commands_are_the_oom_killers_first_choice(api: httpx.Client, s
     assert answer["stdout"].split() == ["500", "0"], answer
 
 
-def test_security_every_command_starts_as_the_oom_killers_first_choice(api: httpx.Client,
-                                                                       sandbox: dict[str, Any]) -> None:
-    seen = [run(api, sandbox["id"], "cat", "/proc/self/oom_score_adj", user="root")["stdout"].strip()
-            for _ in range(20)]
+def test_security_every_command_starts_as_the_oom_killers_first_choice(
+    api: httpx.Client, sandbox: dict[str, Any]
+) -> None:
+    seen = [
+        run(api, sandbox["id"], "cat", "/proc/self/oom_score_adj", user="root")["stdout"].strip() for _ in range(20)
+    ]
     sh(api, sandbox["id"], "sleep 0.2; kill -9 $PPID")  # the user spawner: commands now take the slow path
     seen += [run(api, sandbox["id"], "cat", "/proc/self/oom_score_adj")["stdout"].strip() for _ in range(40)]
     assert seen == ["500"] * 60, seen

@@ -22,8 +22,10 @@ def test_write_read_round_trip_binary(api: httpx.Client, sandbox: Sandbox) -> No
     response = api.get(files(sandbox), params={"path": "/workspace/dir/data.bin"})
     assert response.content == data and response.headers["content-length"] == str(len(data))
     # Written files belong to the sandbox user, so commands can change them.
-    owner = api.post(f"/sandboxes/{sandbox['id']}/processes/run",
-                     json={"command": "stat", "args": ["-c", "%U", "/workspace/dir/data.bin"]}).json()
+    owner = api.post(
+        f"/sandboxes/{sandbox['id']}/processes/run",
+        json={"command": "stat", "args": ["-c", "%U", "/workspace/dir/data.bin"]},
+    ).json()
     assert owner["stdout"] == "user\n"
 
 
@@ -66,10 +68,15 @@ def test_list_stat_exists_mkdir(api: httpx.Client, sandbox: Sandbox) -> None:
 
 def test_remove_move_copy(api: httpx.Client, sandbox: Sandbox) -> None:
     api.put(files(sandbox), params={"path": "/workspace/src.txt"}, content=b"hello")
-    assert api.post(files(sandbox, "/copy"), json={"source": "/workspace/src.txt",
-                                                   "destination": "/workspace/dst.txt"}).status_code == 200
-    moved = api.post(files(sandbox, "/move"),
-                     json={"source": "/workspace/src.txt", "destination": "/workspace/new.txt"})
+    assert (
+        api.post(
+            files(sandbox, "/copy"), json={"source": "/workspace/src.txt", "destination": "/workspace/dst.txt"}
+        ).status_code
+        == 200
+    )
+    moved = api.post(
+        files(sandbox, "/move"), json={"source": "/workspace/src.txt", "destination": "/workspace/new.txt"}
+    )
     assert moved.json()["path"] == "/workspace/new.txt"
     assert api.get(files(sandbox), params={"path": "/workspace/dst.txt"}).content == b"hello"
     assert api.get(files(sandbox, "/exists"), params={"path": "/workspace/src.txt"}).json()["exists"] is False

@@ -29,8 +29,14 @@ def test_exit_code_stdout_stderr(api: httpx.Client, sandbox: dict[str, Any]) -> 
 
 
 def test_args_env_cwd_and_user(api: httpx.Client, sandbox: dict[str, Any]) -> None:
-    body = run(api, sandbox, command="sh", args=["-c", 'echo "$GREETING $(pwd) $(id -u) $HOME"'],
-               env={"GREETING": "hi"}, cwd="/tmp").json()
+    body = run(
+        api,
+        sandbox,
+        command="sh",
+        args=["-c", 'echo "$GREETING $(pwd) $(id -u) $HOME"'],
+        env={"GREETING": "hi"},
+        cwd="/tmp",
+    ).json()
     assert body["stdout"] == "hi /tmp 1000 /home/user\n"
     root = run(api, sandbox, command="id", args=["-u"], user="root").json()
     assert root["stdout"] == "0\n"
@@ -127,9 +133,15 @@ def test_concurrent_runs_in_one_sandbox(api: httpx.Client, sandbox: dict[str, An
 
 
 def test_bad_process_requests(api: httpx.Client, sandbox: dict[str, Any]) -> None:
-    for body in ({}, {"command": ""}, {"command": "true", "timeout": 0}, {"command": "true", "user": "admin"},
-                 {"command": "true", "args": "notalist"}, {"command": "true", "env": {"": "x"}},
-                 {"command": "a\u0000b"}):
+    for body in (
+        {},
+        {"command": ""},
+        {"command": "true", "timeout": 0},
+        {"command": "true", "user": "admin"},
+        {"command": "true", "args": "notalist"},
+        {"command": "true", "env": {"": "x"}},
+        {"command": "a\u0000b"},
+    ):
         response = api.post(f"/sandboxes/{sandbox['id']}/processes/run", json=body)
         assert response.status_code == 400, (body, response.text)
         assert response.json()["code"] == "INVALID_REQUEST"
@@ -149,8 +161,10 @@ def test_commands_still_run_when_the_user_spawner_is_killed(api: httpx.Client, s
 def test_memory_hog_is_oom_killed_and_the_sandbox_survives(api: httpx.Client) -> None:
     created = api.post("/sandboxes", json={"memory_mb": 64}).json()
     try:
-        hog = api.post(f"/sandboxes/{created['id']}/processes/run",
-                       json={"command": "python3", "args": ["-c", "x = bytearray(256 * 1024 * 1024)"]}).json()
+        hog = api.post(
+            f"/sandboxes/{created['id']}/processes/run",
+            json={"command": "python3", "args": ["-c", "x = bytearray(256 * 1024 * 1024)"]},
+        ).json()
         assert hog["exit_code"] == 137
         after = api.get(f"/sandboxes/{created['id']}").json()
         assert after["state"] == "running" and after["oom_kills"] >= 1

@@ -42,8 +42,9 @@ def test_pty_echo_resize_and_exit(workspace_server: LiveServer, sandbox: dict[st
                 break
 
 
-def test_pty_survives_detach_and_replays(workspace_server: LiveServer, api: httpx.Client,
-                                         sandbox: dict[str, Any]) -> None:
+def test_pty_survives_detach_and_replays(
+    workspace_server: LiveServer, api: httpx.Client, sandbox: dict[str, Any]
+) -> None:
     with connect(ws_url(workspace_server, f"/sandboxes/{sandbox['id']}/pty")) as ws:
         pty_id = json.loads(ws.recv(timeout=10))["pty_id"]
         ws.send(b"echo BEFORE$((2+2))\n")
@@ -61,8 +62,9 @@ def test_pty_survives_detach_and_replays(workspace_server: LiveServer, api: http
     assert api.get(f"/sandboxes/{sandbox['id']}/pty").json()["ptys"] == []
 
 
-def test_unknown_pty_gets_pty_not_found(workspace_server: LiveServer, api: httpx.Client,
-                                        sandbox: dict[str, Any]) -> None:
+def test_unknown_pty_gets_pty_not_found(
+    workspace_server: LiveServer, api: httpx.Client, sandbox: dict[str, Any]
+) -> None:
     with connect(ws_url(workspace_server, f"/sandboxes/{sandbox['id']}/pty/pty-unknown")) as ws:
         error = json.loads(ws.recv(timeout=10))
         assert error["type"] == "error" and error["code"] == "PTY_NOT_FOUND"

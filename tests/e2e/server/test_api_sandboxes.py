@@ -18,8 +18,13 @@ def test_create_with_empty_body_uses_default_template(api: httpx.Client) -> None
 
 
 def test_create_get_list_delete(api: httpx.Client) -> None:
-    body = {"template": "workspace-test:latest", "name": "demo", "env": {"APP_ENV": "dev"},
-            "metadata": {"project": "p"}, "timeout": 600}
+    body = {
+        "template": "workspace-test:latest",
+        "name": "demo",
+        "env": {"APP_ENV": "dev"},
+        "metadata": {"project": "p"},
+        "timeout": 600,
+    }
     created = api.post("/sandboxes", json=body).json()
     sandbox_id = created["id"]
     assert created["name"] == "demo" and created["env"] == {"APP_ENV": "dev"}
@@ -73,8 +78,9 @@ def test_bad_bodies_get_invalid_request(api: httpx.Client) -> None:
 
 
 def test_absurd_sizes_are_refused(api: httpx.Client) -> None:
-    response = api.post("/sandboxes", content=b"{" + b" " * (2 * 1024 * 1024) + b"}",
-                        headers={"content-type": "application/json"})
+    response = api.post(
+        "/sandboxes", content=b"{" + b" " * (2 * 1024 * 1024) + b"}", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 413 and response.json()["code"] == "PAYLOAD_TOO_LARGE"
 
 

@@ -11,15 +11,24 @@ from tests.support.live_server import data_root, start_server, stop_server, work
 
 def test_non_loopback_without_key_is_refused(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "WORKSPACE_API_KEY"}
-    result = subprocess.run([*workspace_command(), "serve", "--host", "0.0.0.0", "--port", "1",
-                             "--data-dir", str(tmp_path)], capture_output=True, text=True, env=env, timeout=60)
+    result = subprocess.run(
+        [*workspace_command(), "serve", "--host", "0.0.0.0", "--port", "1", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert result.returncode != 0
     assert "without an API key" in result.stderr
 
 
 def test_unreachable_data_dir_is_a_clear_startup_error(tmp_path: Path) -> None:
-    result = subprocess.run([*workspace_command(), "serve", "--port", "1", "--data-dir", str(tmp_path / "d")],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [*workspace_command(), "serve", "--port", "1", "--data-dir", str(tmp_path / "d")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "not searchable by other users" in result.stderr and "Traceback" not in result.stderr
 
@@ -40,7 +49,8 @@ def test_api_key_is_required_when_set() -> None:
 
 
 def test_openapi_command_matches_committed_spec() -> None:
-    generated = subprocess.run([*workspace_command(), "openapi"], capture_output=True, text=True, check=True,
-                               timeout=60).stdout
+    generated = subprocess.run(
+        [*workspace_command(), "openapi"], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
     committed = (Path(__file__).resolve().parents[3] / "spec" / "openapi.json").read_text()
     assert generated == committed, "run `make spec-update`"

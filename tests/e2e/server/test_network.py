@@ -12,8 +12,9 @@ from tests.support.live_server import LiveServer
 from tests.support.network_peer import GREETING, Peer, probe
 
 
-def test_network_is_opt_in(api: httpx.Client, workspace_server: LiveServer, peer: Peer,
-                           sandbox: dict[str, Any]) -> None:
+def test_network_is_opt_in(
+    api: httpx.Client, workspace_server: LiveServer, peer: Peer, sandbox: dict[str, Any]
+) -> None:
     assert probe(api, sandbox["id"], peer.public)[peer.public].startswith("failed")
     networked = api.post("/sandboxes", json={"network": True}).json()
     try:

@@ -38,8 +38,11 @@ def api(harness: Harness) -> Iterator[httpx.Client]:
 
 def creates_by_source(h: Harness) -> dict[str, float]:
     samples = metric_samples(httpx.get(h.url + "/metrics", timeout=10).text)
-    return {dict(labels)["source"]: value for (name, labels), value in samples.items()
-            if name == "workspace_sandbox_create_seconds_count"}
+    return {
+        dict(labels)["source"]: value
+        for (name, labels), value in samples.items()
+        if name == "workspace_sandbox_create_seconds_count"
+    }
 
 
 def create_counting(h: Harness, client: httpx.Client, **body: Any) -> tuple[dict[str, Any], str]:
@@ -57,8 +60,9 @@ def cgroup_value(h: Harness, controller: str, sandbox_id: str, name: str) -> int
 
 
 def test_the_request_is_applied_to_a_claimed_sandbox(harness: Harness, api: httpx.Client) -> None:
-    sandbox, source = create_counting(harness, api, env={"GREETING": "from-the-request"}, name="claimed",
-                                      metadata={"team": "pool"}, timeout=600)
+    sandbox, source = create_counting(
+        harness, api, env={"GREETING": "from-the-request"}, name="claimed", metadata={"team": "pool"}, timeout=600
+    )
     try:
         assert source == "pool"
         assert (sandbox["name"], sandbox["metadata"], sandbox["timeout"]) == ("claimed", {"team": "pool"}, 600)
@@ -84,7 +88,8 @@ def test_a_sandbox_is_never_handed_out_twice(harness: Harness, api: httpx.Client
 
 
 def test_other_cpu_memory_and_pids_limits_are_served_by_the_pool_and_enforced(
-        harness: Harness, api: httpx.Client) -> None:
+    harness: Harness, api: httpx.Client
+) -> None:
     if not (CGROUP_ROOT / "memory").is_dir():
         pytest.skip("limits change on claim with cgroup v1 only; on v2 such a create starts cold")
     sandbox, source = create_counting(harness, api, cpu=0.5, memory_mb=64, pids=24)
@@ -130,8 +135,9 @@ for pid in children:
 
 
 @pytest.mark.parametrize("body", [{"network": True}, {"disk_mb": 256}], ids=["network", "other-disk-size"])
-def test_what_a_pool_sandbox_cannot_become_starts_cold(harness: Harness, api: httpx.Client,
-                                                       body: dict[str, Any]) -> None:
+def test_what_a_pool_sandbox_cannot_become_starts_cold(
+    harness: Harness, api: httpx.Client, body: dict[str, Any]
+) -> None:
     sandbox, source = create_counting(harness, api, **body)
     try:
         assert source == "cold"

@@ -41,9 +41,7 @@ class AsyncAPIClient:
         # A caller-supplied httpx client (custom transport, proxies, certificates) stays the
         # caller's to close; one we create is ours.
         self._owns_http_client = http_client is None
-        self._http = http_client or httpx.AsyncClient(
-            limits=DEFAULT_LIMITS, timeout=config.request_timeout()
-        )
+        self._http = http_client or httpx.AsyncClient(limits=DEFAULT_LIMITS, timeout=config.request_timeout())
         self._open_ptys: set[AsyncPtyHandle] = set()
         self._open_ptys_lock = threading.Lock()
         self._closed = False
@@ -105,19 +103,13 @@ class AsyncAPIClient:
         timeout: httpx.Timeout | None = None,
     ) -> Any:
         """``request`` and decode the JSON body."""
-        response = await self.request(
-            api_request, content=content, headers=headers, timeout=timeout
-        )
+        response = await self.request(api_request, content=content, headers=headers, timeout=timeout)
         try:
             return json.loads(response.content)
         except ValueError as exc:
-            raise invalid_response(
-                f"{api_request.method} {api_request.path} returned a non-JSON body"
-            ) from exc
+            raise invalid_response(f"{api_request.method} {api_request.path} returned a non-JSON body") from exc
 
-    async def open_stream(
-        self, api_request: ApiRequest, *, timeout: httpx.Timeout
-    ) -> httpx.Response:
+    async def open_stream(self, api_request: ApiRequest, *, timeout: httpx.Timeout) -> httpx.Response:
         """Send the request and return once the response headers arrive; the body is left
         unread. The caller must ``aclose()`` the response."""
         request = self._build(api_request, content=None, headers=None, timeout=timeout)

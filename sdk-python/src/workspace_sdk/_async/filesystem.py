@@ -39,9 +39,7 @@ class AsyncFileSystemService:
         """The whole file decoded as text."""
         return (await self.read(sandbox_id, path)).decode(encoding)
 
-    def read_stream(
-        self, sandbox_id: str, path: str, chunk_size: int = DEFAULT_CHUNK_SIZE
-    ) -> AsyncFileReadStream:
+    def read_stream(self, sandbox_id: str, path: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> AsyncFileReadStream:
         """Stream the file in chunks of at most ``chunk_size`` bytes::
 
             async with client.filesystem.read_stream(sandbox_id, "/workspace/big.bin") as f:
@@ -51,9 +49,7 @@ class AsyncFileSystemService:
 
         The request is sent when the stream is entered or first iterated.
         """
-        return AsyncFileReadStream(
-            self._api, protocol.read_request(sandbox_id, path), chunk_size=chunk_size
-        )
+        return AsyncFileReadStream(self._api, protocol.read_request(sandbox_id, path), chunk_size=chunk_size)
 
     async def download(
         self,
@@ -78,9 +74,7 @@ class AsyncFileSystemService:
             return written
         return await self._copy_to(sandbox_id, path, destination, chunk_size)
 
-    async def _copy_to(
-        self, sandbox_id: str, path: str, local_file: IO[bytes], chunk_size: int
-    ) -> int:
+    async def _copy_to(self, sandbox_id: str, path: str, local_file: IO[bytes], chunk_size: int) -> int:
         written = 0
         async with self.read_stream(sandbox_id, path, chunk_size) as chunks:
             async for chunk in chunks:
@@ -102,9 +96,7 @@ class AsyncFileSystemService:
         data = await self._api.request_json(protocol.write_request(sandbox_id, path), content=body)
         return protocol.parse_file_info(data)
 
-    async def write_string(
-        self, sandbox_id: str, path: str, content: str, encoding: str = "utf-8"
-    ) -> FileInfo:
+    async def write_string(self, sandbox_id: str, path: str, content: str, encoding: str = "utf-8") -> FileInfo:
         """Create or replace a text file."""
         return await self.write(sandbox_id, path, content.encode(encoding))
 
@@ -121,9 +113,7 @@ class AsyncFileSystemService:
                 return await self._upload_file(sandbox_id, path, local_file, chunk_size)
         return await self._upload_file(sandbox_id, path, source, chunk_size)
 
-    async def _upload_file(
-        self, sandbox_id: str, path: str, local_file: IO[bytes], chunk_size: int
-    ) -> FileInfo:
+    async def _upload_file(self, sandbox_id: str, path: str, local_file: IO[bytes], chunk_size: int) -> FileInfo:
         # A known length is sent as Content-Length (instead of chunked encoding), which lets
         # the server reject an oversized upload before reading it.
         size = _remaining_size(local_file)
@@ -164,13 +154,9 @@ class AsyncFileSystemService:
         data = await self._api.request_json(protocol.move_request(sandbox_id, source, destination))
         return protocol.parse_file_info(data)
 
-    async def copy(
-        self, sandbox_id: str, source: str, destination: str, recursive: bool = True
-    ) -> FileInfo:
+    async def copy(self, sandbox_id: str, source: str, destination: str, recursive: bool = True) -> FileInfo:
         """Copy a file, or a directory tree (``recursive`` defaults to true, as on the server)."""
-        data = await self._api.request_json(
-            protocol.copy_request(sandbox_id, source, destination, recursive)
-        )
+        data = await self._api.request_json(protocol.copy_request(sandbox_id, source, destination, recursive))
         return protocol.parse_file_info(data)
 
 

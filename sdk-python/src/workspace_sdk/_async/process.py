@@ -30,9 +30,7 @@ class AsyncProcessService:
     def __init__(self, api: AsyncAPIClient) -> None:
         self._api = api
 
-    async def run(
-        self, sandbox_id: str, command: str, options: RunCommandOptions | None = None
-    ) -> CommandResult:
+    async def run(self, sandbox_id: str, command: str, options: RunCommandOptions | None = None) -> CommandResult:
         """Run ``command`` to completion and return its exit code and output.
 
         A non-zero exit code is a normal result, not an exception. If
@@ -47,9 +45,7 @@ class AsyncProcessService:
         )
         return protocol.parse_command_result(data)
 
-    def run_stream(
-        self, sandbox_id: str, command: str, options: RunCommandOptions | None = None
-    ) -> AsyncProcessStream:
+    def run_stream(self, sandbox_id: str, command: str, options: RunCommandOptions | None = None) -> AsyncProcessStream:
         """Start ``command`` and stream its output as events.
 
         Returns at once; the request is sent when the stream is entered or first iterated::
@@ -84,9 +80,7 @@ class AsyncProcessStream(AsyncResponseStream):
     """Live output of one process: iterate it for events (once), or enter it with ``async with``
     to control when the connection closes. ``pid`` is known once started."""
 
-    def __init__(
-        self, api: AsyncAPIClient, request: ApiRequest, *, sandbox_id: str, command: str
-    ) -> None:
+    def __init__(self, api: AsyncAPIClient, request: ApiRequest, *, sandbox_id: str, command: str) -> None:
         super().__init__(api, request, api.config.stream_timeout())
         self.sandbox_id = sandbox_id
         self.command = command
@@ -178,6 +172,5 @@ class AsyncProcessStream(AsyncResponseStream):
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("running" if self._pid is not None else "new")
         return (
-            f"<{type(self).__name__} sandbox_id={self.sandbox_id!r} "
-            f"command={self.command!r} pid={self._pid} {state}>"
+            f"<{type(self).__name__} sandbox_id={self.sandbox_id!r} command={self.command!r} pid={self._pid} {state}>"
         )

@@ -68,16 +68,12 @@ class AsyncPtyService:
         except BaseException:
             await connection.close()
             raise
-        handle = AsyncPtyHandle(
-            self._api, connection, sandbox_id=sandbox_id, pty_id=ready.pty_id, pid=ready.pid
-        )
+        handle = AsyncPtyHandle(self._api, connection, sandbox_id=sandbox_id, pty_id=ready.pty_id, pid=ready.pid)
         self._api.register_pty(handle)
         handle._start_reader()
         return handle
 
-    async def _receive_ready(
-        self, connection: ClientConnection, request: WebSocketRequest
-    ) -> protocol.PtyReady:
+    async def _receive_ready(self, connection: ClientConnection, request: WebSocketRequest) -> protocol.PtyReady:
         """The server's first frame is ``ready`` or an error (it reports errors that way
         even when they happen before the session exists)."""
         context = request.error_context
@@ -97,9 +93,7 @@ class AsyncPtyService:
             return frame
         if isinstance(frame, protocol.PtyFailed):
             raise protocol.failure_to_exception(frame, context)
-        raise WorkspaceConnectionError(
-            f"PTY endpoint sent {message!r} instead of a ready frame", details=dict(context)
-        )
+        raise WorkspaceConnectionError(f"PTY endpoint sent {message!r} instead of a ready frame", details=dict(context))
 
 
 class AsyncPtyHandle:

@@ -82,8 +82,7 @@ class AsyncSandboxService:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise WaitTimeoutError(
-                    f"sandbox {sandbox_id} still {sandbox.state!r} after {timeout} s "
-                    f"(waiting for {state!r})",
+                    f"sandbox {sandbox_id} still {sandbox.state!r} after {timeout} s (waiting for {state!r})",
                     details={
                         "sandbox_id": sandbox_id,
                         "state": sandbox.state,

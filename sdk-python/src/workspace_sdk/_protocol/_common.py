@@ -126,9 +126,7 @@ def optional_str_dict(obj: Mapping[str, Any], key: str) -> dict[str, str] | None
     value = obj.get(key)
     if value is None:
         return None
-    if not isinstance(value, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise invalid_response(f"field {key!r} must map strings to strings, got {value!r}")
     return dict(value)
 

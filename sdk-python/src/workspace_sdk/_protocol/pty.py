@@ -111,9 +111,7 @@ def failure_to_exception(failure: PtyFailed, context: Mapping[str, Any]) -> Work
     )
 
 
-def close_to_exception(
-    close_code: int | None, reason: str | None, context: Mapping[str, Any]
-) -> WorkspaceError:
+def close_to_exception(close_code: int | None, reason: str | None, context: Mapping[str, Any]) -> WorkspaceError:
     """The session closed without an error frame; say what the close code means."""
     message = reason or f"PTY WebSocket closed unexpectedly (close code {close_code})"
     code = CLOSE_CODE_ERRORS.get(close_code or 0)

@@ -42,9 +42,7 @@ def create_request(params: CreateSandboxParams | None) -> ApiRequest:
 
 
 def get_request(sandbox_id: str) -> ApiRequest:
-    return ApiRequest(
-        "GET", f"/sandboxes/{path_segment(sandbox_id)}", error_context={"sandbox_id": sandbox_id}
-    )
+    return ApiRequest("GET", f"/sandboxes/{path_segment(sandbox_id)}", error_context={"sandbox_id": sandbox_id})
 
 
 def list_request(state: SandboxState | None) -> ApiRequest:

@@ -19,7 +19,5 @@ def parse_template_list(data: Any) -> list[Template]:
     templates = []
     for item in items:
         obj = expect_object(item, "Template")
-        templates.append(
-            Template(name=require_str(obj, "name"), description=optional_str(obj, "description"))
-        )
+        templates.append(Template(name=require_str(obj, "name"), description=optional_str(obj, "description")))
     return templates

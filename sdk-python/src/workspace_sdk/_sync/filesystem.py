@@ -40,9 +40,7 @@ class FileSystemService:
         """The whole file decoded as text."""
         return (self.read(sandbox_id, path)).decode(encoding)
 
-    def read_stream(
-        self, sandbox_id: str, path: str, chunk_size: int = DEFAULT_CHUNK_SIZE
-    ) -> FileReadStream:
+    def read_stream(self, sandbox_id: str, path: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> FileReadStream:
         """Stream the file in chunks of at most ``chunk_size`` bytes::
 
             with client.filesystem.read_stream(sandbox_id, "/workspace/big.bin") as f:
@@ -52,9 +50,7 @@ class FileSystemService:
 
         The request is sent when the stream is entered or first iterated.
         """
-        return FileReadStream(
-            self._api, protocol.read_request(sandbox_id, path), chunk_size=chunk_size
-        )
+        return FileReadStream(self._api, protocol.read_request(sandbox_id, path), chunk_size=chunk_size)
 
     def download(
         self,
@@ -79,9 +75,7 @@ class FileSystemService:
             return written
         return self._copy_to(sandbox_id, path, destination, chunk_size)
 
-    def _copy_to(
-        self, sandbox_id: str, path: str, local_file: IO[bytes], chunk_size: int
-    ) -> int:
+    def _copy_to(self, sandbox_id: str, path: str, local_file: IO[bytes], chunk_size: int) -> int:
         written = 0
         with self.read_stream(sandbox_id, path, chunk_size) as chunks:
             for chunk in chunks:
@@ -103,9 +97,7 @@ class FileSystemService:
         data = self._api.request_json(protocol.write_request(sandbox_id, path), content=body)
         return protocol.parse_file_info(data)
 
-    def write_string(
-        self, sandbox_id: str, path: str, content: str, encoding: str = "utf-8"
-    ) -> FileInfo:
+    def write_string(self, sandbox_id: str, path: str, content: str, encoding: str = "utf-8") -> FileInfo:
         """Create or replace a text file."""
         return self.write(sandbox_id, path, content.encode(encoding))
 
@@ -122,9 +114,7 @@ class FileSystemService:
                 return self._upload_file(sandbox_id, path, local_file, chunk_size)
         return self._upload_file(sandbox_id, path, source, chunk_size)
 
-    def _upload_file(
-        self, sandbox_id: str, path: str, local_file: IO[bytes], chunk_size: int
-    ) -> FileInfo:
+    def _upload_file(self, sandbox_id: str, path: str, local_file: IO[bytes], chunk_size: int) -> FileInfo:
         # A known length is sent as Content-Length (instead of chunked encoding), which lets
         # the server reject an oversized upload before reading it.
         size = _remaining_size(local_file)
@@ -165,13 +155,9 @@ class FileSystemService:
         data = self._api.request_json(protocol.move_request(sandbox_id, source, destination))
         return protocol.parse_file_info(data)
 
-    def copy(
-        self, sandbox_id: str, source: str, destination: str, recursive: bool = True
-    ) -> FileInfo:
+    def copy(self, sandbox_id: str, source: str, destination: str, recursive: bool = True) -> FileInfo:
         """Copy a file, or a directory tree (``recursive`` defaults to true, as on the server)."""
-        data = self._api.request_json(
-            protocol.copy_request(sandbox_id, source, destination, recursive)
-        )
+        data = self._api.request_json(protocol.copy_request(sandbox_id, source, destination, recursive))
         return protocol.parse_file_info(data)
 
 

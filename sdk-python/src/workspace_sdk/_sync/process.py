@@ -31,9 +31,7 @@ class ProcessService:
     def __init__(self, api: APIClient) -> None:
         self._api = api
 
-    def run(
-        self, sandbox_id: str, command: str, options: RunCommandOptions | None = None
-    ) -> CommandResult:
+    def run(self, sandbox_id: str, command: str, options: RunCommandOptions | None = None) -> CommandResult:
         """Run ``command`` to completion and return its exit code and output.
 
         A non-zero exit code is a normal result, not an exception. If
@@ -48,9 +46,7 @@ class ProcessService:
         )
         return protocol.parse_command_result(data)
 
-    def run_stream(
-        self, sandbox_id: str, command: str, options: RunCommandOptions | None = None
-    ) -> ProcessStream:
+    def run_stream(self, sandbox_id: str, command: str, options: RunCommandOptions | None = None) -> ProcessStream:
         """Start ``command`` and stream its output as events.
 
         Returns at once; the request is sent when the stream is entered or first iterated::
@@ -85,9 +81,7 @@ class ProcessStream(ResponseStream):
     """Live output of one process: iterate it for events (once), or enter it with ``with``
     to control when the connection closes. ``pid`` is known once started."""
 
-    def __init__(
-        self, api: APIClient, request: ApiRequest, *, sandbox_id: str, command: str
-    ) -> None:
+    def __init__(self, api: APIClient, request: ApiRequest, *, sandbox_id: str, command: str) -> None:
         super().__init__(api, request, api.config.stream_timeout())
         self.sandbox_id = sandbox_id
         self.command = command
@@ -179,6 +173,5 @@ class ProcessStream(ResponseStream):
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("running" if self._pid is not None else "new")
         return (
-            f"<{type(self).__name__} sandbox_id={self.sandbox_id!r} "
-            f"command={self.command!r} pid={self._pid} {state}>"
+            f"<{type(self).__name__} sandbox_id={self.sandbox_id!r} command={self.command!r} pid={self._pid} {state}>"
         )

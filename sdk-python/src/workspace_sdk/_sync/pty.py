@@ -69,16 +69,12 @@ class PtyService:
         except BaseException:
             connection.close()
             raise
-        handle = PtyHandle(
-            self._api, connection, sandbox_id=sandbox_id, pty_id=ready.pty_id, pid=ready.pid
-        )
+        handle = PtyHandle(self._api, connection, sandbox_id=sandbox_id, pty_id=ready.pty_id, pid=ready.pid)
         self._api.register_pty(handle)
         handle._start_reader()
         return handle
 
-    def _receive_ready(
-        self, connection: ClientConnection, request: WebSocketRequest
-    ) -> protocol.PtyReady:
+    def _receive_ready(self, connection: ClientConnection, request: WebSocketRequest) -> protocol.PtyReady:
         """The server's first frame is ``ready`` or an error (it reports errors that way
         even when they happen before the session exists)."""
         context = request.error_context
@@ -98,9 +94,7 @@ class PtyService:
             return frame
         if isinstance(frame, protocol.PtyFailed):
             raise protocol.failure_to_exception(frame, context)
-        raise WorkspaceConnectionError(
-            f"PTY endpoint sent {message!r} instead of a ready frame", details=dict(context)
-        )
+        raise WorkspaceConnectionError(f"PTY endpoint sent {message!r} instead of a ready frame", details=dict(context))
 
 
 class PtyHandle:

@@ -81,6 +81,7 @@ def raise_oom_score(pid: str = "self") -> None:
     except OSError:
         pass
 
+
 ERRNO_CODES = {
     errno.ENOENT: "FILE_NOT_FOUND",
     errno.EACCES: "PERMISSION_DENIED",
@@ -172,8 +173,11 @@ class Reaper:
                 if watcher is None:
                     self._early_exits[info.si_pid] = (code, now)
                     if len(self._early_exits) > 64:
-                        self._early_exits = {pid: entry for pid, entry in self._early_exits.items()
-                                             if now - entry[1] < self.EARLY_EXIT_KEEP}
+                        self._early_exits = {
+                            pid: entry
+                            for pid, entry in self._early_exits.items()
+                            if now - entry[1] < self.EARLY_EXIT_KEEP
+                        }
             if watcher is not None:
                 watcher(code)
 
@@ -255,9 +259,19 @@ class UserSpawner:
         try:
             keep = [child.fileno()] + ([WORKLOAD_CGROUP_FD] if WORKLOAD_CGROUP_FD >= 0 else [])
             process = subprocess.Popen(
-                [sys.executable, "-S", "-E", "-B", os.path.abspath(__file__), "--spawner",
-                 str(child.fileno()), str(WORKLOAD_CGROUP_FD)],
-                pass_fds=keep, stdin=subprocess.DEVNULL)
+                [
+                    sys.executable,
+                    "-S",
+                    "-E",
+                    "-B",
+                    os.path.abspath(__file__),
+                    "--spawner",
+                    str(child.fileno()),
+                    str(WORKLOAD_CGROUP_FD),
+                ],
+                pass_fds=keep,
+                stdin=subprocess.DEVNULL,
+            )
         except (OSError, RuntimeError) as exc:
             log("could not restart the user spawner: %s" % exc)
             parent.close()
@@ -281,15 +295,17 @@ class UserSpawner:
             if state in (b"T", b"t", b"Z", b"X") and self.pid == pid and self.alive:
                 self.retire()
 
-    def spawn(self, argv: List[str], executable: str, env: Dict[str, str], cwd: str,
-              fds: Tuple[int, int, int], pty: bool) -> int:
+    def spawn(
+        self, argv: List[str], executable: str, env: Dict[str, str], cwd: str, fds: Tuple[int, int, int], pty: bool
+    ) -> int:
         with self._lock:
             self._next_id += 1
             request_id = self._next_id
             replies: "queue.Queue[Dict[str, Any]]" = queue.Queue(1)
             self._replies[request_id] = replies
-        request = json.dumps({"id": request_id, "argv": argv, "executable": executable, "env": env,
-                              "cwd": cwd, "pty": pty}).encode()
+        request = json.dumps(
+            {"id": request_id, "argv": argv, "executable": executable, "env": env, "cwd": cwd, "pty": pty}
+        ).encode()
         try:
             if len(request) > SPAWN_MESSAGE_MAX or self.sock is None:
                 raise SpawnerNotAsked(errno.EMSGSIZE, "request too large for the spawner")
@@ -422,8 +438,15 @@ def run_spawner(sock: socket.socket) -> None:
             request = json.loads(data)
             try:
                 popen = subprocess.Popen(
-                    request["argv"], executable=request["executable"], env=request["env"], cwd=request["cwd"],
-                    stdin=fds[0], stdout=fds[1], stderr=fds[2], start_new_session=True, close_fds=True,
+                    request["argv"],
+                    executable=request["executable"],
+                    env=request["env"],
+                    cwd=request["cwd"],
+                    stdin=fds[0],
+                    stdout=fds[1],
+                    stderr=fds[2],
+                    start_new_session=True,
+                    close_fds=True,
                     preexec_fn=set_controlling_tty if request["pty"] else None,
                 )
                 children[popen.pid] = popen
@@ -598,8 +621,11 @@ class Link:
             except RuntimeError:
                 # No thread to be had: the pids limit is full (a fork bomb). Refuse this one
                 # operation; the link and the sandbox carry on.
-                stream.finish(wire.error_message(
-                    "RESOURCE_EXHAUSTED", "the sandbox reached its pids limit; kill some processes and retry"))
+                stream.finish(
+                    wire.error_message(
+                        "RESOURCE_EXHAUSTED", "the sandbox reached its pids limit; kill some processes and retry"
+                    )
+                )
             return
         with self._streams_lock:
             stream_or_none = self._streams.get(stream_id)
@@ -623,8 +649,16 @@ class Link:
 class Process:
     """A command we started: its pid and our ends of its stdio (raw fds)."""
 
-    def __init__(self, pid: int, argv: List[str], out_fd: int, err_fd: Optional[int], in_fd: Optional[int],
-                 pty: bool, popen: "Optional[subprocess.Popen[bytes]]" = None) -> None:
+    def __init__(
+        self,
+        pid: int,
+        argv: List[str],
+        out_fd: int,
+        err_fd: Optional[int],
+        in_fd: Optional[int],
+        pty: bool,
+        popen: "Optional[subprocess.Popen[bytes]]" = None,
+    ) -> None:
         self.pid = pid
         self.argv = argv
         self.out_fd = out_fd
@@ -811,10 +845,7 @@ class Agent:
 
     def op_processes(self, stream: Stream, request: Dict[str, Any]) -> None:
         with self.lock:
-            listed = [
-                {"pid": p.pid, "argv": p.argv, "pty": p.pty}
-                for p in self.processes.values()
-            ]
+            listed = [{"pid": p.pid, "argv": p.argv, "pty": p.pty} for p in self.processes.values()]
         stream.finish({"type": "ok", "processes": listed})
 
     def op_signal(self, stream: Stream, request: Dict[str, Any]) -> None:
@@ -904,8 +935,15 @@ class Agent:
                     command = [CHOOM, "-n", COMMAND_OOM_SCORE_ADJ.decode(), "--", executable, *argv[1:]]
                     program = CHOOM
                 popen = subprocess.Popen(
-                    command, executable=program, env=env, cwd=cwd, start_new_session=True, close_fds=True,
-                    stdin=theirs[0], stdout=theirs[1], stderr=theirs[2],
+                    command,
+                    executable=program,
+                    env=env,
+                    cwd=cwd,
+                    start_new_session=True,
+                    close_fds=True,
+                    stdin=theirs[0],
+                    stdout=theirs[1],
+                    stderr=theirs[2],
                     preexec_fn=prepare_pty_child if pty else prepare_command_child,
                     **credentials,
                 )
@@ -924,8 +962,11 @@ class Agent:
                 raise
             if exc.errno in (errno.EACCES, errno.EPERM):
                 raise OpError("PERMISSION_DENIED", "%s: %s" % (argv[0], exc.strerror), command=argv[0]) from None
-            raise OpError("COMMAND_NOT_FOUND" if exc.errno == errno.ENOENT else "INTERNAL",
-                          "%s: %s" % (argv[0], exc.strerror), command=argv[0]) from None
+            raise OpError(
+                "COMMAND_NOT_FOUND" if exc.errno == errno.ENOENT else "INTERNAL",
+                "%s: %s" % (argv[0], exc.strerror),
+                command=argv[0],
+            ) from None
         finally:
             for fd in set(theirs):
                 os.close(fd)
@@ -948,10 +989,12 @@ class Agent:
         timed_out = False
         timer: Optional[threading.Timer] = None
         if timeout:
+
             def expire() -> None:
                 nonlocal timed_out
                 timed_out = True
                 process.signal_group(signal.SIGKILL)
+
             timer = threading.Timer(float(timeout), expire)
             timer.daemon = True
             timer.start()
@@ -1191,7 +1234,7 @@ class StdinWriter:
             try:
                 view = memoryview(data)
                 while view:
-                    view = view[os.write(self.fd, view):]
+                    view = view[os.write(self.fd, view) :]
             except OSError:
                 pass  # the process closed its stdin; later data is dropped
             self.stream.grant(len(data))

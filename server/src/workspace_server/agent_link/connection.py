@@ -176,8 +176,12 @@ async def open_socket_safely(socket_path: str) -> tuple[asyncio.StreamReader, as
 
 
 class AgentConnection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 on_disconnect: Callable[[], Awaitable[None]] | None) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        on_disconnect: Callable[[], Awaitable[None]] | None,
+    ) -> None:
         self._reader = reader
         self._writer = writer
         self._streams: dict[int, AgentStream] = {}
@@ -190,8 +194,9 @@ class AgentConnection:
         self._reader_task = asyncio.get_running_loop().create_task(self._read_loop(), context=contextvars.Context())
 
     @classmethod
-    async def connect(cls, socket_path: str, timeout: float,
-                      on_disconnect: Callable[[], Awaitable[None]] | None = None) -> AgentConnection:
+    async def connect(
+        cls, socket_path: str, timeout: float, on_disconnect: Callable[[], Awaitable[None]] | None = None
+    ) -> AgentConnection:
         """Connect, retrying while the agent is still starting; then say hello."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

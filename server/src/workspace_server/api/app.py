@@ -46,26 +46,45 @@ def create_app(settings: Settings, runtime: Runtime | None = None, checked: bool
         metrics.track_states(sandbox_service.counts_by_state)
         process_service = ProcessService(sandbox_service)
         app.state.services = Services(
-            settings=settings, sandboxes=sandbox_service, processes=process_service,
-            files=FileService(sandbox_service), ptys=PtyService(sandbox_service, process_service), metrics=metrics,
+            settings=settings,
+            sandboxes=sandbox_service,
+            processes=process_service,
+            files=FileService(sandbox_service),
+            ptys=PtyService(sandbox_service, process_service),
+            metrics=metrics,
         )
         await sandbox_service.start()
-        log.info("runtime=%s data_dir=%s templates=%s pool_size=%d", chosen.name, settings.data_dir,
-                 ",".join(templates.names()), settings.pool_size)
-        log.info("listening on http://%s:%d (auth %s)", settings.host, settings.port,
-                 "on" if settings.api_key else "off")
+        log.info(
+            "runtime=%s data_dir=%s templates=%s pool_size=%d",
+            chosen.name,
+            settings.data_dir,
+            ",".join(templates.names()),
+            settings.pool_size,
+        )
+        log.info(
+            "listening on http://%s:%d (auth %s)", settings.host, settings.port, "on" if settings.api_key else "off"
+        )
         try:
             yield
         finally:
             await sandbox_service.shutdown()
             store.close()
 
-    app = FastAPI(title="Workspace API", version=__version__, lifespan=lifespan,
-                  description="Self-hosted sandboxes: create, run commands, stream output, files, PTYs.")
+    app = FastAPI(
+        title="Workspace API",
+        version=__version__,
+        lifespan=lifespan,
+        description="Self-hosted sandboxes: create, run commands, stream output, files, PTYs.",
+    )
     install_error_handlers(app)
     for module in (health, sandboxes, processes, files, pty):
         app.include_router(module.router)
     app.include_router(pty.socket_router)
-    app.add_middleware(GuardMiddleware, api_key=settings.api_key, max_json_body=settings.max_json_body,
-                       max_upload=settings.max_upload_bytes, bind_host=settings.host)
+    app.add_middleware(
+        GuardMiddleware,
+        api_key=settings.api_key,
+        max_json_body=settings.max_json_body,
+        max_upload=settings.max_upload_bytes,
+        bind_host=settings.host,
+    )
     return app

@@ -16,36 +16,55 @@ from workspace_server.domain.errors import WorkspaceError
 
 log = logging.getLogger(__name__)
 
-HTTP_CODES = {400: "INVALID_REQUEST", 401: "UNAUTHORIZED", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED",
-              413: "PAYLOAD_TOO_LARGE", 415: "INVALID_REQUEST", 422: "INVALID_REQUEST"}
+HTTP_CODES = {
+    400: "INVALID_REQUEST",
+    401: "UNAUTHORIZED",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "INVALID_REQUEST",
+    422: "INVALID_REQUEST",
+}
 
 # Documented on every route so the OpenAPI document tells the whole truth.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in (
-        (400, "Invalid request"), (401, "Missing or wrong API key"), (403, "Permission denied"),
-        (404, "Not found"), (405, "Method not allowed"), (408, "Command timed out"), (409, "Conflict"),
-        (413, "Payload too large"), (429, "Too many sandboxes"), (431, "Request headers too large"),
+        (400, "Invalid request"),
+        (401, "Missing or wrong API key"),
+        (403, "Permission denied"),
+        (404, "Not found"),
+        (405, "Method not allowed"),
+        (408, "Command timed out"),
+        (409, "Conflict"),
+        (413, "Payload too large"),
+        (429, "Too many sandboxes"),
+        (431, "Request headers too large"),
         (500, "Internal error"),
-        (503, "Agent not connected or server shutting down"), (507, "Out of space"),
+        (503, "Agent not connected or server shutting down"),
+        (507, "Out of space"),
     )
 }
 
 
-def error_response(code: str, message: str, status: int, details: dict[str, Any] | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"code": code, "message": message, "details": details or {}}, status_code=status,
-                        headers=headers)
+def error_response(
+    code: str, message: str, status: int, details: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"code": code, "message": message, "details": details or {}}, status_code=status, headers=headers
+    )
 
 
 def _clean_validation_errors(errors: list[Any]) -> list[dict[str, Any]]:
     cleaned = []
     for error in errors[:20]:
-        cleaned.append({
-            "loc": [str(part) for part in error.get("loc", ())],
-            "msg": str(error.get("msg", "")),
-            "type": str(error.get("type", "")),
-        })
+        cleaned.append(
+            {
+                "loc": [str(part) for part in error.get("loc", ())],
+                "msg": str(error.get("msg", "")),
+                "type": str(error.get("type", "")),
+            }
+        )
     return cleaned
 
 

@@ -67,8 +67,9 @@ def hostname_of(value: str) -> str:
 
 
 class GuardMiddleware:
-    def __init__(self, app: ASGIApp, api_key: str | None, max_json_body: int, max_upload: int,
-                 bind_host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, app: ASGIApp, api_key: str | None, max_json_body: int, max_upload: int, bind_host: str = "127.0.0.1"
+    ) -> None:
         self.app = app
         self.api_key = api_key
         self.allowed_hosts = LOOPBACK_NAMES | {bind_host.lower().strip("[]")}

@@ -67,11 +67,23 @@ class SandboxBody(BaseModel):
         if sandbox.expires_at is not None:
             expires = datetime.fromtimestamp(sandbox.expires_at, tz=timezone.utc).isoformat().replace("+00:00", "Z")
         return cls(
-            id=sandbox.id, template=sandbox.template, state=sandbox.state.value, created_at=sandbox.created_at,
-            updated_at=sandbox.updated_at, name=sandbox.name, env=sandbox.env, metadata=sandbox.metadata,
-            timeout=sandbox.timeout, error_message=sandbox.error_message, expires_at=expires,
-            cpu=sandbox.limits.cpu, memory_mb=sandbox.limits.memory_mb, pids=sandbox.limits.pids,
-            disk_mb=sandbox.limits.disk_mb, network=sandbox.network, oom_kills=sandbox.oom_kills,
+            id=sandbox.id,
+            template=sandbox.template,
+            state=sandbox.state.value,
+            created_at=sandbox.created_at,
+            updated_at=sandbox.updated_at,
+            name=sandbox.name,
+            env=sandbox.env,
+            metadata=sandbox.metadata,
+            timeout=sandbox.timeout,
+            error_message=sandbox.error_message,
+            expires_at=expires,
+            cpu=sandbox.limits.cpu,
+            memory_mb=sandbox.limits.memory_mb,
+            pids=sandbox.limits.pids,
+            disk_mb=sandbox.limits.disk_mb,
+            network=sandbox.network,
+            oom_kills=sandbox.oom_kills,
         )
 
 

@@ -29,15 +29,24 @@ def memory_writes(directory: Path, current: int, wanted: int, has_memsw: bool) -
     return [memsw, limit] if wanted > current else [limit, memsw]
 
 
-def limit_writes(memory_dir: Path, workload_dir: Path, cpu_dir: Path, pids_dir: Path,
-                 current: ResourceLimits, wanted: ResourceLimits, has_memsw: bool) -> list[tuple[Path, str]]:
+def limit_writes(
+    memory_dir: Path,
+    workload_dir: Path,
+    cpu_dir: Path,
+    pids_dir: Path,
+    current: ResourceLimits,
+    wanted: ResourceLimits,
+    has_memsw: bool,
+) -> list[tuple[Path, str]]:
     """Every cgroup file to write, in order, to move a sandbox from `current` to `wanted`
     (pure). The values are those `oci_config.build_config` gives runc for a new sandbox."""
     return [
-        *memory_writes(memory_dir, oci_config.sandbox_memory_bytes(current),
-                       oci_config.sandbox_memory_bytes(wanted), has_memsw),
-        *memory_writes(workload_dir, oci_config.workload_memory_bytes(current),
-                       oci_config.workload_memory_bytes(wanted), has_memsw),
+        *memory_writes(
+            memory_dir, oci_config.sandbox_memory_bytes(current), oci_config.sandbox_memory_bytes(wanted), has_memsw
+        ),
+        *memory_writes(
+            workload_dir, oci_config.workload_memory_bytes(current), oci_config.workload_memory_bytes(wanted), has_memsw
+        ),
         (cpu_dir / "cpu.cfs_quota_us", str(oci_config.cpu_quota(wanted))),
         (cpu_dir / "cpu.shares", str(oci_config.cpu_shares(wanted))),
         (pids_dir / "pids.max", str(wanted.pids)),

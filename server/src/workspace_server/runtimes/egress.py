@@ -29,10 +29,21 @@ IPv4Network = ipaddress.IPv4Network
 # assignments, multicast, reserved. The documentation and benchmarking ranges (TEST-NET-1/2/3,
 # 198.18.0.0/15) are left alone: the internet never routes them, so blocking them guards
 # nothing, and test networks use them to stand in for public hosts.
-BLOCKED_IPV4 = tuple(IPv4Network(cidr) for cidr in (
-    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
-    "192.0.0.0/24", "192.168.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
-))
+BLOCKED_IPV4 = tuple(
+    IPv4Network(cidr)
+    for cidr in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.168.0.0/16",
+        "224.0.0.0/4",
+        "240.0.0.0/4",
+    )
+)
 SLIRP_DNS = "10.0.2.3"  # slirp4netns's DNS forwarder: name lookups go through it
 TABLE = "workspace_egress"
 RULES_FILE = "egress.nft"
@@ -114,8 +125,9 @@ async def restrict(bundle: Path, host_pid: int, allowed: Sequence[IPv4Network]) 
     Called before slirp4netns starts, so no packet ever leaves unfiltered. The rules are
     kept in the bundle (for the operator to read); nft applies the file atomically."""
     if shutil.which("nft") is None:
-        raise RuntimeFailure("network=true needs nftables to keep sandboxes off the host's networks: "
-                             "install Debian's nftables package")
+        raise RuntimeFailure(
+            "network=true needs nftables to keep sandboxes off the host's networks: install Debian's nftables package"
+        )
     rules = bundle / RULES_FILE
     rules.write_text(ruleset(await host_networks(), allowed))
     code, out = await run_host_command("nsenter", f"--net=/proc/{host_pid}/ns/net", "nft", "-f", str(rules))

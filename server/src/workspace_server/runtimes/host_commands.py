@@ -19,8 +19,10 @@ Stream = int | IO[bytes] | None
 def _run(argv: tuple[str, ...], stdin: Stream, output: Stream) -> tuple[int, str]:
     capture = output is None
     result = subprocess.run(
-        argv, stdin=subprocess.DEVNULL if stdin is None else stdin,
-        stdout=subprocess.PIPE if capture else output, stderr=subprocess.STDOUT if capture else output,
+        argv,
+        stdin=subprocess.DEVNULL if stdin is None else stdin,
+        stdout=subprocess.PIPE if capture else output,
+        stderr=subprocess.STDOUT if capture else output,
         check=False,
     )
     text = result.stdout.decode(errors="replace").strip() if capture else ""

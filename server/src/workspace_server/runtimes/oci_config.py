@@ -24,27 +24,68 @@ AGENT_MEMORY_RESERVE_MB = 48
 # The agent needs these to start commands as the sandbox user and to do file operations
 # for it; commands run as that user hold none of them.
 AGENT_CAPABILITIES = [
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
-    "CAP_SETGID", "CAP_SETUID", "CAP_NET_BIND_SERVICE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_NET_BIND_SERVICE",
 ]
 
 # Kernel interfaces that must never be reachable from a sandbox, as OCI runtimes mask them.
 MASKED_PATHS = [
-    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-    "/sys/firmware", "/sys/devices/virtual/powercap",
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
 ]
 READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 
 # Denied outright (EPERM) on top of the dropped capabilities: defence in depth against
 # kernel attack surface that sandboxed code has no business touching.
 DENIED_SYSCALLS = [
-    "acct", "add_key", "bpf", "delete_module", "finit_module", "fsconfig", "fsmount",
-    "fsopen", "fspick", "init_module", "kexec_file_load", "kexec_load", "keyctl",
-    "lookup_dcookie", "mount", "mount_setattr", "move_mount", "name_to_handle_at",
-    "open_by_handle_at", "open_tree", "perf_event_open", "pivot_root", "quotactl",
-    "reboot", "request_key", "setns", "swapoff", "swapon", "syslog", "umount2",
-    "unshare", "userfaultfd", "vhangup",
+    "acct",
+    "add_key",
+    "bpf",
+    "delete_module",
+    "finit_module",
+    "fsconfig",
+    "fsmount",
+    "fsopen",
+    "fspick",
+    "init_module",
+    "kexec_file_load",
+    "kexec_load",
+    "keyctl",
+    "lookup_dcookie",
+    "mount",
+    "mount_setattr",
+    "move_mount",
+    "name_to_handle_at",
+    "open_by_handle_at",
+    "open_tree",
+    "perf_event_open",
+    "pivot_root",
+    "quotactl",
+    "reboot",
+    "request_key",
+    "setns",
+    "swapoff",
+    "swapon",
+    "syslog",
+    "umount2",
+    "unshare",
+    "userfaultfd",
+    "vhangup",
 ]
 NAMESPACE_CLONE_FLAGS = [
     0x00020000,  # CLONE_NEWNS
@@ -65,10 +106,14 @@ def seccomp_profile() -> dict[str, Any]:
         {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS},
     ]
     for flag in NAMESPACE_CLONE_FLAGS:
-        syscalls.append({
-            "names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
-            "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}],
-        })
+        syscalls.append(
+            {
+                "names": ["clone"],
+                "action": "SCMP_ACT_ERRNO",
+                "errnoRet": 1,
+                "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}],
+            }
+        )
     return {
         "defaultAction": "SCMP_ACT_ALLOW",
         "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64"],
@@ -102,18 +147,40 @@ def bind(source: Path | str, destination: str, *, readonly: bool) -> dict[str, A
     return {"destination": destination, "type": "bind", "source": str(source), "options": options}
 
 
-def build_config(spec: SandboxSpec, *, writable_dir: Path, run_dir: Path, agent_dir: Path,
-                 etc_dir: Path, cgroups_path: str, host_uid: int, rootfs: Path | str = "rootfs",
-                 python: str = "/usr/bin/python3", nofile: int = 4096) -> dict[str, Any]:
+def build_config(
+    spec: SandboxSpec,
+    *,
+    writable_dir: Path,
+    run_dir: Path,
+    agent_dir: Path,
+    etc_dir: Path,
+    cgroups_path: str,
+    host_uid: int,
+    rootfs: Path | str = "rootfs",
+    python: str = "/usr/bin/python3",
+    nofile: int = 4096,
+) -> dict[str, Any]:
     limits = spec.limits
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
-        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
-        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+        {
+            "destination": "/dev",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+        },
+        {
+            "destination": "/dev/pts",
+            "type": "devpts",
+            "source": "devpts",
+            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+        },
+        {
+            "destination": "/dev/shm",
+            "type": "tmpfs",
+            "source": "shm",
+            "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        },
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
         bind("/usr", "/usr", readonly=True),
@@ -141,12 +208,18 @@ def build_config(spec: SandboxSpec, *, writable_dir: Path, run_dir: Path, agent_
             "terminal": False,
             "user": {"uid": 0, "gid": 0},
             # stdin is the host's write handle on the workload cgroup (runtimes/runc.py).
-            "args": [python, "-S", "-E", "-B", f"{AGENT_DIR}/agent.py", "--workload-cgroup-on-stdin",
-                     f"{AGENT_RUN_DIR}/{AGENT_SOCKET_NAME}"],
-            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root",
-                    "LANG=C.UTF-8"],
+            "args": [
+                python,
+                "-S",
+                "-E",
+                "-B",
+                f"{AGENT_DIR}/agent.py",
+                "--workload-cgroup-on-stdin",
+                f"{AGENT_RUN_DIR}/{AGENT_SOCKET_NAME}",
+            ],
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"],
             "cwd": "/",
-            "capabilities": {key: AGENT_CAPABILITIES for key in ("bounding", "effective", "permitted")},
+            "capabilities": dict.fromkeys(("bounding", "effective", "permitted"), AGENT_CAPABILITIES),
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
             "noNewPrivileges": True,
             "oomScoreAdj": 0,  # commands get COMMAND_OOM_SCORE_ADJ: the OOM killer picks them first

@@ -40,7 +40,17 @@ from workspace_server.runtimes.host_commands import run_host_command
 log = logging.getLogger(__name__)
 
 ROOTFS_DIRS = [
-    "usr", "etc", "proc", "dev", "sys", "tmp", "workspace", "home", "root", "run/workspace", "var/tmp",
+    "usr",
+    "etc",
+    "proc",
+    "dev",
+    "sys",
+    "tmp",
+    "workspace",
+    "home",
+    "root",
+    "run/workspace",
+    "var/tmp",
     "opt/workspace-agent",
 ]
 ROOTFS_LINKS = {"bin": "usr/bin", "lib": "usr/lib", "lib64": "usr/lib64", "sbin": "usr/sbin"}
@@ -61,12 +71,46 @@ HOSTS = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
 # What a userland needs from /etc; everything else on the host (credentials, service
 # configs, package-manager tokens) stays out of sandboxes.
 ETC_ALLOWLIST = (
-    "alternatives", "bash.bashrc", "bash_completion.d", "ca-certificates", "ca-certificates.conf",
-    "debian_version", "fonts", "gai.conf", "host.conf", "inputrc", "issue", "java-17-openjdk", "ld.so.cache",
-    "ld.so.conf", "ld.so.conf.d", "locale.alias", "localtime", "login.defs", "magic", "magic.mime",
-    "manpath.config", "mime.types", "networks", "nsswitch.conf", "os-release", "perl", "profile", "profile.d",
-    "protocols", "python3", "python3.11", "rpc", "services", "shells", "skel", "ssl", "terminfo", "timezone",
-    "vim", "xdg",
+    "alternatives",
+    "bash.bashrc",
+    "bash_completion.d",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "debian_version",
+    "fonts",
+    "gai.conf",
+    "host.conf",
+    "inputrc",
+    "issue",
+    "java-17-openjdk",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "locale.alias",
+    "localtime",
+    "login.defs",
+    "magic",
+    "magic.mime",
+    "manpath.config",
+    "mime.types",
+    "networks",
+    "nsswitch.conf",
+    "os-release",
+    "perl",
+    "profile",
+    "profile.d",
+    "protocols",
+    "python3",
+    "python3.11",
+    "rpc",
+    "services",
+    "shells",
+    "skel",
+    "ssl",
+    "terminfo",
+    "timezone",
+    "vim",
+    "xdg",
 )
 ETC_PRIVATE = {"private"}  # e.g. /etc/ssl/private: key material
 
@@ -85,8 +129,13 @@ def build_etc(target: Path, source: Path = Path("/etc")) -> None:
             shutil.copy2(origin, target / name, follow_symlinks=False)
         elif origin.is_dir():
             shutil.copytree(origin, target / name, symlinks=True, ignore=lambda _d, names: ETC_PRIVATE & set(names))
-    for name, content in (("passwd", PASSWD), ("group", GROUP), ("hosts", HOSTS), ("resolv.conf", RESOLV_CONF),
-                          ("hostname", "sandbox\n")):
+    for name, content in (
+        ("passwd", PASSWD),
+        ("group", GROUP),
+        ("hosts", HOSTS),
+        ("resolv.conf", RESOLV_CONF),
+        ("hostname", "sandbox\n"),
+    ):
         (target / name).write_text(content)
 
 
@@ -117,8 +166,13 @@ def _cgroup_pids(path: Path) -> list[int]:
 class RuncRuntime:
     name = "runc"
 
-    def __init__(self, data_dir: Path, runc: str = "runc", slirp4netns: str = "slirp4netns",
-                 network_allow: Sequence[egress.IPv4Network] = ()) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        runc: str = "runc",
+        slirp4netns: str = "slirp4netns",
+        network_allow: Sequence[egress.IPv4Network] = (),
+    ) -> None:
         self.data_dir = data_dir
         self.runc = runc
         self.slirp4netns = slirp4netns
@@ -152,7 +206,8 @@ class RuncRuntime:
             if not os.stat(ancestor).st_mode & 0o001:
                 raise RuntimeFailure(
                     f"{ancestor} is not searchable by other users (chmod o+x it), so sandboxes cannot "
-                    f"reach their root under {self.data_dir}; or choose a --data-dir elsewhere")
+                    f"reach their root under {self.data_dir}; or choose a --data-dir elsewhere"
+                )
         for stale in self.shared_dir.glob("blank-disk-*"):  # remade on demand, for current sizes only
             stale.unlink(missing_ok=True)
         self.etc_dir = shared_dirs.publish(self.shared_dir, "etc", build_etc)
@@ -170,8 +225,9 @@ class RuncRuntime:
         no sandbox pays for compiling it (the bind mount is read-only, so none could cache it)."""
         for name in AGENT_FILES:
             shutil.copy2(self.agent_source / name, target / name)
-        result = subprocess.run([SANDBOX_PYTHON, "-m", "compileall", "-q", str(target)],
-                                capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            [SANDBOX_PYTHON, "-m", "compileall", "-q", str(target)], capture_output=True, text=True, check=False
+        )
         if result.returncode != 0:
             raise RuntimeFailure(f"{SANDBOX_PYTHON} cannot compile the agent: {result.stdout}{result.stderr}")
 
@@ -229,8 +285,12 @@ class RuncRuntime:
         user = root + oci_config.SANDBOX_UID
         os.chown(rw, root, root)  # the disk's root dir
         layout = [
-            ("workspace", 0o755, user), ("home", 0o755, root), ("home/user", 0o755, user),
-            ("root", 0o700, root), ("tmp", 0o1777, root), ("var-tmp", 0o1777, root),
+            ("workspace", 0o755, user),
+            ("home", 0o755, root),
+            ("home/user", 0o755, user),
+            ("root", 0o700, root),
+            ("tmp", 0o1777, root),
+            ("var-tmp", 0o1777, root),
             # The agent's socket dir: on the quota'd tmpfs too, so not even sandbox root can
             # write to the host's own disk through it.
             ("run", 0o700, root),
@@ -250,9 +310,14 @@ class RuncRuntime:
             await self._mount_disk(bundle / DISK_IMAGE, rw, spec.limits.disk_mb)
             await asyncio.to_thread(self._populate_writable, rw, host_uid)
             config = oci_config.build_config(
-                spec, writable_dir=rw, run_dir=rw / "run", agent_dir=self.agent_dir,
-                etc_dir=self.etc_dir, rootfs=self.rootfs_dir,
-                cgroups_path=f"{self.cgroup_parent}/{spec.sandbox_id}", host_uid=host_uid,
+                spec,
+                writable_dir=rw,
+                run_dir=rw / "run",
+                agent_dir=self.agent_dir,
+                etc_dir=self.etc_dir,
+                rootfs=self.rootfs_dir,
+                cgroups_path=f"{self.cgroup_parent}/{spec.sandbox_id}",
+                host_uid=host_uid,
             )
             (bundle / "config.json").write_text(json.dumps(config))
             pid_file = bundle / "init.pid"
@@ -260,8 +325,19 @@ class RuncRuntime:
             try:
                 with open(bundle / "agent.log", "ab") as agent_log:
                     code, _ = await run_host_command(
-                        self.runc, "--root", str(self.state_dir), "run", "--detach", "--bundle", str(bundle),
-                        "--pid-file", str(pid_file), spec.sandbox_id, stdin=workload_procs, output=agent_log)
+                        self.runc,
+                        "--root",
+                        str(self.state_dir),
+                        "run",
+                        "--detach",
+                        "--bundle",
+                        str(bundle),
+                        "--pid-file",
+                        str(pid_file),
+                        spec.sandbox_id,
+                        stdin=workload_procs,
+                        output=agent_log,
+                    )
             finally:
                 os.close(workload_procs)
             if code != 0:
@@ -292,9 +368,14 @@ class RuncRuntime:
             raise RuntimeFailure("this host's cgroups cannot change a running sandbox's limits")
         memory = self._memory_cgroup(sandbox_id)
         writes = cgroup_limits.limit_writes(
-            memory, memory / WORKLOAD_CGROUP, self._cgroup(CGROUP_ROOT / "cpu", sandbox_id),
-            self._cgroup(CGROUP_ROOT / "pids", sandbox_id), current, wanted,
-            has_memsw=(memory / cgroup_limits.MEMSW_LIMIT).exists())
+            memory,
+            memory / WORKLOAD_CGROUP,
+            self._cgroup(CGROUP_ROOT / "cpu", sandbox_id),
+            self._cgroup(CGROUP_ROOT / "pids", sandbox_id),
+            current,
+            wanted,
+            has_memsw=(memory / cgroup_limits.MEMSW_LIMIT).exists(),
+        )
         await asyncio.to_thread(cgroup_limits.write_all, writes)  # lowering memory may reclaim
 
     def _make_workload_cgroup(self, spec: SandboxSpec) -> int:
@@ -312,9 +393,14 @@ class RuncRuntime:
         workload = self._memory_cgroup(spec.sandbox_id) / WORKLOAD_CGROUP
         workload.mkdir(parents=True, exist_ok=True)
         # No swap either: the same limit on memory plus swap, where the kernel accounts it.
-        cgroup_limits.write_all(cgroup_limits.memory_writes(
-            workload, cgroup_limits.NO_LIMIT, oci_config.workload_memory_bytes(spec.limits),
-            has_memsw=(workload / cgroup_limits.MEMSW_LIMIT).exists()))
+        cgroup_limits.write_all(
+            cgroup_limits.memory_writes(
+                workload,
+                cgroup_limits.NO_LIMIT,
+                oci_config.workload_memory_bytes(spec.limits),
+                has_memsw=(workload / cgroup_limits.MEMSW_LIMIT).exists(),
+            )
+        )
         return os.open(workload / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
 
     async def _blank_disk(self, size_mb: int) -> Path:
@@ -330,8 +416,17 @@ class RuncRuntime:
             with open(partial, "wb") as handle:
                 handle.truncate(size_mb * 1024 * 1024)
             code, out = await run_host_command(  # root dir owned by host root: each sandbox chowns its copy
-                "mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal",
-                "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard,root_owner=0:0", str(partial))
+                "mkfs.ext4",
+                "-q",
+                "-F",
+                "-m",
+                "0",
+                "-O",
+                "^has_journal",
+                "-E",
+                "lazy_itable_init=1,lazy_journal_init=1,nodiscard,root_owner=0:0",
+                str(partial),
+            )
             if code != 0:
                 partial.unlink(missing_ok=True)
                 raise RuntimeFailure(f"could not make the sandbox's disk: {out}")
@@ -365,17 +460,28 @@ class RuncRuntime:
         try:
             with open(bundle / "network.log", "ab") as network_log:
                 proc = await asyncio.create_subprocess_exec(
-                    self.slirp4netns, "--configure", "--mtu=65520", "--disable-host-loopback", "--enable-sandbox",
-                    f"--ready-fd={write_fd}", str(host_pid), "tap0",
-                    stdin=asyncio.subprocess.DEVNULL, stdout=network_log, stderr=network_log,
-                    pass_fds=(write_fd,), start_new_session=True,
+                    self.slirp4netns,
+                    "--configure",
+                    "--mtu=65520",
+                    "--disable-host-loopback",
+                    "--enable-sandbox",
+                    f"--ready-fd={write_fd}",
+                    str(host_pid),
+                    "tap0",
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=network_log,
+                    stderr=network_log,
+                    pass_fds=(write_fd,),
+                    start_new_session=True,
                 )
             os.close(write_fd)
             write_fd = -1
             ready = await asyncio.wait_for(asyncio.to_thread(os.read, read_fd, 1), NETWORK_READY_TIMEOUT)
             if ready != b"1":
-                raise RuntimeFailure(f"slirp4netns did not configure the network: "
-                                     f"{(bundle / 'network.log').read_text(errors='replace')[-500:]}")
+                raise RuntimeFailure(
+                    f"slirp4netns did not configure the network: "
+                    f"{(bundle / 'network.log').read_text(errors='replace')[-500:]}"
+                )
             (bundle / "network.pid").write_text(str(proc.pid))
         except asyncio.TimeoutError:
             raise RuntimeFailure("slirp4netns did not become ready") from None

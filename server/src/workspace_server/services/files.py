@@ -116,13 +116,24 @@ class FileService:
         await self._request(sandbox_id, {"op": "remove", "path": sandbox_path(path), "recursive": recursive})
 
     async def move(self, sandbox_id: str, source: str, destination: str) -> dict[str, Any]:
-        answer = await self._request(sandbox_id, {
-            "op": "move", "source": sandbox_path(source, field="source"),
-            "destination": sandbox_path(destination, field="destination")})
+        answer = await self._request(
+            sandbox_id,
+            {
+                "op": "move",
+                "source": sandbox_path(source, field="source"),
+                "destination": sandbox_path(destination, field="destination"),
+            },
+        )
         return dict(answer["info"])
 
     async def copy(self, sandbox_id: str, source: str, destination: str, recursive: bool) -> dict[str, Any]:
-        answer = await self._request(sandbox_id, {
-            "op": "copy", "source": sandbox_path(source, field="source"),
-            "destination": sandbox_path(destination, field="destination"), "recursive": recursive})
+        answer = await self._request(
+            sandbox_id,
+            {
+                "op": "copy",
+                "source": sandbox_path(source, field="source"),
+                "destination": sandbox_path(destination, field="destination"),
+                "recursive": recursive,
+            },
+        )
         return dict(answer["info"])

@@ -102,8 +102,9 @@ class ProcessService:
     def __init__(self, sandboxes: SandboxService) -> None:
         self.sandboxes = sandboxes
 
-    async def _spawn(self, sandbox_id: str, command: RunCommand,
-                     pty: dict[str, int] | None = None) -> tuple[AgentStream, int]:
+    async def _spawn(
+        self, sandbox_id: str, command: RunCommand, pty: dict[str, int] | None = None
+    ) -> tuple[AgentStream, int]:
         """Start the command; returns its stream once the agent reports the pid."""
         sandbox = self.sandboxes.record(sandbox_id)
         request = spawn_request(sandbox, command, pty=pty)
@@ -125,7 +126,9 @@ class ProcessService:
             stream.close()
             raise ResourceExhausted(
                 f"sandbox {sandbox_id} could not start the command in time: its processes may be using all of "
-                "its memory or pids; wait or kill some, then retry", sandbox_id=sandbox_id) from None
+                "its memory or pids; wait or kill some, then retry",
+                sandbox_id=sandbox_id,
+            ) from None
         except BaseException:
             stream.close()
             raise
@@ -160,8 +163,9 @@ class ProcessService:
         finally:
             stream.close()
 
-    async def stream(self, sandbox_id: str, command: RunCommand,
-                     keepalive: float) -> tuple[int, AsyncIterator[ProcessEvent | None]]:
+    async def stream(
+        self, sandbox_id: str, command: RunCommand, keepalive: float
+    ) -> tuple[int, AsyncIterator[ProcessEvent | None]]:
         """Start the command (errors raise here, before any event), then yield its events.
 
         None is a keepalive tick. Closing the iterator early kills the command."""
@@ -208,9 +212,13 @@ class ProcessService:
                             if tail:
                                 yield ProcessEvent(names[k], {"data": tail})
                         if payload.get("timed_out"):
-                            yield ProcessEvent("error", {
-                                "code": "PROCESS_TIMEOUT",
-                                "message": f"command timed out after {command.timeout} s and was killed"})
+                            yield ProcessEvent(
+                                "error",
+                                {
+                                    "code": "PROCESS_TIMEOUT",
+                                    "message": f"command timed out after {command.timeout} s and was killed",
+                                },
+                            )
                         else:
                             yield ProcessEvent("exit", {"code": int(payload["code"])})
                         return
@@ -222,9 +230,13 @@ class ProcessService:
                         yield ProcessEvent("error", {"code": "INTERNAL", "message": "the agent ended the stream"})
                         return
             except AgentDisconnected:
-                yield ProcessEvent("error", {
-                    "code": "AGENT_NOT_CONNECTED",
-                    "message": f"sandbox {sandbox_id}: the sandbox agent disconnected while the command ran"})
+                yield ProcessEvent(
+                    "error",
+                    {
+                        "code": "AGENT_NOT_CONNECTED",
+                        "message": f"sandbox {sandbox_id}: the sandbox agent disconnected while the command ran",
+                    },
+                )
             finally:
                 stream.close()
 
@@ -251,14 +263,20 @@ class ProcessService:
 
 
 def agent_failure(message: dict[str, Any]) -> WorkspaceError:
-    return WorkspaceError(str(message.get("message", "agent error")), code=str(message.get("code", "INTERNAL")),
-                          **dict(message.get("details") or {}))
+    return WorkspaceError(
+        str(message.get("message", "agent error")),
+        code=str(message.get("code", "INTERNAL")),
+        **dict(message.get("details") or {}),
+    )
 
 
 def timeout_error(timeout: float | None, out: bytearray, err: bytearray) -> ProcessTimeout:
     return ProcessTimeout(
-        f"command timed out after {timeout} s and was killed", timeout=timeout,
-        stdout=decode(out[-TIMEOUT_OUTPUT_TAIL:]), stderr=decode(err[-TIMEOUT_OUTPUT_TAIL:]))
+        f"command timed out after {timeout} s and was killed",
+        timeout=timeout,
+        stdout=decode(out[-TIMEOUT_OUTPUT_TAIL:]),
+        stderr=decode(err[-TIMEOUT_OUTPUT_TAIL:]),
+    )
 
 
 def decode(data: bytes | bytearray) -> str:

@@ -70,8 +70,16 @@ class Warm:
     host_pid: int
 
 
-WARM_UP_COMMAND = {"op": "spawn", "argv": ["/bin/true"], "env": {"PATH": "/usr/bin:/bin"}, "cwd": "/",
-                   "user": "user", "timeout": 10, "stdin": False, "pty": None}
+WARM_UP_COMMAND = {
+    "op": "spawn",
+    "argv": ["/bin/true"],
+    "env": {"PATH": "/usr/bin:/bin"},
+    "cwd": "/",
+    "user": "user",
+    "timeout": 10,
+    "stdin": False,
+    "pty": None,
+}
 
 
 async def warm_up(connection: AgentConnection) -> None:
@@ -92,8 +100,9 @@ async def warm_up(connection: AgentConnection) -> None:
 
 
 class SandboxService:
-    def __init__(self, settings: Settings, store: SandboxStore, runtime: Runtime,
-                 templates: TemplateRegistry, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, store: SandboxStore, runtime: Runtime, templates: TemplateRegistry, metrics: Metrics
+    ) -> None:
         self.settings = settings
         self.store = store
         self.runtime = runtime
@@ -139,8 +148,7 @@ class SandboxService:
         """A background task with its own log context (never the triggering request's)."""
         context = contextvars.Context()
         context.run(sandbox_id_var.set, sandbox_id)
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
-            coroutine, context=context)  # type: ignore[arg-type]
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine, context=context)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -204,9 +212,17 @@ class SandboxService:
         timeout = request.timeout if request.timeout is not None else self.settings.default_timeout
         stamp = now_iso()
         record = Sandbox(
-            id="", template=template.name, state=SandboxState.STARTING, created_at=stamp, updated_at=stamp,
-            limits=limits, network=network, name=request.name, env=dict(request.env or {}),
-            metadata=dict(request.metadata or {}), timeout=timeout,
+            id="",
+            template=template.name,
+            state=SandboxState.STARTING,
+            created_at=stamp,
+            updated_at=stamp,
+            limits=limits,
+            network=network,
+            name=request.name,
+            env=dict(request.env or {}),
+            metadata=dict(request.metadata or {}),
+            timeout=timeout,
         )
         warm = self._claim_warm(template.name) if self._pool_serves(limits, network) else None
         if warm is not None and limits != self.settings.default_limits:
@@ -237,7 +253,8 @@ class SandboxService:
         try:
             started = await self.runtime.start(spec)
             connection = await AgentConnection.connect(
-                str(started.agent_socket), self.settings.agent_connect_timeout, self._disconnect_handler(record.id))
+                str(started.agent_socket), self.settings.agent_connect_timeout, self._disconnect_handler(record.id)
+            )
         except BaseException as exc:
             self._records.pop(record.id, None)
             self.store.delete(record.id)
@@ -274,8 +291,9 @@ class SandboxService:
         try:
             await self.runtime.apply_limits(warm.sandbox_id, self.settings.default_limits, limits)
         except WorkspaceError as exc:
-            log.warning("warm pool: could not apply limits to %s (%s); starting a sandbox instead",
-                        warm.sandbox_id, exc)
+            log.warning(
+                "warm pool: could not apply limits to %s (%s); starting a sandbox instead", warm.sandbox_id, exc
+            )
             self._spawn(self._discard_warm(warm))
             return None
         return warm
@@ -309,7 +327,8 @@ class SandboxService:
                 try:
                     started = await self.runtime.start(spec)
                     connection = await AgentConnection.connect(
-                        str(started.agent_socket), self.settings.agent_connect_timeout)
+                        str(started.agent_socket), self.settings.agent_connect_timeout
+                    )
                 except (WorkspaceError, AgentDisconnected, OSError) as exc:
                     log.warning("warm pool for %s: could not start a sandbox: %s", template, exc)
                     await self.runtime.destroy(sandbox_id)
@@ -403,11 +422,16 @@ class SandboxService:
             for record in list(self._records.values()):
                 if record.id in self._deleting:
                     continue
-                if record.expires_at is not None and record.expires_at <= now and record.state in (
-                        SandboxState.RUNNING, SandboxState.ERROR):
+                if (
+                    record.expires_at is not None
+                    and record.expires_at <= now
+                    and record.state in (SandboxState.RUNNING, SandboxState.ERROR)
+                ):
                     self._spawn(self._expire(record), record.id)
-                elif record.state == SandboxState.STOPPED and now - _epoch(record.updated_at) > \
-                        self.settings.stopped_retention_seconds:
+                elif (
+                    record.state == SandboxState.STOPPED
+                    and now - _epoch(record.updated_at) > self.settings.stopped_retention_seconds
+                ):
                     self.store.delete(record.id)
                     self._records.pop(record.id, None)
 
@@ -431,7 +455,8 @@ class SandboxService:
             if started is not None:
                 with contextlib.suppress(AgentDisconnected, OSError):
                     connection = await AgentConnection.connect(
-                        str(started.agent_socket), 2.0, self._disconnect_handler(record.id))
+                        str(started.agent_socket), 2.0, self._disconnect_handler(record.id)
+                    )
             if connection is None:
                 self._set_state(record, SandboxState.ERROR, AGENT_LOST_ON_RESTART)
                 await self.runtime.destroy(record.id)
@@ -439,9 +464,9 @@ class SandboxService:
             self._connections[record.id] = connection
             log.info("re-adopted sandbox %s", record.id)
         for sandbox_id in await self.runtime.list_ids():
-            if sandbox_id not in known or known[sandbox_id].state in (SandboxState.STOPPED, SandboxState.ERROR):
-                if sandbox_id not in self._connections:
-                    await self.runtime.destroy(sandbox_id)
+            gone = sandbox_id not in known or known[sandbox_id].state in (SandboxState.STOPPED, SandboxState.ERROR)
+            if gone and sandbox_id not in self._connections:
+                await self.runtime.destroy(sandbox_id)
 
     def counts_by_state(self) -> dict[str, int]:
         counts = {state.value: 0 for state in SandboxState}

@@ -38,28 +38,65 @@ CREATE TABLE IF NOT EXISTS sandboxes (
 CREATE INDEX IF NOT EXISTS sandboxes_state ON sandboxes(state);
 """
 
-COLUMNS = ["id", "template", "state", "created_at", "updated_at", "name", "env", "metadata", "timeout",
-           "expires_at", "error_message", "cpu", "memory_mb", "pids", "disk_mb", "network", "host_pid"]
+COLUMNS = [
+    "id",
+    "template",
+    "state",
+    "created_at",
+    "updated_at",
+    "name",
+    "env",
+    "metadata",
+    "timeout",
+    "expires_at",
+    "error_message",
+    "cpu",
+    "memory_mb",
+    "pids",
+    "disk_mb",
+    "network",
+    "host_pid",
+]
 
 
 def _to_row(sandbox: Sandbox) -> tuple[Any, ...]:
     return (
-        sandbox.id, sandbox.template, sandbox.state.value, sandbox.created_at, sandbox.updated_at,
-        sandbox.name, json.dumps(sandbox.env), json.dumps(sandbox.metadata), sandbox.timeout,
-        sandbox.expires_at, sandbox.error_message, sandbox.limits.cpu, sandbox.limits.memory_mb,
-        sandbox.limits.pids, sandbox.limits.disk_mb, int(sandbox.network), sandbox.host_pid,
+        sandbox.id,
+        sandbox.template,
+        sandbox.state.value,
+        sandbox.created_at,
+        sandbox.updated_at,
+        sandbox.name,
+        json.dumps(sandbox.env),
+        json.dumps(sandbox.metadata),
+        sandbox.timeout,
+        sandbox.expires_at,
+        sandbox.error_message,
+        sandbox.limits.cpu,
+        sandbox.limits.memory_mb,
+        sandbox.limits.pids,
+        sandbox.limits.disk_mb,
+        int(sandbox.network),
+        sandbox.host_pid,
     )
 
 
 def _from_row(row: sqlite3.Row) -> Sandbox:
     return Sandbox(
-        id=row["id"], template=row["template"], state=SandboxState(row["state"]),
-        created_at=row["created_at"], updated_at=row["updated_at"], name=row["name"],
-        env=json.loads(row["env"]), metadata=json.loads(row["metadata"]), timeout=row["timeout"],
-        expires_at=row["expires_at"], error_message=row["error_message"],
-        limits=ResourceLimits(cpu=row["cpu"], memory_mb=row["memory_mb"], pids=row["pids"],
-                              disk_mb=row["disk_mb"]),
-        network=bool(row["network"]), host_pid=row["host_pid"],
+        id=row["id"],
+        template=row["template"],
+        state=SandboxState(row["state"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        name=row["name"],
+        env=json.loads(row["env"]),
+        metadata=json.loads(row["metadata"]),
+        timeout=row["timeout"],
+        expires_at=row["expires_at"],
+        error_message=row["error_message"],
+        limits=ResourceLimits(cpu=row["cpu"], memory_mb=row["memory_mb"], pids=row["pids"], disk_mb=row["disk_mb"]),
+        network=bool(row["network"]),
+        host_pid=row["host_pid"],
     )
 
 
@@ -95,8 +132,9 @@ class SandboxStore:
 
     def put(self, sandbox: Sandbox) -> None:
         placeholders = ",".join("?" * len(COLUMNS))
-        self._execute(f"INSERT OR REPLACE INTO sandboxes ({','.join(COLUMNS)}) VALUES ({placeholders})",
-                      _to_row(sandbox))
+        self._execute(
+            f"INSERT OR REPLACE INTO sandboxes ({','.join(COLUMNS)}) VALUES ({placeholders})", _to_row(sandbox)
+        )
 
     def get(self, sandbox_id: str) -> Sandbox | None:
         rows = self._execute("SELECT * FROM sandboxes WHERE id = ?", (sandbox_id,))

@@ -19,33 +19,38 @@ from workspace_server.api.schemas import (
 router = APIRouter(prefix="/api/v1/sandboxes/{sandbox_id}/files", tags=["files"], responses=ERROR_RESPONSES)
 PathQuery = Annotated[str, Query(min_length=1, max_length=4096, description="Absolute path inside the sandbox")]
 
-DOWNLOAD_DOC: dict[int | str, dict[str, Any]] = {200: {
-    "description": "The file's bytes",
-    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-}}
-UPLOAD_BODY: dict[str, Any] = {"requestBody": {
-    "required": False,
-    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
-}}
+DOWNLOAD_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The file's bytes",
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": False,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
 
 
 @router.get("", response_class=StreamingResponse, responses=DOWNLOAD_DOC)
 async def read_file(sandbox_id: str, path: PathQuery, svc: Annotated[Services, Depends(services)]) -> StreamingResponse:
     size, chunks = await svc.files.read(sandbox_id, path)
-    return StreamingResponse(chunks, media_type="application/octet-stream",
-                             headers={"Content-Length": str(size)})
+    return StreamingResponse(chunks, media_type="application/octet-stream", headers={"Content-Length": str(size)})
 
 
 @router.put("", response_model=FileInfoBody, openapi_extra=UPLOAD_BODY)
-async def write_file(sandbox_id: str, path: PathQuery, request: Request,
-                     svc: Annotated[Services, Depends(services)]) -> FileInfoBody:
+async def write_file(
+    sandbox_id: str, path: PathQuery, request: Request, svc: Annotated[Services, Depends(services)]
+) -> FileInfoBody:
     info = await svc.files.write(sandbox_id, path, request.stream(), svc.settings.max_upload_bytes)
     return FileInfoBody(**info)
 
 
 @router.delete("", status_code=204, response_class=Response)
-async def remove_file(sandbox_id: str, path: PathQuery, svc: Annotated[Services, Depends(services)],
-                      recursive: bool = False) -> Response:
+async def remove_file(
+    sandbox_id: str, path: PathQuery, svc: Annotated[Services, Depends(services)], recursive: bool = False
+) -> Response:
     await svc.files.remove(sandbox_id, path, recursive)
     return Response(status_code=204)
 

@@ -14,14 +14,15 @@ from workspace_server.api.schemas import CommandResultBody, KillBody, ProcessInf
 from workspace_server.domain.errors import InvalidRequest
 from workspace_server.services.processes import ProcessEvent, RunCommand
 
-router = APIRouter(prefix="/api/v1/sandboxes/{sandbox_id}/processes", tags=["processes"],
-                   responses=ERROR_RESPONSES)
+router = APIRouter(prefix="/api/v1/sandboxes/{sandbox_id}/processes", tags=["processes"], responses=ERROR_RESPONSES)
 T = TypeVar("T")
 
-SSE_DOC: dict[int | str, dict[str, Any]] = {200: {
-    "description": "Server-Sent Events: start, stdout, stderr, exit, error",
-    "content": {"text/event-stream": {"schema": {"type": "string"}}},
-}}
+SSE_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-Sent Events: start, stdout, stderr, exit, error",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
 
 
 async def until_disconnect(request: Request, work: Coroutine[Any, Any, T]) -> T:
@@ -58,26 +59,30 @@ def command_of(body: RunCommandBody) -> RunCommand:
 
 
 @router.post("/run", response_model=CommandResultBody)
-async def run_command(sandbox_id: str, body: RunCommandBody, request: Request,
-                      svc: Annotated[Services, Depends(services)]) -> Response:
+async def run_command(
+    sandbox_id: str, body: RunCommandBody, request: Request, svc: Annotated[Services, Depends(services)]
+) -> Response:
     result = await until_disconnect(
-        request, svc.processes.run(sandbox_id, command_of(body), svc.settings.max_run_output))
+        request, svc.processes.run(sandbox_id, command_of(body), svc.settings.max_run_output)
+    )
     # The hot path: encode directly rather than re-validating through the response model.
     payload = {"exit_code": result.exit_code, "stdout": result.stdout, "stderr": result.stderr, "pid": result.pid}
     return Response(to_json(payload), media_type="application/json")
 
 
 @router.post("/stream", response_class=StreamingResponse, responses=SSE_DOC)
-async def stream_command(sandbox_id: str, body: RunCommandBody,
-                         svc: Annotated[Services, Depends(services)]) -> StreamingResponse:
+async def stream_command(
+    sandbox_id: str, body: RunCommandBody, svc: Annotated[Services, Depends(services)]
+) -> StreamingResponse:
     _, events = await svc.processes.stream(sandbox_id, command_of(body), svc.settings.keepalive_seconds)
 
     async def frames() -> AsyncIterator[bytes]:
         async for event in events:
             yield sse(event)
 
-    return StreamingResponse(frames(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        frames(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
 
 
 @router.get("", response_model=ProcessList)
@@ -86,7 +91,8 @@ async def list_processes(sandbox_id: str, svc: Annotated[Services, Depends(servi
 
 
 @router.post("/{pid}/kill", status_code=204, response_class=Response)
-async def kill_process(sandbox_id: str, pid: int, svc: Annotated[Services, Depends(services)],
-                       body: KillBody | None = None) -> Response:
+async def kill_process(
+    sandbox_id: str, pid: int, svc: Annotated[Services, Depends(services)], body: KillBody | None = None
+) -> Response:
     await svc.processes.kill(sandbox_id, pid, (body or KillBody()).signal)
     return Response(status_code=204)

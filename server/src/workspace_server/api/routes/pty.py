@@ -20,14 +20,20 @@ socket_router = APIRouter(prefix="/api/v1/sandboxes/{sandbox_id}/pty")
 def close_code(error: WorkspaceError) -> int:
     if error.code.endswith("NOT_FOUND") and error.code != "COMMAND_NOT_FOUND":
         return 4404
-    return {"UNAUTHORIZED": 4401, "AGENT_NOT_CONNECTED": 4503, "SANDBOX_NOT_RUNNING": 4409,
-            "INVALID_REQUEST": 4400, "COMMAND_NOT_FOUND": 4400}.get(error.code, 4500)
+    return {
+        "UNAUTHORIZED": 4401,
+        "AGENT_NOT_CONNECTED": 4503,
+        "SANDBOX_NOT_RUNNING": 4409,
+        "INVALID_REQUEST": 4400,
+        "COMMAND_NOT_FOUND": 4400,
+    }.get(error.code, 4500)
 
 
 async def send_error(websocket: WebSocket, error: WorkspaceError) -> None:
     with contextlib.suppress(Exception):
-        await websocket.send_text(json.dumps({"type": "error", "code": error.code, "message": error.message,
-                                              "details": error.details}))
+        await websocket.send_text(
+            json.dumps({"type": "error", "code": error.code, "message": error.message, "details": error.details})
+        )
         await websocket.close(close_code(error))
 
 
@@ -131,8 +137,9 @@ async def list_ptys(sandbox_id: str, svc: Annotated[Services, Depends(services)]
 
 
 @router.post("/{pty_id}/resize", status_code=204, response_class=Response)
-async def resize_pty(sandbox_id: str, pty_id: str, body: ResizeBody,
-                     svc: Annotated[Services, Depends(services)]) -> Response:
+async def resize_pty(
+    sandbox_id: str, pty_id: str, body: ResizeBody, svc: Annotated[Services, Depends(services)]
+) -> Response:
     await svc.ptys.resize(svc.ptys.get(sandbox_id, pty_id), body.cols, body.rows)
     return Response(status_code=204)
 

@@ -40,7 +40,9 @@ async def get_sandbox(sandbox_id: str, svc: Annotated[Services, Depends(services
 
 @router.delete("/sandboxes/{sandbox_id}", status_code=204, response_class=Response)
 async def delete_sandbox(
-    sandbox_id: str, svc: Annotated[Services, Depends(services)], force: bool = False,
+    sandbox_id: str,
+    svc: Annotated[Services, Depends(services)],
+    force: bool = False,
 ) -> Response:
     await svc.sandboxes.delete(sandbox_id, force=force)
     return Response(status_code=204)
@@ -48,5 +50,6 @@ async def delete_sandbox(
 
 @router.get("/templates", response_model=TemplateList)
 async def list_templates(svc: Annotated[Services, Depends(services)]) -> TemplateList:
-    return TemplateList(templates=[
-        TemplateBody(name=t.name, description=t.description) for t in svc.sandboxes.templates.all()])
+    return TemplateList(
+        templates=[TemplateBody(name=t.name, description=t.description) for t in svc.sandboxes.templates.all()]
+    )
