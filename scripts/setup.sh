@@ -13,5 +13,5 @@ fi
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ./sdk-python -e "./server[dev]"
+.venv/bin/python -m pip install -q -e ./sdk-python -e "./server[dev,kubernetes]"
 echo "setup: ok (.venv/bin/workspace)"
