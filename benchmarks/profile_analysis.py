@@ -161,7 +161,7 @@ def top_functions(document: dict[str, Any], ops: float, count: int = 40) -> str:
 # matches any rule decides. Names, not line numbers: the agent changes.
 AGENT_RULES: list[tuple[str, tuple[str, ...]]] = [
     ("JSON encode/decode", ("json/",)),
-    ("command lookup: shutil.which over PATH", ("which (shutil.py", "resolve_command")),
+    ("command lookup: shutil.which over PATH", ("which (shutil.py", "CommandLookup.resolve")),
     (
         "process spawn: op_spawn setup, spawner hand-off, fork/exec",
         ("_execute_child", "_fork_exec", "Popen.__init__", "Spawner", "send_fds", "spawn"),
@@ -181,8 +181,9 @@ AGENT_RULES: list[tuple[str, tuple[str, ...]]] = [
     ("file read/write ops", ("op_read", "op_write")),
     ("supervision loop (queue, events, cleanup)", ("_supervise",)),
 ]
-# Only when no rule above matches anywhere in the stack.
-AGENT_FALLBACK = ("other agent code", ("agent.py",))
+# Only when no rule above matches anywhere in the stack: a frame in one of the agent's modules.
+AGENT_MODULES = ("agent", "commands", "child", "errors", "files", "link", "reaper", "spawner", "terminal", "workers")
+AGENT_FALLBACK = ("other agent code", tuple(f"({name}.py:" for name in AGENT_MODULES))
 AGENT_OTHER = "other (interpreter, threading)"
 SAMPLE = re.compile(r"^(?P<stack>.*) (?P<count>\d+)$")
 

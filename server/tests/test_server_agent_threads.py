@@ -8,7 +8,7 @@ import textwrap
 import threading
 import time
 
-from workspace_server.agent.agent import Workers
+from workspace_server.agent.workers import Workers
 
 
 def test_workers_run_tasks_and_reuse_idle_threads() -> None:
@@ -67,7 +67,7 @@ def test_workers_survive_a_failing_task() -> None:
 # The reaper reaps every child of its process, so it runs in a process of its own.
 REAPER_SCRIPT = textwrap.dedent("""
     import os, sys, threading, time
-    from workspace_server.agent.agent import Reaper
+    from workspace_server.agent.reaper import Reaper
 
     reaper = Reaper()
     results = {}

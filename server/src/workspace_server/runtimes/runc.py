@@ -54,7 +54,6 @@ ROOTFS_DIRS = [
     "opt/workspace-agent",
 ]
 ROOTFS_LINKS = {"bin": "usr/bin", "lib": "usr/lib", "lib64": "usr/lib64", "sbin": "usr/sbin"}
-AGENT_FILES = ("agent.py", "wire.py")
 DISK_IMAGE = "disk.img"
 NETWORK_READY_TIMEOUT = 10.0
 RESOLV_CONF = "nameserver 10.0.2.3\n"  # slirp4netns's DNS forwarder
@@ -221,10 +220,10 @@ class RuncRuntime:
             shared_dirs.prune(self.shared_dir, prefix, in_use)
 
     def _build_agent(self, target: Path) -> None:
-        """Copy the agent beside the data and byte-compile it with the sandboxes' python3, so
-        no sandbox pays for compiling it (the bind mount is read-only, so none could cache it)."""
-        for name in AGENT_FILES:
-            shutil.copy2(self.agent_source / name, target / name)
+        """Copy the agent's directory (every module of it) beside the data and byte-compile it
+        with the sandboxes' python3, so no sandbox pays for compiling it (the bind mount is
+        read-only, so none could cache it)."""
+        shutil.copytree(self.agent_source, target, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
         result = subprocess.run(
             [SANDBOX_PYTHON, "-m", "compileall", "-q", str(target)], capture_output=True, text=True, check=False
         )
