@@ -37,7 +37,7 @@ import signal
 import socket
 import threading
 
-from . import files, wire
+from . import files, ops, wire
 from .child import WorkloadCgroup
 from .commands import Commands
 from .errors import OpError, log, os_error
@@ -62,20 +62,20 @@ class Agent:
         self.workers = Workers()
         self.commands = Commands(spawner, Reaper(), self.workers, cgroup)
         self.handlers: Dict[str, Handler] = {
-            "hello": self.op_hello,
-            "spawn": self.commands.op_spawn,
-            "processes": self.commands.op_processes,
-            "signal": self.commands.op_signal,
-            "shutdown": self.commands.op_shutdown,
-            "stat": files.op_stat,
-            "exists": files.op_exists,
-            "list": files.op_list,
-            "mkdir": files.op_mkdir,
-            "remove": files.op_remove,
-            "move": files.op_move,
-            "copy": files.op_copy,
-            "read": files.op_read,
-            "write": files.op_write,
+            ops.HELLO: self.op_hello,
+            ops.SPAWN: self.commands.op_spawn,
+            ops.PROCESSES: self.commands.op_processes,
+            ops.SIGNAL: self.commands.op_signal,
+            ops.SHUTDOWN: self.commands.op_shutdown,
+            ops.STAT: files.op_stat,
+            ops.EXISTS: files.op_exists,
+            ops.LIST: files.op_list,
+            ops.MKDIR: files.op_mkdir,
+            ops.REMOVE: files.op_remove,
+            ops.MOVE: files.op_move,
+            ops.COPY: files.op_copy,
+            ops.READ: files.op_read,
+            ops.WRITE: files.op_write,
         }
 
     def start_operation(self, stream: Stream, request: Dict[str, Any]) -> None:
@@ -90,16 +90,16 @@ class Agent:
                 raise OpError("INVALID_REQUEST", "unknown operation %r" % op)
             handler(stream, request)
         except OpError as exc:
-            stream.finish(wire.error_message(exc.code, exc.message, exc.details))
+            stream.finish(ops.error(exc.code, exc.message, exc.details))
         except OSError as exc:
             err = os_error(exc, request.get("path"))
-            stream.finish(wire.error_message(err.code, err.message, err.details))
+            stream.finish(ops.error(err.code, err.message, err.details))
         except Exception as exc:  # the agent must outlive any one bad request
             log("operation %r failed: %r" % (op, exc))
-            stream.finish(wire.error_message("INTERNAL", "agent error: %s" % exc))
+            stream.finish(ops.error("INTERNAL", "agent error: %s" % exc))
 
     def op_hello(self, stream: Stream, request: Dict[str, Any]) -> None:
-        stream.finish({"type": "ok", "version": wire.PROTOCOL_VERSION, "pid": os.getpid()})
+        stream.finish(ops.ok(version=wire.PROTOCOL_VERSION, pid=os.getpid()))
 
 
 def serve(socket_path: str, cgroup: WorkloadCgroup) -> None:

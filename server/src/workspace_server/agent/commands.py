@@ -20,7 +20,7 @@ import subprocess
 import threading
 import time
 
-from . import wire
+from . import ops, wire
 from .child import CHOOM, COMMAND_OOM_SCORE_ADJ, SANDBOX_USER, WorkloadCgroup, command_child_setup
 from .errors import OpError
 from .spawner import SpawnerNotAsked
@@ -189,7 +189,7 @@ class Commands:
     def op_processes(self, stream: Stream, request: Dict[str, Any]) -> None:
         with self.lock:
             listed = [{"pid": p.pid, "argv": p.argv, "pty": p.pty} for p in self.processes.values()]
-        stream.finish({"type": "ok", "processes": listed})
+        stream.finish(ops.ok(processes=listed))
 
     def op_signal(self, stream: Stream, request: Dict[str, Any]) -> None:
         pid = int(request["pid"])
@@ -199,7 +199,7 @@ class Commands:
         if process is None:
             raise OpError("PROCESS_NOT_FOUND", "no running process with pid %d" % pid, pid=pid)
         process.signal_group(signum)
-        stream.finish({"type": "ok"})
+        stream.finish(ops.ok())
 
     def op_shutdown(self, stream: Stream, request: Dict[str, Any]) -> None:
         """Terminate every process group; used by a graceful delete."""
@@ -211,7 +211,7 @@ class Commands:
         deadline = time.monotonic() + grace
         for process in processes:
             process.exited.wait(max(0.0, deadline - time.monotonic()))
-        stream.finish({"type": "ok"})
+        stream.finish(ops.ok())
 
     # ---------------------------------------------------------------- spawn
     def op_spawn(self, stream: Stream, request: Dict[str, Any]) -> None:
@@ -219,7 +219,7 @@ class Commands:
         process = self._start_in_parent(stream, launch)
         with self.lock:
             self.processes[process.pid] = process
-        stream.send({"type": "started", "pid": process.pid})
+        stream.send(ops.started(process.pid))
         self._supervise(stream, process, request.get("timeout"))
 
     def prepare(self, request: Dict[str, Any]) -> Launch:
@@ -342,11 +342,11 @@ class Commands:
                 writer.put(value)
             elif what == "msg":
                 kind = value.get("type")
-                if kind == "kill":
+                if kind == ops.KILL:
                     process.signal_group(int(value.get("signal", signal.SIGTERM)))
-                elif kind == "resize" and process.pty:
+                elif kind == ops.RESIZE and process.pty:
                     set_winsize(process.out_fd, int(value["cols"]), int(value["rows"]))
-                elif kind == "eof" and writer is not None:
+                elif kind == ops.EOF and writer is not None:
                     writer.put(None)
         if timer is not None:
             timer.cancel()
@@ -358,7 +358,7 @@ class Commands:
         with self.lock:
             self.processes.pop(process.pid, None)
         if not stream.closed:
-            stream.finish({"type": "exit", "code": process.exit_code, "timed_out": timed_out})
+            stream.finish(ops.exited(process.exit_code, timed_out))
         else:
             stream.forget()
 

@@ -11,7 +11,7 @@ import shutil
 import stat
 import time
 
-from . import wire
+from . import ops, wire
 from .errors import OpError
 
 TYPE_CHECKING = False
@@ -103,11 +103,11 @@ def target_for(source: str, destination: str) -> str:
 
 
 def op_stat(stream: Stream, request: Dict[str, Any]) -> None:
-    stream.finish({"type": "ok", "info": file_info(request["path"])})
+    stream.finish(ops.ok(info=file_info(request["path"])))
 
 
 def op_exists(stream: Stream, request: Dict[str, Any]) -> None:
-    stream.finish({"type": "ok", "exists": os.path.lexists(request["path"])})
+    stream.finish(ops.ok(exists=os.path.lexists(request["path"])))
 
 
 def op_list(stream: Stream, request: Dict[str, Any]) -> None:
@@ -120,9 +120,9 @@ def op_list(stream: Stream, request: Dict[str, Any]) -> None:
             except FileNotFoundError:
                 continue  # removed while we listed
             if len(batch) >= LIST_BATCH:
-                stream.send({"type": "entries", "files": batch})
+                stream.send(ops.entries(batch))
                 batch = []
-    stream.finish({"type": "ok", "files": batch})
+    stream.finish(ops.ok(files=batch))
 
 
 def op_mkdir(stream: Stream, request: Dict[str, Any]) -> None:
@@ -133,7 +133,7 @@ def op_mkdir(stream: Stream, request: Dict[str, Any]) -> None:
         os.mkdir(path, 0o755)
         uid, gid = owner_of(os.path.dirname(path) or "/")
         os.lchown(path, uid, gid)
-    stream.finish({"type": "ok", "info": file_info(path)})
+    stream.finish(ops.ok(info=file_info(path)))
 
 
 def op_remove(stream: Stream, request: Dict[str, Any]) -> None:
@@ -146,7 +146,7 @@ def op_remove(stream: Stream, request: Dict[str, Any]) -> None:
             os.rmdir(path)
     else:
         os.unlink(path)
-    stream.finish({"type": "ok"})
+    stream.finish(ops.ok())
 
 
 def op_move(stream: Stream, request: Dict[str, Any]) -> None:
@@ -159,7 +159,7 @@ def op_move(stream: Stream, request: Dict[str, Any]) -> None:
         if exc.errno != errno.EXDEV:
             raise
         shutil.move(source, destination)
-    stream.finish({"type": "ok", "info": file_info(destination)})
+    stream.finish(ops.ok(info=file_info(destination)))
 
 
 def op_copy(stream: Stream, request: Dict[str, Any]) -> None:
@@ -176,7 +176,7 @@ def op_copy(stream: Stream, request: Dict[str, Any]) -> None:
     else:
         raise OpError("INVALID_REQUEST", "%s is not a regular file" % source, path=source)
     chown_tree(destination, uid, gid)
-    stream.finish({"type": "ok", "info": file_info(destination)})
+    stream.finish(ops.ok(info=file_info(destination)))
 
 
 def op_read(stream: Stream, request: Dict[str, Any]) -> None:
@@ -187,7 +187,7 @@ def op_read(stream: Stream, request: Dict[str, Any]) -> None:
     try:
         st = os.fstat(fd)
         check_regular(st, path)
-        stream.send({"type": "ok", "size": st.st_size})
+        stream.send(ops.ok(size=st.st_size))
         while True:
             data = os.read(fd, wire.CHUNK)
             if not data or not stream.send_data(wire.OUT, data):
@@ -195,7 +195,7 @@ def op_read(stream: Stream, request: Dict[str, Any]) -> None:
     finally:
         os.close(fd)
     if not stream.closed:
-        stream.finish({"type": "end"})
+        stream.finish(ops.end())
     else:
         stream.forget()
 
@@ -218,7 +218,7 @@ def op_write(stream: Stream, request: Dict[str, Any]) -> None:
     fd, temp_path = tempfile.mkstemp(prefix=".ws-upload-", dir=parent)
     completed = False
     try:
-        stream.send({"type": "ready"})
+        stream.send(ops.ready())
         while True:
             what, value = stream.inbox.get()
             if what == "data":
@@ -227,7 +227,7 @@ def op_write(stream: Stream, request: Dict[str, Any]) -> None:
                     written = os.write(fd, view)
                     view = view[written:]
                 stream.grant(len(value))
-            elif what == "msg" and value.get("type") == "eof":
+            elif what == "msg" and value.get("type") == ops.EOF:
                 break
             elif what == "closed":
                 return
@@ -245,4 +245,4 @@ def op_write(stream: Stream, request: Dict[str, Any]) -> None:
                 os.unlink(temp_path)
             except OSError:
                 pass
-    stream.finish({"type": "ok", "info": file_info(path)})
+    stream.finish(ops.ok(info=file_info(path)))

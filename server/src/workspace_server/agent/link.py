@@ -6,7 +6,7 @@ import queue
 import socket
 import threading
 
-from . import wire
+from . import ops, wire
 from .errors import log
 
 TYPE_CHECKING = False
@@ -138,9 +138,7 @@ class Link:
                 # No thread to be had: the pids limit is full (a fork bomb). Refuse this one
                 # operation; the link and the sandbox carry on.
                 stream.finish(
-                    wire.error_message(
-                        "RESOURCE_EXHAUSTED", "the sandbox reached its pids limit; kill some processes and retry"
-                    )
+                    ops.error("RESOURCE_EXHAUSTED", "the sandbox reached its pids limit; kill some processes and retry")
                 )
             return
         with self._streams_lock:

@@ -21,7 +21,7 @@ import struct
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs the agent ~3 ms of start-up, and annotations are strings here
-    from typing import Any, Dict, Optional, Tuple
+    from typing import Any, Dict, Tuple
 
 HEADER = struct.Struct(">IIB")
 CREDIT_PAYLOAD = struct.Struct(">I")
@@ -83,7 +83,3 @@ def decode_credit(payload: bytes) -> int:
         raise ProtocolError("malformed credit frame")
     amount: int = CREDIT_PAYLOAD.unpack(payload)[0]
     return amount
-
-
-def error_message(code: str, message: str, details: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    return {"type": "error", "code": code, "message": message, "details": details or {}}

@@ -12,7 +12,7 @@ import stat
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from workspace_server.agent import wire
+from workspace_server.agent import ops, wire
 from workspace_server.domain.errors import WorkspaceError
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,15 @@ class StreamEnded(Exception):
 
 class AgentOpError(WorkspaceError):
     """The agent refused or failed an operation; carries the agent's error code."""
+
+
+def error_from_reply(reply: dict[str, Any]) -> AgentOpError:
+    """The domain error for an agent's error reply (ops.error): its code is one of docs/api.md's."""
+    return AgentOpError(
+        str(reply.get("message", "agent error")),
+        code=str(reply.get("code", "INTERNAL")),
+        **dict(reply.get("details") or {}),
+    )
 
 
 Frame = tuple[int, Any]  # (kind, dict for MSG / bytes for OUT and ERR / None for CLOSE)
@@ -116,12 +125,8 @@ class AgentStream:
         while True:
             kind, payload = await self.recv()
             if kind == wire.MSG:
-                if payload.get("type") == "error":
-                    raise AgentOpError(
-                        payload.get("message", "agent error"),
-                        code=payload.get("code", "INTERNAL"),
-                        **payload.get("details", {}),
-                    )
+                if payload.get("type") == ops.ERROR:
+                    raise error_from_reply(payload)
                 return dict(payload)
             if kind == wire.CLOSE:
                 raise AgentOpError("agent closed the stream without an answer", code="INTERNAL")
@@ -210,11 +215,15 @@ class AgentConnection:
                 await asyncio.sleep(0.002)
         connection = cls(reader, writer, on_disconnect)
         try:
-            await asyncio.wait_for(connection.request({"op": "hello"}), max(0.1, deadline - loop.time()))
+            await asyncio.wait_for(connection.request(ops.hello()), max(0.1, deadline - loop.time()))
         except (asyncio.TimeoutError, AgentDisconnected, AgentOpError):
             await connection.close()
             raise AgentDisconnected("agent did not answer hello") from None
         return connection
+
+    def set_disconnect_handler(self, on_disconnect: Callable[[], Awaitable[None]] | None) -> None:
+        """Who hears that the link dropped (a pool sandbox changes hands when it is claimed)."""
+        self._on_disconnect = on_disconnect
 
     def check_alive(self) -> None:
         if not self.alive:

@@ -9,15 +9,16 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from workspace_server.agent import wire
-from workspace_server.agent_link.connection import AgentDisconnected, AgentStream
-from workspace_server.domain.errors import (
-    AgentNotConnected,
-    InvalidRequest,
-    ProcessTimeout,
-    ResourceExhausted,
-    WorkspaceError,
+from workspace_server.agent_link.client import (
+    CommandEnded,
+    CommandEvent,
+    CommandExit,
+    CommandFailed,
+    CommandOutput,
+    CommandStream,
+    OutputName,
 )
+from workspace_server.domain.errors import AgentNotConnected, InvalidRequest, ProcessTimeout, ResourceExhausted
 from workspace_server.domain.models import Sandbox
 from workspace_server.domain.paths import sandbox_path
 from workspace_server.services.sandboxes import SandboxService
@@ -73,7 +74,20 @@ def base_environment(user: str | None, sandbox: Sandbox, pty: bool) -> dict[str,
     return env
 
 
-def spawn_request(sandbox: Sandbox, command: RunCommand, *, pty: dict[str, int] | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SpawnArgs:
+    """A checked command, as the agent's spawn operation takes it."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    user: str
+    timeout: float | None
+    stdin: bool
+    pty: dict[str, int] | None
+
+
+def spawn_args(sandbox: Sandbox, command: RunCommand, *, pty: dict[str, int] | None = None) -> SpawnArgs:
     if not command.command:
         raise InvalidRequest("command must not be empty", field="command")
     if "\x00" in command.command or any("\x00" in a for a in command.args):
@@ -86,42 +100,38 @@ def spawn_request(sandbox: Sandbox, command: RunCommand, *, pty: dict[str, int] 
     env.update(command.env)
     if any("\x00" in k or "=" in k or not k or "\x00" in v for k, v in env.items()):
         raise InvalidRequest("env names must be non-empty without '=' or NUL; values without NUL", field="env")
-    return {
-        "op": "spawn",
-        "argv": [command.command, *command.args],
-        "env": env,
-        "cwd": sandbox_path(command.cwd, field="cwd") if command.cwd else "/workspace",
-        "user": command.user or "user",
-        "timeout": command.timeout,
-        "stdin": command.stdin is not None or pty is not None,
-        "pty": pty,
-    }
+    return SpawnArgs(
+        argv=[command.command, *command.args],
+        env=env,
+        cwd=sandbox_path(command.cwd, field="cwd") if command.cwd else "/workspace",
+        user=command.user or "user",
+        timeout=command.timeout,
+        stdin=command.stdin is not None or pty is not None,
+        pty=pty,
+    )
 
 
 class ProcessService:
+    """Runs commands in sandboxes: to completion (`run`), as events (`stream`), or started
+    for another service (`start`, used by the PTYs)."""
+
     def __init__(self, sandboxes: SandboxService) -> None:
         self.sandboxes = sandboxes
 
-    async def _spawn(
+    async def start(
         self, sandbox_id: str, command: RunCommand, pty: dict[str, int] | None = None
-    ) -> tuple[AgentStream, int]:
+    ) -> tuple[CommandStream, int]:
         """Start the command; returns its stream once the agent reports the pid."""
         sandbox = self.sandboxes.record(sandbox_id)
-        request = spawn_request(sandbox, command, pty=pty)
-        connection = self.sandboxes.connection(sandbox_id)
-        try:
-            stream = await connection.open(request)
-        except AgentDisconnected:
-            raise AgentNotConnected(sandbox_id) from None
+        args = spawn_args(sandbox, command, pty=pty)
+        agent = self.sandboxes.agent(sandbox_id)
+        stream = await agent.spawn(args.argv, args.env, args.cwd, args.user, args.timeout, args.stdin, args.pty)
         try:
             async with asyncio.timeout(max(START_TIMEOUT, command.timeout or 0)):
-                started = await stream.recv_message()
+                pid = await stream.started()
             if command.stdin is not None:
-                await stream.send_data(command.stdin.encode())
-                await stream.send_message({"type": "eof"})
-        except AgentDisconnected:
-            stream.close()
-            raise AgentNotConnected(sandbox_id) from None
+                await stream.send_stdin(command.stdin.encode())
+                await stream.close_stdin()
         except TimeoutError:
             stream.close()
             raise ResourceExhausted(
@@ -132,34 +142,32 @@ class ProcessService:
         except BaseException:
             stream.close()
             raise
-        return stream, int(started["pid"])
+        return stream, pid
 
     async def run(self, sandbox_id: str, command: RunCommand, max_output: int) -> CommandResult:
         began = time.perf_counter()
-        stream, pid = await self._spawn(sandbox_id, command)
-        out, err = bytearray(), bytearray()
+        stream, pid = await self.start(sandbox_id, command)
+        outputs: dict[OutputName, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
+        out, err = outputs["stdout"], outputs["stderr"]
         try:
             deadline = None if command.timeout is None else command.timeout + HOST_TIMEOUT_MARGIN
             async with asyncio.timeout(deadline):
                 while True:
-                    kind, payload = await stream.recv()
-                    if kind == wire.OUT:
-                        out += payload[: max(0, max_output - len(out))]
-                    elif kind == wire.ERR:
-                        err += payload[: max(0, max_output - len(err))]
-                    elif kind == wire.MSG and payload.get("type") == "error":
-                        raise agent_failure(payload)
-                    elif kind == wire.MSG and payload.get("type") == "exit":
-                        if payload.get("timed_out"):
+                    event = await stream.next()
+                    if isinstance(event, CommandOutput):
+                        kept = outputs[event.name]
+                        kept += event.data[: max(0, max_output - len(kept))]
+                    elif isinstance(event, CommandFailed):
+                        raise event.error
+                    elif isinstance(event, CommandExit):
+                        if event.timed_out:
                             raise timeout_error(command.timeout, out, err)
                         self.sandboxes.metrics.exec_seconds.observe(time.perf_counter() - began)
-                        return CommandResult(int(payload["code"]), decode(out), decode(err), pid)
-                    elif kind == wire.CLOSE:
+                        return CommandResult(event.code, decode(out), decode(err), pid)
+                    else:
                         raise AgentNotConnected(sandbox_id, "the agent ended the command without an exit status")
         except TimeoutError:
             raise timeout_error(command.timeout, out, err) from None
-        except AgentDisconnected:
-            raise AgentNotConnected(sandbox_id, "the sandbox agent disconnected while the command ran") from None
         finally:
             stream.close()
 
@@ -169,19 +177,19 @@ class ProcessService:
         """Start the command (errors raise here, before any event), then yield its events.
 
         None is a keepalive tick. Closing the iterator early kills the command."""
-        stream, pid = await self._spawn(sandbox_id, command)
+        stream, pid = await self.start(sandbox_id, command)
 
         async def events() -> AsyncIterator[ProcessEvent | None]:
-            decoders = {wire.OUT: Utf8Stream(), wire.ERR: Utf8Stream()}
-            names = {wire.OUT: "stdout", wire.ERR: "stderr"}
-            pending: tuple[int, Any] | None = None
+            decoders: dict[OutputName, Utf8Stream] = {"stdout": Utf8Stream(), "stderr": Utf8Stream()}
+            pending: CommandEvent | None = None
+            event: CommandEvent
             try:
                 yield ProcessEvent("start", {"pid": pid})
                 while True:
                     if pending is not None:
-                        (kind, payload), pending = pending, None
-                    elif (ready := stream.recv_nowait()) is not None:
-                        kind, payload = ready
+                        event, pending = pending, None
+                    elif (ready := stream.next_nowait()) is not None:
+                        event = ready
                         # Output may flow without this task ever suspending, and a client that
                         # left is only noticed by cancelling us: give the loop that chance.
                         await asyncio.sleep(0)
@@ -190,28 +198,28 @@ class ProcessService:
                             # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a
                             # cancellation that races a completed recv().
                             async with asyncio.timeout(keepalive):
-                                kind, payload = await stream.recv()
+                                event = await stream.next()
                         except TimeoutError:
                             yield None
                             continue
-                    if kind in decoders:
+                    if isinstance(event, CommandOutput):
                         # Output already queued goes out as one event: fewer, larger events.
-                        pieces, size = [payload], len(payload)
-                        while size < COALESCE_BYTES and (more := stream.recv_nowait()) is not None:
-                            if more[0] != kind:
+                        name, pieces, size = event.name, [event.data], len(event.data)
+                        while size < COALESCE_BYTES and (more := stream.next_nowait()) is not None:
+                            if not isinstance(more, CommandOutput) or more.name != name:
                                 pending = more
                                 break
-                            pieces.append(more[1])
-                            size += len(more[1])
-                        text = decoders[kind].feed(b"".join(pieces))  # one piece: returned as is, no copy
+                            pieces.append(more.data)
+                            size += len(more.data)
+                        text = decoders[name].feed(b"".join(pieces))  # one piece: returned as is, no copy
                         if text:
-                            yield ProcessEvent(names[kind], {"data": text})
-                    elif kind == wire.MSG and payload.get("type") == "exit":
-                        for k, decoder in decoders.items():
+                            yield ProcessEvent(name, {"data": text})
+                    elif isinstance(event, CommandExit):
+                        for output_name, decoder in decoders.items():
                             tail = decoder.flush()
                             if tail:
-                                yield ProcessEvent(names[k], {"data": tail})
-                        if payload.get("timed_out"):
+                                yield ProcessEvent(output_name, {"data": tail})
+                        if event.timed_out:
                             yield ProcessEvent(
                                 "error",
                                 {
@@ -220,23 +228,16 @@ class ProcessService:
                                 },
                             )
                         else:
-                            yield ProcessEvent("exit", {"code": int(payload["code"])})
+                            yield ProcessEvent("exit", {"code": event.code})
                         return
-                    elif kind == wire.MSG and payload.get("type") == "error":
-                        failure = agent_failure(payload)
-                        yield ProcessEvent("error", {"code": failure.code, "message": failure.message})
+                    elif isinstance(event, CommandFailed):
+                        yield ProcessEvent("error", {"code": event.error.code, "message": event.error.message})
                         return
-                    elif kind == wire.CLOSE:
+                    elif isinstance(event, CommandEnded):
                         yield ProcessEvent("error", {"code": "INTERNAL", "message": "the agent ended the stream"})
                         return
-            except AgentDisconnected:
-                yield ProcessEvent(
-                    "error",
-                    {
-                        "code": "AGENT_NOT_CONNECTED",
-                        "message": f"sandbox {sandbox_id}: the sandbox agent disconnected while the command ran",
-                    },
-                )
+            except AgentNotConnected as exc:
+                yield ProcessEvent("error", {"code": exc.code, "message": exc.message})
             finally:
                 stream.close()
 
@@ -245,29 +246,13 @@ class ProcessService:
     async def kill(self, sandbox_id: str, pid: int, signal: int) -> None:
         if not 1 <= signal <= 64:
             raise InvalidRequest("signal must be between 1 and 64", field="signal")
-        await self._request(sandbox_id, {"op": "signal", "pid": pid, "signal": signal})
+        await self.sandboxes.agent(sandbox_id).signal(pid, signal)
 
     async def list(self, sandbox_id: str) -> list[dict[str, Any]]:
-        answer = await self._request(sandbox_id, {"op": "processes"})
         return [
             {"pid": p["pid"], "command": p["argv"][0], "args": p["argv"][1:], "pty": p["pty"]}
-            for p in answer["processes"]
+            for p in await self.sandboxes.agent(sandbox_id).processes()
         ]
-
-    async def _request(self, sandbox_id: str, request: dict[str, Any]) -> dict[str, Any]:
-        connection = self.sandboxes.connection(sandbox_id)
-        try:
-            return await connection.request(request)
-        except AgentDisconnected:
-            raise AgentNotConnected(sandbox_id) from None
-
-
-def agent_failure(message: dict[str, Any]) -> WorkspaceError:
-    return WorkspaceError(
-        str(message.get("message", "agent error")),
-        code=str(message.get("code", "INTERNAL")),
-        **dict(message.get("details") or {}),
-    )
 
 
 def timeout_error(timeout: float | None, out: bytearray, err: bytearray) -> ProcessTimeout:

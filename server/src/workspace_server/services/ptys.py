@@ -9,9 +9,8 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from workspace_server.agent import wire
-from workspace_server.agent_link.connection import AgentDisconnected, AgentStream
-from workspace_server.domain.errors import InvalidRequest, PtyNotFound
+from workspace_server.agent_link.client import CommandEnded, CommandExit, CommandOutput, CommandStream
+from workspace_server.domain.errors import AgentNotConnected, InvalidRequest, PtyNotFound
 from workspace_server.services.processes import ProcessService, RunCommand
 from workspace_server.services.sandboxes import SandboxService
 
@@ -30,7 +29,7 @@ class PtySession:
     pid: int
     cols: int
     rows: int
-    stream: AgentStream
+    stream: CommandStream
     scrollback: bytearray = field(default_factory=bytearray)
     subscribers: set[asyncio.Queue[PtyEvent]] = field(default_factory=set)
     pump: asyncio.Task[None] | None = None
@@ -54,7 +53,7 @@ class PtyService:
     async def create(self, sandbox_id: str, cols: int, rows: int, shell: str | None) -> PtySession:
         check_size(cols, rows)
         command = RunCommand(command=shell or "/bin/bash", args=["-l"] if not shell else [])
-        stream, pid = await self.processes._spawn(sandbox_id, command, pty={"cols": cols, "rows": rows})
+        stream, pid = await self.processes.start(sandbox_id, command, pty={"cols": cols, "rows": rows})
         session = PtySession("pty-" + secrets.token_hex(6), sandbox_id, pid, cols, rows, stream)
         self._sessions[session.pty_id] = session
         session.pump = asyncio.get_running_loop().create_task(self._pump(session))
@@ -81,34 +80,34 @@ class PtyService:
         session.subscribers.discard(queue)
 
     async def write(self, session: PtySession, data: bytes) -> None:
-        with contextlib.suppress(AgentDisconnected):
-            await session.stream.send_data(data)
+        with contextlib.suppress(AgentNotConnected):
+            await session.stream.send_stdin(data)
 
     async def resize(self, session: PtySession, cols: int, rows: int) -> None:
         check_size(cols, rows)
         session.cols, session.rows = cols, rows
-        with contextlib.suppress(AgentDisconnected):
-            await session.stream.send_message({"type": "resize", "cols": cols, "rows": rows})
+        with contextlib.suppress(AgentNotConnected):
+            await session.stream.resize(cols, rows)
 
     async def kill(self, session: PtySession) -> None:
-        with contextlib.suppress(AgentDisconnected):
-            await session.stream.send_message({"type": "kill", "signal": 9})
+        with contextlib.suppress(AgentNotConnected):
+            await session.stream.kill(9)
 
     async def _pump(self, session: PtySession) -> None:
         final: PtyEvent = ("error", "the pty ended without an exit status")
         try:
             while True:
-                kind, payload = await session.stream.recv()
-                if kind == wire.OUT:
-                    session.scrollback += payload
+                event = await session.stream.next()
+                if isinstance(event, CommandOutput):
+                    session.scrollback += event.data
                     del session.scrollback[:-SCROLLBACK]
-                    self._publish(session, ("data", payload))
-                elif kind == wire.MSG and payload.get("type") == "exit":
-                    final = ("exit", int(payload["code"]))
+                    self._publish(session, ("data", event.data))
+                elif isinstance(event, CommandExit):
+                    final = ("exit", event.code)
                     break
-                elif kind == wire.CLOSE:
+                elif isinstance(event, CommandEnded):
                     break
-        except AgentDisconnected:
+        except AgentNotConnected:
             final = ("error", "the sandbox agent disconnected")
         finally:
             self._sessions.pop(session.pty_id, None)

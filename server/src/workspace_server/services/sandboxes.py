@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
-from workspace_server.agent import wire
+from workspace_server.agent_link.client import CommandEnded, CommandExit, CommandFailed, SandboxAgent
 from workspace_server.agent_link.connection import AgentConnection, AgentDisconnected
 from workspace_server.config import Settings
 from workspace_server.domain.errors import (
@@ -70,30 +70,16 @@ class Warm:
     host_pid: int
 
 
-WARM_UP_COMMAND = {
-    "op": "spawn",
-    "argv": ["/bin/true"],
-    "env": {"PATH": "/usr/bin:/bin"},
-    "cwd": "/",
-    "user": "user",
-    "timeout": 10,
-    "stdin": False,
-    "pty": None,
-}
-
-
-async def warm_up(connection: AgentConnection) -> None:
+async def warm_up(agent: SandboxAgent) -> None:
     """Run one command in a pool sandbox before handing it out: the agent's worker threads
     and the user spawner's first start are then paid in the background, not by the user's
     first command (measured: its p50 over the second command's went from 1.3 ms to 0.8 ms)."""
-    stream = await connection.open(WARM_UP_COMMAND)
+    stream = await agent.spawn(["/bin/true"], {"PATH": "/usr/bin:/bin"}, "/", "user", 10, False, None)
     try:
         async with asyncio.timeout(10):
-            while True:
-                kind, payload = await stream.recv()
-                if kind == wire.CLOSE or (kind == wire.MSG and payload.get("type") in ("exit", "error")):
-                    return
-    except (TimeoutError, AgentDisconnected) as exc:
+            while not isinstance(await stream.next(), CommandExit | CommandFailed | CommandEnded):
+                pass
+    except (TimeoutError, AgentNotConnected) as exc:
         log.warning("warm-up command in a pool sandbox failed: %r", exc)
     finally:
         stream.close()
@@ -170,11 +156,11 @@ class SandboxService:
     def list(self, state: SandboxState | None = None) -> list[Sandbox]:
         return self.store.list(state)
 
-    def connection(self, sandbox_id: str) -> AgentConnection:
-        """The live agent link of a running sandbox, or the error that says why not."""
+    def agent(self, sandbox_id: str) -> SandboxAgent:
+        """The agent of a running sandbox, or the error that says why there is none."""
         connection = self._connections.get(sandbox_id)
         if connection is not None and connection.alive:
-            return connection
+            return SandboxAgent(sandbox_id, connection)
         record = self.record(sandbox_id)
         if record.state == SandboxState.ERROR:
             raise AgentNotConnected(sandbox_id, record.error_message or "the sandbox agent is not connected")
@@ -267,7 +253,7 @@ class SandboxService:
         return record
 
     def _adopt(self, record: Sandbox, connection: AgentConnection) -> None:
-        connection._on_disconnect = self._disconnect_handler(record.id)
+        connection.set_disconnect_handler(self._disconnect_handler(record.id))
         self._connections[record.id] = connection
 
     def _mark_running(self, record: Sandbox) -> Sandbox:
@@ -338,7 +324,7 @@ class SandboxService:
                     await asyncio.shield(self.runtime.destroy(sandbox_id))
                     raise
                 try:
-                    await warm_up(connection)
+                    await warm_up(SandboxAgent(sandbox_id, connection))
                 except BaseException:
                     await asyncio.shield(self._discard_warm(Warm(sandbox_id, template, connection, started.host_pid)))
                     raise
@@ -397,7 +383,7 @@ class SandboxService:
             if connection is not None:
                 if not force and connection.alive:
                     with contextlib.suppress(Exception):
-                        await asyncio.wait_for(connection.request({"op": "shutdown", "grace": 2.0}), 3.0)
+                        await asyncio.wait_for(SandboxAgent(sandbox_id, connection).shutdown(2.0), 3.0)
                 await connection.close()
             for callback in self._on_sandbox_gone:
                 callback(sandbox_id)

@@ -1,0 +1,263 @@
+"""The host's client of one sandbox's agent: one method per operation of agent/ops.py.
+
+This is the boundary where the agent link's failures become domain errors, once (as
+httpx's `map_httpcore_exceptions` does): a dropped link (`AgentDisconnected`) becomes
+`AgentNotConnected`, an error reply becomes a `WorkspaceError` with the agent's code.
+Services use this class and never the wire framing or the operation dicts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from workspace_server.agent import ops, wire
+from workspace_server.agent_link.connection import (
+    AgentConnection,
+    AgentDisconnected,
+    AgentStream,
+    Frame,
+    StreamEnded,
+    error_from_reply,
+)
+from workspace_server.domain.errors import AgentNotConnected, WorkspaceError
+
+# What a command's stream yields (see CommandStream.next).
+OutputName = Literal["stdout", "stderr"]
+
+
+@dataclass(frozen=True, slots=True)
+class CommandOutput:
+    name: OutputName
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CommandExit:
+    code: int
+    timed_out: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CommandFailed:
+    """The agent reported an error after the command started (its code and message)."""
+
+    error: WorkspaceError
+
+
+@dataclass(frozen=True, slots=True)
+class CommandEnded:
+    """The agent ended the stream without an exit status."""
+
+
+CommandEvent = CommandOutput | CommandExit | CommandFailed | CommandEnded
+RAN_DISCONNECTED = "the sandbox agent disconnected while the command ran"
+OUTPUT_NAMES: dict[int, OutputName] = {wire.OUT: "stdout", wire.ERR: "stderr"}
+
+
+@contextlib.contextmanager
+def map_disconnect(sandbox_id: str, reason: str | None = None) -> Iterator[None]:
+    """AgentDisconnected -> AgentNotConnected (with `reason`, if given)."""
+    try:
+        yield
+    except AgentDisconnected:
+        if reason is None:
+            raise AgentNotConnected(sandbox_id) from None
+        raise AgentNotConnected(sandbox_id, reason) from None
+
+
+class SandboxAgent:
+    """One sandbox's agent, as the services see it."""
+
+    def __init__(self, sandbox_id: str, connection: AgentConnection) -> None:
+        self.sandbox_id = sandbox_id
+        self.connection = connection
+
+    def _mapped(self, reason: str | None = None) -> contextlib.AbstractContextManager[None]:
+        return map_disconnect(self.sandbox_id, reason)
+
+    async def _open(self, request: dict[str, Any]) -> AgentStream:
+        with self._mapped():
+            return await self.connection.open(request)
+
+    async def _request(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A one-answer operation."""
+        stream = await self._open(request)
+        try:
+            with self._mapped():
+                return await stream.recv_message()
+        finally:
+            stream.close()
+
+    # ------------------------------------------------------------------ commands
+    async def spawn(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: str,
+        user: str,
+        timeout: float | None,
+        stdin: bool,
+        pty: dict[str, int] | None,
+    ) -> CommandStream:
+        """Open the command's stream; `CommandStream.started` waits for its pid."""
+        stream = await self._open(ops.spawn(argv, env, cwd, user, timeout, stdin, pty))
+        return CommandStream(self.sandbox_id, stream)
+
+    async def processes(self) -> list[dict[str, Any]]:
+        """The running commands: [{pid, argv, pty}]."""
+        return list((await self._request(ops.processes()))["processes"])
+
+    async def signal(self, pid: int, signum: int) -> None:
+        await self._request(ops.signal(pid, signum))
+
+    async def shutdown(self, grace: float) -> None:
+        """Terminate every command; returns once they exited or `grace` ran out."""
+        await self._request(ops.shutdown(grace))
+
+    # ------------------------------------------------------------------ files
+    async def stat(self, path: str) -> dict[str, Any]:
+        return dict((await self._request(ops.stat(path)))["info"])
+
+    async def exists(self, path: str) -> bool:
+        return bool((await self._request(ops.exists(path)))["exists"])
+
+    async def list_dir(self, path: str) -> list[dict[str, Any]]:
+        stream = await self._open(ops.list_dir(path))
+        files: list[dict[str, Any]] = []
+        try:
+            with self._mapped():
+                while True:
+                    message = await stream.recv_message()
+                    files.extend(message["files"])
+                    if message["type"] == ops.OK:
+                        return files
+        finally:
+            stream.close()
+
+    async def mkdir(self, path: str, recursive: bool) -> dict[str, Any]:
+        return dict((await self._request(ops.mkdir(path, recursive)))["info"])
+
+    async def remove(self, path: str, recursive: bool) -> None:
+        await self._request(ops.remove(path, recursive))
+
+    async def move(self, source: str, destination: str) -> dict[str, Any]:
+        return dict((await self._request(ops.move(source, destination)))["info"])
+
+    async def copy(self, source: str, destination: str, recursive: bool) -> dict[str, Any]:
+        return dict((await self._request(ops.copy(source, destination, recursive)))["info"])
+
+    async def read(self, path: str) -> tuple[int, AsyncIterator[bytes]]:
+        """The file's size, then its bytes; errors (not found...) raise before any byte.
+        Closing the iterator early ends the read."""
+        stream = await self._open(ops.read(path))
+        try:
+            with self._mapped():
+                header = await stream.recv_message()
+        except BaseException:
+            stream.close()
+            raise
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                with self._mapped("the sandbox agent disconnected during the download"):
+                    while True:
+                        kind, payload = await stream.recv()
+                        if kind == wire.OUT:
+                            yield payload
+                        elif kind == wire.MSG or kind == wire.CLOSE:
+                            return
+            finally:
+                stream.close()
+
+        return int(header["size"]), chunks()
+
+    async def write(self, path: str, chunks: AsyncIterable[bytes]) -> dict[str, Any]:
+        """Write the file from `chunks` (atomically: the agent renames it into place at the
+        end); its info. An exception from `chunks` aborts the upload and leaves no file."""
+        stream = await self._open(ops.write(path))
+        try:
+            with self._mapped("the sandbox agent disconnected during the upload"):
+                await stream.recv_message()  # "ready", or the error that says why not
+                try:
+                    async for chunk in chunks:
+                        if chunk:
+                            await stream.send_data(chunk)
+                    await stream.send_message(ops.eof())
+                except StreamEnded:
+                    pass  # the agent stopped the upload (disk full...): its answer says why
+                answer = await stream.recv_message()
+            if answer.get("type") != ops.OK:
+                raise WorkspaceError("the agent ended the upload early", code="INTERNAL")
+            return dict(answer["info"])
+        finally:
+            stream.close()  # before eof this makes the agent discard the partial file
+
+
+class CommandStream:
+    """A spawned command's stream: its start, its output and end, and its control
+    (stdin, kill, resize). Closing it before the command exits kills the command."""
+
+    def __init__(self, sandbox_id: str, stream: AgentStream) -> None:
+        self.sandbox_id = sandbox_id
+        self._stream = stream
+
+    async def started(self) -> int:
+        """The command's pid, once the agent started it; its error reply raises."""
+        with map_disconnect(self.sandbox_id):
+            started = await self._stream.recv_message()
+        return int(started["pid"])
+
+    def _event(self, frame: Frame) -> CommandEvent | None:
+        kind, payload = frame
+        if kind in OUTPUT_NAMES:
+            return CommandOutput(OUTPUT_NAMES[kind], payload)
+        if kind == wire.MSG:
+            kind_of_reply = payload.get("type")
+            if kind_of_reply == ops.EXIT:
+                return CommandExit(int(payload["code"]), bool(payload.get("timed_out")))
+            if kind_of_reply == ops.ERROR:
+                return CommandFailed(error_from_reply(payload))
+            return None
+        if kind == wire.CLOSE:
+            return CommandEnded()
+        return None
+
+    async def next(self) -> CommandEvent:
+        """The next event. A dropped link raises AgentNotConnected (`disconnected` in the
+        reason: the agent disconnected while the command ran)."""
+        with map_disconnect(self.sandbox_id, RAN_DISCONNECTED):
+            while True:
+                event = self._event(await self._stream.recv())
+                if event is not None:
+                    return event
+
+    def next_nowait(self) -> CommandEvent | None:
+        """The next event if one is already here (lets callers coalesce output)."""
+        with map_disconnect(self.sandbox_id, RAN_DISCONNECTED):
+            while (frame := self._stream.recv_nowait()) is not None:
+                event = self._event(frame)
+                if event is not None:
+                    return event
+            return None
+
+    async def send_stdin(self, data: bytes) -> None:
+        with map_disconnect(self.sandbox_id):
+            await self._stream.send_data(data)
+
+    async def close_stdin(self) -> None:
+        with map_disconnect(self.sandbox_id):
+            await self._stream.send_message(ops.eof())
+
+    async def kill(self, signum: int) -> None:
+        with map_disconnect(self.sandbox_id):
+            await self._stream.send_message(ops.kill(signum))
+
+    async def resize(self, cols: int, rows: int) -> None:
+        with map_disconnect(self.sandbox_id):
+            await self._stream.send_message(ops.resize(cols, rows))
+
+    def close(self) -> None:
+        self._stream.close()
