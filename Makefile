@@ -23,7 +23,7 @@ lint:
 	$(VENV)/bin/ruff format --check server sdk-python tests benchmarks
 
 typecheck:
-	$(VENV)/bin/mypy --strict server/src/workspace_server sdk-python/src/workspace_sdk
+	$(VENV)/bin/mypy --strict server/src/workspace_server sdk-python/src/workspace_sdk sdk-python/src/workspace_cli
 
 spec:
 	$(VENV)/bin/workspace openapi --output spec/openapi.json.new

@@ -20,6 +20,8 @@ class Config:
     large_file_bytes: int = 256 * MIB
     large_file_reps: int = 2
     pty_keystrokes: int = 100
+    cli_runs: int = 30
+    cli_warmup: int = 3
     idle_sandboxes: int = 100
     idle_settle_seconds: float = 3.0
     concurrency_clients: int = 20
@@ -42,6 +44,8 @@ class Config:
             small_file_reps=10,
             large_file_reps=1,
             pty_keystrokes=30,
+            cli_runs=10,
+            cli_warmup=1,
             idle_sandboxes=20,
             idle_settle_seconds=2.0,
             concurrency_seconds=3.0,

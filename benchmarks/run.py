@@ -28,6 +28,7 @@ if __package__ in (None, ""):  # run as a script: import as the `benchmarks` pac
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from benchmarks import scenarios
+from benchmarks.cli_startup import cli_startup
 from benchmarks.client import Api
 from benchmarks.config import Config
 from benchmarks.profile_analysis import annotate_with_cpu
@@ -42,7 +43,7 @@ PROFILE_CPU = {
     "server-stream": "stream.cpu.server",
     "server-write": "files.write_large.cpu.server",
 }
-SCENARIOS = ("baselines", "lifecycle", "commands", "stream", "files", "pty", "concurrency", "memory")
+SCENARIOS = ("baselines", "lifecycle", "commands", "stream", "files", "pty", "cli", "concurrency", "memory")
 
 
 def log(message: str) -> None:
@@ -204,6 +205,7 @@ def measure(run: Run, selected: set[str], pool_size: int) -> None:
             ("stream", "SSE streaming", lambda: scenarios.streaming(server, cfg)),
             ("files", "file transfer", lambda: scenarios.files(server, cfg)),
             ("pty", "PTY echo", lambda: scenarios.pty(server, cfg)),
+            ("cli", "command line start-up", lambda: cli_startup(server, cfg)),
             ("concurrency", "concurrent clients", lambda: scenarios.concurrency(server, cfg)),
             ("memory", "warm pool memory", lambda: scenarios.pool_memory(server)),
             ("memory", f"idle memory, {cfg.idle_sandboxes} sandboxes", lambda: scenarios.idle_memory(server, cfg)),

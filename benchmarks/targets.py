@@ -8,6 +8,7 @@ TARGETS: list[Target] = [
     Target("create → first command p50, warm pool", "lifecycle.pool.create_to_first", 10, at_most=True),
     Target("create → first command p50, cold (--pool-size 0)", "lifecycle.cold.create_to_first", 50, at_most=True),
     Target("process.run('true') p50 vs bare fork+exec", "run.true", 2, at_most=True, baseline="base.fork_exec.true"),
+    Target("`workspace exec ID -- true`, whole process p50", "cli.exec_true", 300, at_most=True),
     Target("SSE stdout throughput, 256 MiB", "stream.throughput", 200, at_most=False),
     Target("file write, 256 MiB", "files.write_large", 300, at_most=False),
     Target("file read, 256 MiB", "files.read_large", 300, at_most=False),

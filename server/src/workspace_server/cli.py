@@ -1,4 +1,9 @@
-"""The `workspace` command."""
+"""The server's verbs of the `workspace` command: `serve` and `openapi`.
+
+The `workspace` command itself belongs to the SDK's CLI (`workspace-sdk[cli]`, which also
+has the client verbs); this package adds its verbs through the `workspace.cli` entry point
+(`register`). `python -m workspace_server` runs them without the client verbs.
+"""
 
 from __future__ import annotations
 
@@ -114,3 +119,9 @@ def openapi(output: Annotated[Path | None, typer.Option(help="Write here instead
         sys.stdout.write(text)
     else:
         output.write_text(text)
+
+
+def register(cli: typer.Typer) -> None:
+    """Entry point of the `workspace.cli` group: add `serve` and `openapi` to `workspace`."""
+    for info in app.registered_commands:
+        cli.registered_commands.append(info)
