@@ -12,12 +12,13 @@ from workspace_server import __version__
 from workspace_server.api.deps import Services
 from workspace_server.api.errors import install_error_handlers
 from workspace_server.api.middleware import GuardMiddleware
-from workspace_server.api.routes import files, health, processes, pty, sandboxes
+from workspace_server.api.routes import files, health, lifecycle, processes, pty, sandboxes
 from workspace_server.config import Settings
 from workspace_server.domain.templates import TemplateRegistry
 from workspace_server.metrics import Metrics
 from workspace_server.runtimes.base import Runtime
 from workspace_server.services.files import FileService
+from workspace_server.services.lifecycle import LifecycleService
 from workspace_server.services.processes import ProcessService
 from workspace_server.services.ptys import PtyService
 from workspace_server.services.sandboxes import SandboxService
@@ -44,16 +45,19 @@ def create_app(settings: Settings, runtime: Runtime | None = None, checked: bool
         templates = TemplateRegistry()
         sandbox_service = SandboxService(settings, store, chosen, templates, metrics)
         metrics.track_states(sandbox_service.counts_by_state)
-        process_service = ProcessService(sandbox_service)
+        lifecycle_service = LifecycleService(sandbox_service)
+        process_service = ProcessService(sandbox_service, lifecycle_service)
         app.state.services = Services(
             settings=settings,
             sandboxes=sandbox_service,
+            lifecycle=lifecycle_service,
             processes=process_service,
             files=FileService(sandbox_service),
             ptys=PtyService(sandbox_service, process_service),
             metrics=metrics,
         )
         await sandbox_service.start()
+        lifecycle_service.start_background()
         log.info(
             "runtime=%s data_dir=%s templates=%s pool_size=%d",
             chosen.name,
@@ -77,7 +81,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None, checked: bool
         description="Self-hosted sandboxes: create, run commands, stream output, files, PTYs.",
     )
     install_error_handlers(app)
-    for module in (health, sandboxes, processes, files, pty):
+    for module in (health, sandboxes, lifecycle, processes, files, pty):
         app.include_router(module.router)
     app.include_router(pty.socket_router)
     app.add_middleware(

@@ -9,6 +9,7 @@ from starlette.requests import HTTPConnection
 from workspace_server.config import Settings
 from workspace_server.metrics import Metrics
 from workspace_server.services.files import FileService
+from workspace_server.services.lifecycle import LifecycleService
 from workspace_server.services.processes import ProcessService
 from workspace_server.services.ptys import PtyService
 from workspace_server.services.sandboxes import SandboxService
@@ -18,6 +19,7 @@ from workspace_server.services.sandboxes import SandboxService
 class Services:
     settings: Settings
     sandboxes: SandboxService
+    lifecycle: LifecycleService
     processes: ProcessService
     files: FileService
     ptys: PtyService

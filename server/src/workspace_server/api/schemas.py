@@ -16,6 +16,8 @@ PathText = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 Arg = Annotated[str, StringConstraints(max_length=131072)]
 MetaValue = Annotated[str, StringConstraints(max_length=4096)]
 Timeout = Annotated[int, Field(gt=0, le=30 * 24 * 3600)]
+StateName = Literal["starting", "running", "paused", "stopping", "stopped", "deleting", "error"]
+OnTimeoutName = Literal["delete", "stop", "pause"]
 
 
 class StrictModel(BaseModel):
@@ -39,12 +41,47 @@ class CreateSandboxBody(StrictModel):
     pids: Annotated[int, Field(gt=0, le=1 << 20)] | None = None
     disk_mb: Annotated[int, Field(gt=0, le=1 << 24)] | None = None
     network: bool | None = None
+    on_timeout: Annotated[
+        OnTimeoutName | None, Field(description="What the timeout and the idle timeout do (default delete)")
+    ] = None
+    idle_timeout: Annotated[
+        Timeout | None,
+        Field(description="Seconds without activity (API calls, PTY traffic, followers, CPU use) before on_timeout"),
+    ] = None
+    auto_resume: Annotated[
+        bool | None, Field(description="A command or PTY on a paused sandbox resumes it first (default true)")
+    ] = None
+
+
+class ForkSandboxBody(StrictModel):
+    """What the fork changes; everything left out is the source's (disk_mb and template
+    are always the source's: the copy is of its disk)."""
+
+    name: ShortText | None = None
+    env: Annotated[dict[EnvName, EnvValue], Field(max_length=256)] | None = None
+    metadata: Annotated[dict[ShortText, MetaValue], Field(max_length=256)] | None = None
+    timeout: Timeout | None = None
+    on_timeout: OnTimeoutName | None = None
+    idle_timeout: Timeout | None = None
+    auto_resume: bool | None = None
+    cpu: Annotated[float, Field(gt=0, le=1024)] | None = None
+    memory_mb: Annotated[int, Field(gt=0, le=1 << 20)] | None = None
+    pids: Annotated[int, Field(gt=0, le=1 << 20)] | None = None
+    network: bool | None = None
+
+
+class SetTimeoutBody(StrictModel):
+    timeout: Annotated[Timeout, Field(description="Seconds from now until on_timeout fires")]
+    on_timeout: OnTimeoutName | None = None
+    idle_timeout: Annotated[
+        int | None, Field(ge=0, le=30 * 24 * 3600, description="A new idle timeout; 0 turns it off")
+    ] = None
 
 
 class SandboxBody(BaseModel):
     id: str
     template: str
-    state: Literal["starting", "running", "stopping", "stopped", "error"]
+    state: StateName
     created_at: str
     updated_at: str
     name: str | None = None
@@ -60,6 +97,9 @@ class SandboxBody(BaseModel):
     disk_mb: int
     network: bool
     oom_kills: int = Field(0, description="Processes the OOM killer ended in this sandbox (memory_mb reached)")
+    on_timeout: OnTimeoutName = "delete"
+    idle_timeout: int | None = None
+    auto_resume: bool = True
 
     @classmethod
     def of(cls, sandbox: Sandbox) -> SandboxBody:
@@ -84,7 +124,17 @@ class SandboxBody(BaseModel):
             disk_mb=sandbox.limits.disk_mb,
             network=sandbox.network,
             oom_kills=sandbox.oom_kills,
+            on_timeout=sandbox.on_timeout.value,
+            idle_timeout=sandbox.idle_timeout,
+            auto_resume=sandbox.auto_resume,
         )
+
+
+class LifecycleBody(SandboxBody):
+    """The sandbox after a lifecycle operation; `changed` is false when it was already in
+    the state asked for (a repeated pause, resume, stop or start is harmless)."""
+
+    changed: bool
 
 
 class SandboxList(BaseModel):

@@ -21,6 +21,8 @@ HTTP_STATUS: dict[str, int] = {
     "METHOD_NOT_ALLOWED": 405,
     "PROCESS_TIMEOUT": 408,
     "SANDBOX_NOT_RUNNING": 409,
+    "SANDBOX_PAUSED": 409,
+    "INVALID_STATE_TRANSITION": 409,
     "FILE_EXISTS": 409,
     "DIRECTORY_NOT_EMPTY": 409,
     "PAYLOAD_TOO_LARGE": 413,
@@ -80,6 +82,33 @@ class SandboxNotRunning(WorkspaceError):
 
     def __init__(self, sandbox_id: str, state: str) -> None:
         super().__init__(f"sandbox {sandbox_id} is {state}, not running", sandbox_id=sandbox_id, state=state)
+
+
+class SandboxPaused(WorkspaceError):
+    """A command or PTY on a paused sandbox created with auto_resume=false."""
+
+    code = "SANDBOX_PAUSED"
+
+    def __init__(self, sandbox_id: str) -> None:
+        super().__init__(
+            f"sandbox {sandbox_id} is paused and was created with auto_resume=false: resume it first",
+            sandbox_id=sandbox_id,
+            state="paused",
+        )
+
+
+class InvalidStateTransition(WorkspaceError):
+    """A lifecycle operation the sandbox's current state does not allow (domain/lifecycle.py)."""
+
+    code = "INVALID_STATE_TRANSITION"
+
+    def __init__(self, sandbox_id: str, operation: str, state: str, hint: str) -> None:
+        super().__init__(
+            f"cannot {operation} sandbox {sandbox_id}: it is {state}; {hint}",
+            sandbox_id=sandbox_id,
+            operation=operation,
+            state=state,
+        )
 
 
 class AgentNotConnected(WorkspaceError):

@@ -7,11 +7,23 @@ from enum import Enum
 
 
 class SandboxState(str, Enum):
-    STARTING = "starting"
+    """Every state a sandbox can be in; the transitions between them are in domain/lifecycle.py."""
+
+    STARTING = "starting"  # being created, or booted again on its kept disk (start)
     RUNNING = "running"
-    STOPPING = "stopping"
-    STOPPED = "stopped"
+    PAUSED = "paused"  # its processes are frozen; memory and disk kept; the agent still answers
+    STOPPING = "stopping"  # its processes are being ended; its disk is kept
+    STOPPED = "stopped"  # no process, no memory; disk and record kept: `start` boots it again
+    DELETING = "deleting"  # on its way out: disk and record are being removed
     ERROR = "error"
+
+
+class OnTimeout(str, Enum):
+    """What happens when a sandbox's timeout or idle timeout fires."""
+
+    DELETE = "delete"
+    STOP = "stop"
+    PAUSE = "pause"
 
 
 @dataclass(frozen=True)
@@ -41,7 +53,11 @@ class Sandbox:
     env: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
     timeout: int | None = None
-    expires_at: float | None = None  # unix time
+    expires_at: float | None = None  # unix time; only while running
+    on_timeout: OnTimeout = OnTimeout.DELETE
+    idle_timeout: int | None = None  # seconds without activity (running only) before on_timeout
+    auto_resume: bool = True  # a command or PTY on a paused sandbox resumes it first
+    started_at: str | None = None  # the last time it reached running; None until its create finished
     error_message: str | None = None
     host_pid: int | None = None
     oom_kills: int = 0  # live figure from the runtime, not stored

@@ -15,6 +15,18 @@ class SandboxSpec:
     template: Template
     limits: ResourceLimits
     network: bool
+    # Boot on the disk the sandbox already has (a start after stop, a fork's copy) instead
+    # of a new empty one.
+    existing_disk: bool = False
+
+
+@dataclass(frozen=True)
+class WorkloadSample:
+    """The sandbox's own processes (the agent excluded) at one instant: their pids and the
+    CPU time they and their waited-for children have used (clock ticks)."""
+
+    pids: frozenset[int]
+    cpu_ticks: int
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,38 @@ class Runtime(Protocol):
 
     def oom_kills(self, sandbox_id: str) -> int:
         """How many processes the OOM killer ended inside the sandbox so far."""
+        ...
+
+    async def freeze(self, sandbox_id: str) -> None:
+        """Freeze every process of the sandbox but its agent (which keeps serving file
+        operations and the process list). Idempotent."""
+        ...
+
+    async def thaw(self, sandbox_id: str) -> None:
+        """Undo freeze. Idempotent."""
+        ...
+
+    def frozen(self, sandbox_id: str) -> bool:
+        """True if the sandbox's processes are frozen (or being frozen)."""
+        ...
+
+    async def stop(self, sandbox_id: str) -> None:
+        """End every process and free the sandbox's memory (its cgroups go); keep its disk,
+        so `start` with `existing_disk` boots it again. Idempotent."""
+        ...
+
+    def has_disk(self, sandbox_id: str) -> bool:
+        """True if the sandbox's disk (its files) is still there."""
+        ...
+
+    async def copy_disk(self, source_id: str, target_id: str) -> None:
+        """Give `target_id` a copy of `source_id`'s disk, owned by the target's own host uid
+        range. The caller freezes the source's processes; this makes the copy consistent
+        against writers outside them (the agent)."""
+        ...
+
+    def workload_sample(self, sandbox_id: str) -> WorkloadSample | None:
+        """The sandbox's processes and their CPU time now; None if it has none running."""
         ...
 
     def check(self) -> None:

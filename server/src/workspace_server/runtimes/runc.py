@@ -36,6 +36,7 @@ from workspace_server.runtimes import cgroup_limits, egress, oci_config, shared_
 from workspace_server.runtimes.base import SandboxSpec, StartedSandbox
 from workspace_server.runtimes.cgroups import sandbox_cgroup_parent
 from workspace_server.runtimes.host_commands import run_host_command
+from workspace_server.runtimes.runc_lifecycle import DISK_IMAGE, RuncLifecycle
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,6 @@ ROOTFS_DIRS = [
     "opt/workspace-agent",
 ]
 ROOTFS_LINKS = {"bin": "usr/bin", "lib": "usr/lib", "lib64": "usr/lib64", "sbin": "usr/sbin"}
-DISK_IMAGE = "disk.img"
 NETWORK_READY_TIMEOUT = 10.0
 RESOLV_CONF = "nameserver 10.0.2.3\n"  # slirp4netns's DNS forwarder
 SANDBOX_PYTHON = "/usr/bin/python3"
@@ -162,7 +162,7 @@ def _cgroup_pids(path: Path) -> list[int]:
         return []
 
 
-class RuncRuntime:
+class RuncRuntime(RuncLifecycle):
     name = "runc"
 
     def __init__(
@@ -302,12 +302,18 @@ class RuncRuntime:
 
     # ------------------------------------------------------------------ Runtime
     async def start(self, spec: SandboxSpec) -> StartedSandbox:
-        bundle = await asyncio.to_thread(self._prepare_bundle, spec)
+        if spec.existing_disk:
+            bundle = self._bundle(spec.sandbox_id)
+        else:
+            bundle = await asyncio.to_thread(self._prepare_bundle, spec)
         rw = bundle / "rw"
         try:
             host_uid = self.uid_ranges.take(spec.sandbox_id)
-            await self._mount_disk(bundle / DISK_IMAGE, rw, spec.limits.disk_mb)
-            await asyncio.to_thread(self._populate_writable, rw, host_uid)
+            if spec.existing_disk:
+                await self._mount_image(bundle / DISK_IMAGE, rw)
+            else:
+                await self._mount_disk(bundle / DISK_IMAGE, rw, spec.limits.disk_mb)
+                await asyncio.to_thread(self._populate_writable, rw, host_uid)
             config = oci_config.build_config(
                 spec,
                 writable_dir=rw,
@@ -347,7 +353,9 @@ class RuncRuntime:
                 await egress.restrict(bundle, host_pid, self.network_allow)  # before any packet can leave
                 await self._start_network(bundle, host_pid)
         except BaseException:
-            await asyncio.shield(self.destroy(spec.sandbox_id))
+            # A failed boot on a kept disk keeps the disk: its files are the user's.
+            undo = self.stop if spec.existing_disk else self.destroy
+            await asyncio.shield(undo(spec.sandbox_id))
             raise
         return StartedSandbox(spec.sandbox_id, self.agent_socket(spec.sandbox_id), host_pid)
 
@@ -443,9 +451,7 @@ class RuncRuntime:
         code, out = await run_host_command("cp", "--sparse=always", str(blank), str(image))
         if code != 0:
             raise RuntimeFailure(f"could not make the sandbox's disk: {out}")
-        code, out = await run_host_command("mount", "-o", "loop,nosuid,nodev", str(image), str(mountpoint))
-        if code != 0:
-            raise RuntimeFailure(f"could not mount the sandbox's disk: {out}")
+        await self._mount_image(image, mountpoint)
         mountpoint.chmod(0o755)
         shutil.rmtree(mountpoint / "lost+found", ignore_errors=True)
 
@@ -495,13 +501,10 @@ class RuncRuntime:
         if network_pid.exists():
             with contextlib.suppress(ValueError, OSError):
                 os.kill(int(network_pid.read_text()), signal.SIGKILL)
-        await self._stop_init(bundle)
-        code, out = await self._runc("delete", "--force", sandbox_id, check=False)
-        if code != 0 and "does not exist" not in out and "not exist" not in out:
-            log.warning("runc delete %s: %s", sandbox_id, out)
+        await self._end_processes(sandbox_id)
         rw = bundle / "rw"
         if os.path.ismount(rw):
-            code, out = await run_host_command("umount", str(rw))
+            code, _ = await run_host_command("umount", str(rw))
             if code != 0:
                 await run_host_command("umount", "--lazy", str(rw))
         await asyncio.to_thread(shutil.rmtree, bundle, True)

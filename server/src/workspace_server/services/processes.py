@@ -21,6 +21,7 @@ from workspace_server.agent_link.client import (
 from workspace_server.domain.errors import AgentNotConnected, InvalidRequest, ProcessTimeout, ResourceExhausted
 from workspace_server.domain.models import Sandbox
 from workspace_server.domain.paths import sandbox_path
+from workspace_server.services.lifecycle import LifecycleService
 from workspace_server.services.sandboxes import SandboxService
 
 HOST_TIMEOUT_MARGIN = 5.0  # the agent enforces timeouts; this only guards a wedged agent
@@ -115,13 +116,23 @@ class ProcessService:
     """Runs commands in sandboxes: to completion (`run`), as events (`stream`), or started
     for another service (`start`, used by the PTYs)."""
 
-    def __init__(self, sandboxes: SandboxService) -> None:
+    def __init__(self, sandboxes: SandboxService, lifecycle: LifecycleService | None = None) -> None:
         self.sandboxes = sandboxes
+        self.lifecycle = lifecycle
 
     async def start(
         self, sandbox_id: str, command: RunCommand, pty: dict[str, int] | None = None
     ) -> tuple[CommandStream, int]:
-        """Start the command; returns its stream once the agent reports the pid."""
+        """Start the command; returns its stream once the agent reports the pid. A paused
+        sandbox is resumed first, or refused (services/lifecycle.py)."""
+        if self.lifecycle is None:
+            return await self._start_now(sandbox_id, command, pty)
+        async with self.lifecycle.command_start(sandbox_id):
+            return await self._start_now(sandbox_id, command, pty)
+
+    async def _start_now(
+        self, sandbox_id: str, command: RunCommand, pty: dict[str, int] | None
+    ) -> tuple[CommandStream, int]:
         sandbox = self.sandboxes.record(sandbox_id)
         args = spawn_args(sandbox, command, pty=pty)
         agent = self.sandboxes.agent(sandbox_id)
@@ -149,6 +160,7 @@ class ProcessService:
         stream, pid = await self.start(sandbox_id, command)
         outputs: dict[OutputName, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
         out, err = outputs["stdout"], outputs["stderr"]
+        self.sandboxes.activity.follow(sandbox_id)
         try:
             deadline = None if command.timeout is None else command.timeout + HOST_TIMEOUT_MARGIN
             async with asyncio.timeout(deadline):
@@ -169,6 +181,7 @@ class ProcessService:
         except TimeoutError:
             raise timeout_error(command.timeout, out, err) from None
         finally:
+            self.sandboxes.activity.unfollow(sandbox_id)
             stream.close()
 
     async def stream(
@@ -183,6 +196,7 @@ class ProcessService:
             decoders: dict[OutputName, Utf8Stream] = {"stdout": Utf8Stream(), "stderr": Utf8Stream()}
             pending: CommandEvent | None = None
             event: CommandEvent
+            self.sandboxes.activity.follow(sandbox_id)
             try:
                 yield ProcessEvent("start", {"pid": pid})
                 while True:
@@ -239,6 +253,7 @@ class ProcessService:
             except AgentNotConnected as exc:
                 yield ProcessEvent("error", {"code": exc.code, "message": exc.message})
             finally:
+                self.sandboxes.activity.unfollow(sandbox_id)
                 stream.close()
 
         return pid, events()

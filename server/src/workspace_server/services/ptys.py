@@ -80,6 +80,7 @@ class PtyService:
         session.subscribers.discard(queue)
 
     async def write(self, session: PtySession, data: bytes) -> None:
+        self.sandboxes.activity.touch(session.sandbox_id)
         with contextlib.suppress(AgentNotConnected):
             await session.stream.send_stdin(data)
 
@@ -99,6 +100,7 @@ class PtyService:
             while True:
                 event = await session.stream.next()
                 if isinstance(event, CommandOutput):
+                    self.sandboxes.activity.touch(session.sandbox_id)
                     session.scrollback += event.data
                     del session.scrollback[:-SCROLLBACK]
                     self._publish(session, ("data", event.data))

@@ -4,6 +4,7 @@ and what a server restart does to sandboxes that were running (re-adopt or repor
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import contextvars
 import logging
@@ -26,11 +27,13 @@ from workspace_server.domain.errors import (
     ShuttingDown,
     WorkspaceError,
 )
-from workspace_server.domain.models import ResourceLimits, Sandbox, SandboxState
+from workspace_server.domain.models import OnTimeout, ResourceLimits, Sandbox, SandboxState
 from workspace_server.domain.templates import TemplateRegistry
 from workspace_server.logs import request_id_var, sandbox_id_var
 from workspace_server.metrics import Metrics
 from workspace_server.runtimes.base import Runtime, SandboxSpec
+from workspace_server.services.activity import Activity
+from workspace_server.services.gates import Gates
 from workspace_server.store.sqlite import SandboxStore
 
 log = logging.getLogger(__name__)
@@ -38,8 +41,14 @@ log = logging.getLogger(__name__)
 EXPIRY_TICK = 0.1
 POOL_REFILL_DELAY = 0.3
 AGENT_LOST = "the sandbox agent disconnected: the sandbox's init exited or was killed"
-AGENT_LOST_ON_RESTART = "the sandbox agent did not survive the server restart"
+AGENT_LOST_ON_RESTART = "the sandbox's processes did not survive the server restart"
 STARTING_ON_RESTART = "the server restarted while the sandbox was starting"
+STOPPED_ON_RESTART = "the server restarted while the sandbox was starting again"
+DISK_MISSING = "the sandbox's disk is missing"
+# States that hold memory (and count towards max_sandboxes).
+LIVE_STATES = (SandboxState.STARTING, SandboxState.RUNNING, SandboxState.PAUSED)
+# States whose agent link is up: file operations and the process list work in both.
+CONNECTED_STATES = (SandboxState.RUNNING, SandboxState.PAUSED)
 
 
 def now_iso() -> str:
@@ -58,6 +67,9 @@ class CreateRequest:
     pids: int | None = None
     disk_mb: int | None = None
     network: bool | None = None
+    on_timeout: str | None = None
+    idle_timeout: int | None = None
+    auto_resume: bool | None = None
 
 
 @dataclass
@@ -102,11 +114,12 @@ class SandboxService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         self._on_sandbox_gone: list[Callable[[str], None]] = []
+        self.gates = Gates()
+        self.activity = Activity()
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         await self._recover()
-        self._spawn(self._expiry_loop())
         for template in self._pool:
             self._refill(template)
 
@@ -127,6 +140,10 @@ class SandboxService:
             await connection.close()
         self._connections.clear()
 
+    def background(self, coroutine: object, sandbox_id: str = "-") -> None:
+        """Run `coroutine` as a background task, cancelled at shutdown."""
+        self._spawn(coroutine, sandbox_id)
+
     def on_sandbox_gone(self, callback: Callable[[str], None]) -> None:
         self._on_sandbox_gone.append(callback)
 
@@ -142,7 +159,7 @@ class SandboxService:
     def get(self, sandbox_id: str) -> Sandbox:
         """The record as callers see it, with live figures from the runtime."""
         record = self.record(sandbox_id)
-        if record.state == SandboxState.RUNNING:
+        if record.state in CONNECTED_STATES:
             record = replace(record, oom_kills=self.runtime.oom_kills(sandbox_id))
         return record
 
@@ -160,11 +177,12 @@ class SandboxService:
         """The agent of a running sandbox, or the error that says why there is none."""
         connection = self._connections.get(sandbox_id)
         if connection is not None and connection.alive:
+            self.activity.touch(sandbox_id)
             return SandboxAgent(sandbox_id, connection)
         record = self.record(sandbox_id)
         if record.state == SandboxState.ERROR:
             raise AgentNotConnected(sandbox_id, record.error_message or "the sandbox agent is not connected")
-        if record.state != SandboxState.RUNNING:
+        if record.state not in CONNECTED_STATES:
             raise SandboxNotRunning(sandbox_id, record.state.value)
         raise AgentNotConnected(sandbox_id)
 
@@ -183,6 +201,13 @@ class SandboxService:
                 raise InvalidRequest(f"{field_name} must be between {low} and {high}", field=field_name)
         return limits
 
+    def check_capacity(self) -> None:
+        if self._closing:
+            raise ShuttingDown("the server is shutting down")
+        live = sum(1 for r in self._records.values() if r.state in LIVE_STATES)
+        if live >= self.settings.max_sandboxes:
+            raise ResourceExhausted(f"the server already runs {live} sandboxes (max_sandboxes)")
+
     async def create(self, request: CreateRequest) -> Sandbox:
         if self._closing:
             raise ShuttingDown("the server is shutting down")
@@ -191,9 +216,8 @@ class SandboxService:
         network = bool(request.network)
         if request.timeout is not None and request.timeout <= 0:
             raise InvalidRequest("timeout must be a positive number of seconds", field="timeout")
-        live = sum(1 for r in self._records.values() if r.state in (SandboxState.STARTING, SandboxState.RUNNING))
-        if live >= self.settings.max_sandboxes:
-            raise ResourceExhausted(f"the server already runs {live} sandboxes (max_sandboxes)")
+        on_timeout, idle_timeout = timeout_policy(request)
+        self.check_capacity()
         started = time.perf_counter()
         timeout = request.timeout if request.timeout is not None else self.settings.default_timeout
         stamp = now_iso()
@@ -209,6 +233,9 @@ class SandboxService:
             env=dict(request.env or {}),
             metadata=dict(request.metadata or {}),
             timeout=timeout,
+            on_timeout=on_timeout,
+            idle_timeout=idle_timeout,
+            auto_resume=request.auto_resume if request.auto_resume is not None else True,
         )
         warm = self._claim_warm(template.name) if self._pool_serves(limits, network) else None
         if warm is not None and limits != self.settings.default_limits:
@@ -257,10 +284,21 @@ class SandboxService:
         self._connections[record.id] = connection
 
     def _mark_running(self, record: Sandbox) -> Sandbox:
+        """Running from now on: the timeout counts from here (after a create, a start, a
+        resume), as does the idle timeout."""
         expires_at = time.time() + record.timeout if record.timeout else None
-        record = replace(record, state=SandboxState.RUNNING, updated_at=now_iso(), expires_at=expires_at)
+        stamp = now_iso()
+        record = replace(
+            record,
+            state=SandboxState.RUNNING,
+            updated_at=stamp,
+            expires_at=expires_at,
+            started_at=stamp,
+            error_message=None,
+        )
         self.store.put(record)
         self._records[record.id] = record
+        self.activity.touch(record.id)
         return record
 
     # ------------------------------------------------------------------ warm pool
@@ -361,98 +399,159 @@ class SandboxService:
         self._records[record.id] = record
         return record
 
-    # ------------------------------------------------------------------ delete / expiry
+    # ------------------------------------------------------------------ delete
     async def delete(self, sandbox_id: str, force: bool = False) -> None:
-        record = self.record(sandbox_id)
-        await self._stop(record, force=force, keep_record=False)
+        """Delete a sandbox in any state. A delete racing another one answers once the
+        sandbox is gone; one racing a lifecycle operation runs after it."""
+        self.record(sandbox_id)
+        async with self.gates(sandbox_id).operation():
+            try:
+                record = self.record(sandbox_id)
+            except SandboxNotFound:
+                return  # another delete finished it while this one waited
+            await self.remove(record, force=force)
+        self.gates.forget(sandbox_id)
 
-    async def _stop(self, record: Sandbox, *, force: bool, keep_record: bool) -> None:
+    async def remove(self, record: Sandbox, *, force: bool) -> None:
+        """Delete `record`'s sandbox for good (the caller holds its gate, or is recovery)."""
         sandbox_id = record.id
         if sandbox_id in self._deleting:
-            while sandbox_id in self._deleting:  # someone else is already stopping it
+            while sandbox_id in self._deleting:  # someone else is already deleting it
                 await asyncio.sleep(0.01)
-            if not keep_record:
-                self.store.delete(sandbox_id)
-                self._records.pop(sandbox_id, None)
             return
         self._deleting.add(sandbox_id)
         try:
-            if record.state in (SandboxState.RUNNING, SandboxState.STARTING):
-                record = self._set_state(record, SandboxState.STOPPING)
+            was = record.state
+            if was != SandboxState.DELETING:
+                record = self._set_state(record, SandboxState.DELETING, record.error_message)
             connection = self._connections.pop(sandbox_id, None)
             if connection is not None:
-                if not force and connection.alive:
+                if not force and connection.alive and was in CONNECTED_STATES:
                     with contextlib.suppress(Exception):
+                        await self.runtime.thaw(sandbox_id)  # a frozen process cannot take its SIGTERM
                         await asyncio.wait_for(SandboxAgent(sandbox_id, connection).shutdown(2.0), 3.0)
                 await connection.close()
             for callback in self._on_sandbox_gone:
                 callback(sandbox_id)
-            if keep_record:
-                # Nothing can reach it any more: report it stopped now, reclaim in the background.
-                self._set_state(record, SandboxState.STOPPED, record.error_message)
             await asyncio.shield(self.runtime.destroy(sandbox_id))
-            if not keep_record:
-                self.store.delete(sandbox_id)
-                self._records.pop(sandbox_id, None)
+            self.store.delete(sandbox_id)
+            self._records.pop(sandbox_id, None)
+            self.activity.forget(sandbox_id)
         finally:
             self._deleting.discard(sandbox_id)
 
-    async def _expire(self, record: Sandbox) -> None:
-        log.info("sandbox %s reached its timeout; stopping it", record.id)
-        await self._stop(record, force=True, keep_record=True)
+    # ------------------------------------------------------------------ for the lifecycle service
+    def set_state(self, record: Sandbox, state: SandboxState, message: str | None = None) -> Sandbox:
+        return self._set_state(record, state, message)
 
-    async def _expiry_loop(self) -> None:
-        while True:
-            await asyncio.sleep(EXPIRY_TICK)
-            now = time.time()
-            for record in list(self._records.values()):
-                if record.id in self._deleting:
-                    continue
-                if (
-                    record.expires_at is not None
-                    and record.expires_at <= now
-                    and record.state in (SandboxState.RUNNING, SandboxState.ERROR)
-                ):
-                    self._spawn(self._expire(record), record.id)
-                elif (
-                    record.state == SandboxState.STOPPED
-                    and now - _epoch(record.updated_at) > self.settings.stopped_retention_seconds
-                ):
-                    self.store.delete(record.id)
-                    self._records.pop(record.id, None)
+    def put(self, record: Sandbox) -> Sandbox:
+        """Store a changed record (store first: if the write fails, nothing claims it)."""
+        self.store.put(record)
+        self._records[record.id] = record
+        return record
+
+    def mark_running(self, record: Sandbox) -> Sandbox:
+        return self._mark_running(record)
+
+    def records(self) -> builtins.list[Sandbox]:
+        return list(self._records.values())
+
+    def deleting(self, sandbox_id: str) -> bool:
+        return sandbox_id in self._deleting
+
+    async def drop_connection(self, sandbox_id: str) -> None:
+        """Close the agent link before the sandbox's processes end (a stop): its loss is
+        expected, not an error."""
+        connection = self._connections.pop(sandbox_id, None)
+        for callback in self._on_sandbox_gone:
+            callback(sandbox_id)
+        if connection is not None:
+            connection.set_disconnect_handler(None)
+            await connection.close()
+
+    async def boot(self, record: Sandbox, *, existing_disk: bool) -> Sandbox:
+        """Start `record` (in state starting) on its kept disk or a copied one; returns it
+        with its host pid, its agent connected. The runtime undoes a failed boot itself."""
+        spec = SandboxSpec(
+            record.id, self.templates.get(record.template), record.limits, record.network, existing_disk=existing_disk
+        )
+        started = await self.runtime.start(spec)
+        try:
+            connection = await AgentConnection.connect(
+                str(started.agent_socket), self.settings.agent_connect_timeout, self._disconnect_handler(record.id)
+            )
+        except BaseException as exc:
+            await asyncio.shield(self.runtime.stop(record.id))
+            if isinstance(exc, AgentDisconnected):
+                raise RuntimeFailure(f"sandbox {record.id} started but its agent never answered") from exc
+            raise
+        self._connections[record.id] = connection
+        return replace(record, host_pid=started.host_pid)
 
     # ------------------------------------------------------------------ restart
     async def _recover(self) -> None:
-        """Re-adopt sandboxes that outlived the previous server; report the rest."""
+        """Bring every stored sandbox to a true state: re-adopt those whose agent answers
+        (running or paused, the freezer made to agree with the record), finish operations
+        a crash cut short, and keep the files of sandboxes whose processes are gone."""
         known = {record.id: record for record in self.store.list()}
         for record in known.values():
             self._records[record.id] = record
-            if record.state in (SandboxState.STOPPED, SandboxState.ERROR):
-                continue
-            if record.state == SandboxState.STOPPING:
-                await self._stop(record, force=True, keep_record=False)
-                continue
-            if record.state == SandboxState.STARTING:
-                self._set_state(record, SandboxState.ERROR, STARTING_ON_RESTART)
-                await self.runtime.destroy(record.id)
-                continue
-            started = await self.runtime.running(record.id)
-            connection = None
-            if started is not None:
-                with contextlib.suppress(AgentDisconnected, OSError):
-                    connection = await AgentConnection.connect(
-                        str(started.agent_socket), 2.0, self._disconnect_handler(record.id)
-                    )
-            if connection is None:
-                self._set_state(record, SandboxState.ERROR, AGENT_LOST_ON_RESTART)
-                await self.runtime.destroy(record.id)
-                continue
-            self._connections[record.id] = connection
-            log.info("re-adopted sandbox %s", record.id)
+            with contextlib.suppress(WorkspaceError):
+                await self._recover_one(record)
         for sandbox_id in await self.runtime.list_ids():
-            gone = sandbox_id not in known or known[sandbox_id].state in (SandboxState.STOPPED, SandboxState.ERROR)
+            gone = sandbox_id not in known or self._records.get(sandbox_id) is None
             if gone and sandbox_id not in self._connections:
                 await self.runtime.destroy(sandbox_id)
+
+    async def _recover_one(self, record: Sandbox) -> None:
+        state = record.state
+        if state == SandboxState.ERROR:
+            return
+        if state == SandboxState.STOPPED:
+            if not self.runtime.has_disk(record.id):
+                self._set_state(record, SandboxState.ERROR, DISK_MISSING)
+            return
+        if state == SandboxState.DELETING:
+            await self.remove(record, force=True)
+            return
+        if state == SandboxState.STARTING and record.started_at is None:  # a create or a fork cut short
+            self._set_state(record, SandboxState.ERROR, STARTING_ON_RESTART)
+            await self.runtime.destroy(record.id)
+            return
+        if state in (SandboxState.STOPPING, SandboxState.STARTING):  # a stop or a start cut short
+            await self._keep_files_only(record, STOPPED_ON_RESTART if state == SandboxState.STARTING else None)
+            return
+        started = await self.runtime.running(record.id)
+        connection = None
+        if started is not None:
+            with contextlib.suppress(AgentDisconnected, OSError):
+                connection = await AgentConnection.connect(
+                    str(started.agent_socket), 2.0, self._disconnect_handler(record.id)
+                )
+        if connection is None:
+            await self._keep_files_only(record, AGENT_LOST_ON_RESTART)
+            return
+        self._connections[record.id] = connection
+        # A pause, resume or fork cut short: the runtime is made to agree with the record.
+        if state == SandboxState.PAUSED:
+            await self.runtime.freeze(record.id)
+        else:
+            await self.runtime.thaw(record.id)
+        log.info("re-adopted sandbox %s (%s)", record.id, state.value)
+
+    async def _keep_files_only(self, record: Sandbox, reason: str | None) -> None:
+        """The sandbox's processes are gone or going: stop it, keeping its disk."""
+        if not self.runtime.has_disk(record.id):
+            self._set_state(record, SandboxState.ERROR, reason or DISK_MISSING)
+            await self.runtime.destroy(record.id)
+            return
+        try:
+            await self.runtime.stop(record.id)
+        except WorkspaceError as exc:
+            self._set_state(record, SandboxState.ERROR, f"{reason or 'stopping failed'}: {exc.message}")
+            return
+        message = f"{reason}; its files are kept: start it again" if reason else None
+        self._set_state(replace(record, expires_at=None), SandboxState.STOPPED, message)
 
     def counts_by_state(self) -> dict[str, int]:
         counts = {state.value: 0 for state in SandboxState}
@@ -468,5 +567,11 @@ def new_sandbox_id() -> str:
     return "sbx-" + secrets.token_hex(8)
 
 
-def _epoch(iso: str) -> float:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+def timeout_policy(request: CreateRequest) -> tuple[OnTimeout, int | None]:
+    try:
+        on_timeout = OnTimeout(request.on_timeout or OnTimeout.DELETE.value)
+    except ValueError:
+        raise InvalidRequest("on_timeout must be one of delete, stop, pause", field="on_timeout") from None
+    if request.idle_timeout is not None and request.idle_timeout <= 0:
+        raise InvalidRequest("idle_timeout must be a positive number of seconds", field="idle_timeout")
+    return on_timeout, request.idle_timeout

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from workspace_server.domain.errors import StorageError
-from workspace_server.domain.models import ResourceLimits, Sandbox, SandboxState
+from workspace_server.domain.models import OnTimeout, ResourceLimits, Sandbox, SandboxState
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sandboxes (
@@ -38,6 +38,15 @@ CREATE TABLE IF NOT EXISTS sandboxes (
 CREATE INDEX IF NOT EXISTS sandboxes_state ON sandboxes(state);
 """
 
+# Columns added after the first release, with their definitions: a data dir made by an
+# older server gets them on open (ALTER TABLE ... ADD COLUMN, defaults as the old behaviour).
+ADDED_COLUMNS = {
+    "on_timeout": "TEXT NOT NULL DEFAULT 'delete'",
+    "idle_timeout": "INTEGER",
+    "auto_resume": "INTEGER NOT NULL DEFAULT 1",
+    "started_at": "TEXT",
+}
+
 COLUMNS = [
     "id",
     "template",
@@ -56,6 +65,7 @@ COLUMNS = [
     "disk_mb",
     "network",
     "host_pid",
+    *ADDED_COLUMNS,
 ]
 
 
@@ -78,6 +88,10 @@ def _to_row(sandbox: Sandbox) -> tuple[Any, ...]:
         sandbox.limits.disk_mb,
         int(sandbox.network),
         sandbox.host_pid,
+        sandbox.on_timeout.value,
+        sandbox.idle_timeout,
+        int(sandbox.auto_resume),
+        sandbox.started_at,
     )
 
 
@@ -97,6 +111,10 @@ def _from_row(row: sqlite3.Row) -> Sandbox:
         limits=ResourceLimits(cpu=row["cpu"], memory_mb=row["memory_mb"], pids=row["pids"], disk_mb=row["disk_mb"]),
         network=bool(row["network"]),
         host_pid=row["host_pid"],
+        on_timeout=OnTimeout(row["on_timeout"]),
+        idle_timeout=row["idle_timeout"],
+        auto_resume=bool(row["auto_resume"]),
+        started_at=row["started_at"],
     )
 
 
@@ -112,6 +130,10 @@ class SandboxStore:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(SCHEMA)
+            present = {row["name"] for row in self._db.execute("PRAGMA table_info(sandboxes)")}
+            for column, definition in ADDED_COLUMNS.items():
+                if column not in present:
+                    self._db.execute(f"ALTER TABLE sandboxes ADD COLUMN {column} {definition}")
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"cannot open the state database {path}: {exc}") from exc
 

@@ -1,17 +1,23 @@
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Query, Response
 
 from workspace_server.api.deps import Services, services
 from workspace_server.api.errors import ERROR_RESPONSES
-from workspace_server.api.schemas import CreateSandboxBody, SandboxBody, SandboxList, TemplateBody, TemplateList
+from workspace_server.api.schemas import (
+    CreateSandboxBody,
+    SandboxBody,
+    SandboxList,
+    StateName,
+    TemplateBody,
+    TemplateList,
+)
 from workspace_server.domain.models import SandboxState
 from workspace_server.services.sandboxes import CreateRequest
 
 router = APIRouter(prefix="/api/v1", tags=["sandboxes"], responses=ERROR_RESPONSES)
-State = Literal["starting", "running", "stopping", "stopped", "error"]
 
 
 @router.post("/sandboxes", status_code=201, response_model=SandboxBody)
@@ -27,7 +33,7 @@ async def create_sandbox(
 @router.get("/sandboxes", response_model=SandboxList)
 async def list_sandboxes(
     svc: Annotated[Services, Depends(services)],
-    state: Annotated[State | None, Query()] = None,
+    state: Annotated[StateName | None, Query()] = None,
 ) -> SandboxList:
     found = svc.sandboxes.list(SandboxState(state) if state else None)
     return SandboxList(sandboxes=[SandboxBody.of(s) for s in found])

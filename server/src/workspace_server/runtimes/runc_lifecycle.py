@@ -1,0 +1,139 @@
+"""The runc runtime's lifecycle operations beyond start and destroy: pause and resume
+(runtimes/freezer.py), stop and a start on the kept disk, and the disk copy of a fork
+(runtimes/disk_copy.py). Mixed into RuncRuntime, whose helpers it uses."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from pathlib import Path
+
+from workspace_server.domain.errors import RuntimeFailure
+from workspace_server.runtimes import disk_copy, freezer, uid_ranges
+from workspace_server.runtimes.base import WorkloadSample
+from workspace_server.runtimes.host_commands import run_host_command
+
+log = logging.getLogger(__name__)
+
+DISK_IMAGE = "disk.img"
+UMOUNT_ATTEMPTS = 40
+
+
+class RuncLifecycle:
+    uid_ranges: uid_ranges.UidRanges
+
+    # ---- provided by RuncRuntime
+    def _bundle(self, sandbox_id: str) -> Path:
+        raise NotImplementedError
+
+    def _cgroup(self, hierarchy: Path, sandbox_id: str) -> Path:
+        raise NotImplementedError
+
+    async def _runc(self, *args: str, check: bool = True) -> tuple[int, str]:
+        raise NotImplementedError
+
+    async def _stop_init(self, bundle: Path) -> None:
+        raise NotImplementedError
+
+    async def _remove_cgroups(self, sandbox_id: str) -> bool:
+        raise NotImplementedError
+
+    async def destroy(self, sandbox_id: str) -> None:
+        raise NotImplementedError
+
+    # ---- lifecycle
+    @staticmethod
+    async def _mount_image(image: Path, mountpoint: Path) -> None:
+        if os.path.ismount(mountpoint):
+            return  # still mounted from before (a stop cut short by a crash): never twice
+        if not image.is_file():
+            raise RuntimeFailure(f"the sandbox's disk {image.name} is missing")
+        code, out = await run_host_command("mount", "-o", "loop,nosuid,nodev", str(image), str(mountpoint))
+        if code != 0:
+            raise RuntimeFailure(f"could not mount the sandbox's disk: {out}")
+
+    async def _end_processes(self, sandbox_id: str) -> None:
+        bundle = self._bundle(sandbox_id)
+        with contextlib.suppress(RuntimeFailure):
+            await self.thaw(sandbox_id)  # frozen processes cannot die
+        await self._stop_init(bundle)
+        code, out = await self._runc("delete", "--force", sandbox_id, check=False)
+        if code != 0 and "does not exist" not in out and "not exist" not in out:
+            log.warning("runc delete %s: %s", sandbox_id, out)
+
+    def _freezer(self, sandbox_id: str) -> Path:
+        return self._cgroup(freezer.FREEZER_ROOT, sandbox_id)
+
+    def _init_pid(self, sandbox_id: str) -> int:
+        try:
+            return int((self._bundle(sandbox_id) / "init.pid").read_text().strip())
+        except (OSError, ValueError):
+            return 0
+
+    async def freeze(self, sandbox_id: str) -> None:
+        if not freezer.available():
+            raise RuntimeFailure("pausing needs the cgroup v1 freezer, which this host does not have")
+        await asyncio.to_thread(freezer.freeze, self._freezer(sandbox_id), self._init_pid(sandbox_id))
+
+    async def thaw(self, sandbox_id: str) -> None:
+        await disk_copy.thaw_file_system(self._bundle(sandbox_id) / "rw")
+        freezer.thaw(self._freezer(sandbox_id))
+
+    def frozen(self, sandbox_id: str) -> bool:
+        return freezer.is_frozen(self._freezer(sandbox_id))
+
+    def workload_sample(self, sandbox_id: str) -> WorkloadSample | None:
+        return freezer.workload_sample(self._freezer(sandbox_id), self._init_pid(sandbox_id))
+
+    def has_disk(self, sandbox_id: str) -> bool:
+        bundle = self._bundle(sandbox_id)
+        return (bundle / DISK_IMAGE).is_file() and (bundle / "config.json").is_file()
+
+    async def stop(self, sandbox_id: str) -> None:
+        """Everything goes but the bundle's disk image and config.json (which holds the uid
+        range: the files on the disk belong to it, so the range stays this sandbox's)."""
+        bundle = self._bundle(sandbox_id)
+        network_pid = bundle / "network.pid"
+        if network_pid.exists():
+            with contextlib.suppress(ValueError, OSError):
+                os.kill(int(network_pid.read_text()), signal.SIGKILL)
+        await self._end_processes(sandbox_id)
+        rw = bundle / "rw"
+        for _ in range(UMOUNT_ATTEMPTS):
+            if not os.path.ismount(rw):
+                break
+            code, out = await run_host_command("umount", str(rw))
+            if code != 0:
+                await asyncio.sleep(0.05)
+        if os.path.ismount(rw):
+            # Never lazily: a later start would mount the image a second time, and two
+            # mounts of one ext4 image corrupt it.
+            raise RuntimeFailure(f"could not unmount the sandbox's disk: {out}")
+        for name in ("init.pid", "network.pid"):
+            (bundle / name).unlink(missing_ok=True)
+        if not await self._remove_cgroups(sandbox_id):
+            raise RuntimeFailure("some of the sandbox's processes would not die")
+
+    async def copy_disk(self, source_id: str, target_id: str) -> None:
+        source, target = self._bundle(source_id), self._bundle(target_id)
+        old_base = self.uid_ranges.take(source_id)
+        target.mkdir()
+        (target / "rw").mkdir()
+        try:
+            new_base = self.uid_ranges.take(target_id)
+            await disk_copy.copy_image(source / DISK_IMAGE, source / "rw", target / DISK_IMAGE)
+            await self._mount_image(target / DISK_IMAGE, target / "rw")
+            try:
+                await asyncio.to_thread(
+                    disk_copy.shift_owners, target / "rw", old_base, new_base, uid_ranges.RANGE_SIZE
+                )
+            finally:
+                code, out = await run_host_command("umount", str(target / "rw"))
+                if code != 0:
+                    raise RuntimeFailure(f"could not unmount the fork's disk: {out}")
+        except BaseException:
+            await asyncio.shield(self.destroy(target_id))
+            raise
