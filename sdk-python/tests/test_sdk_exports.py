@@ -44,6 +44,8 @@ DOCS_EXCEPTIONS = [
     "AuthenticationError",
     "ProcessNotFoundError",
     "SandboxNotRunningError",
+    "SandboxPausedError",
+    "InvalidStateTransitionError",
     "FileExistsError",
     "WorkspaceConnectionError",
 ]
@@ -104,7 +106,11 @@ def test_seed_dataclass_fields_and_defaults() -> None:
         "pids",
         "disk_mb",
         "network",
+        "on_timeout",
+        "idle_timeout",
+        "auto_resume",
     }
+    assert all(f.default is None for f in dataclasses.fields(workspace_sdk.Sandbox)[11:])
     assert fields(workspace_sdk.CommandResult)[:3] == ["exit_code", "stdout", "stderr"]
     assert fields(workspace_sdk.FileInfo) == ["name", "path", "type", "size", "modified_at", "mode"]
     assert fields(workspace_sdk.StdoutEvent) == ["type", "data"]
@@ -136,13 +142,17 @@ def test_events_build_without_type_and_narrow_by_it() -> None:
 
 
 def test_literal_aliases() -> None:
+    # The seed's five states, plus the lifecycle's paused and deleting (additive only).
     assert set(typing.get_args(workspace_sdk.SandboxState)) == {
         "starting",
         "running",
+        "paused",
         "stopping",
         "stopped",
+        "deleting",
         "error",
     }
+    assert set(typing.get_args(workspace_sdk.OnTimeout)) == {"delete", "stop", "pause"}
     assert set(typing.get_args(workspace_sdk.FileType)) == {"file", "directory", "symlink", "other"}
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "FileExistsError",
     "FileNotFoundError",
     "InvalidRequestError",
+    "InvalidStateTransitionError",
     "PermissionDeniedError",
     "ProcessNotFoundError",
     "ProcessTimeoutError",
@@ -32,6 +33,7 @@ __all__ = [
     "RequestTimeoutError",
     "SandboxNotFoundError",
     "SandboxNotRunningError",
+    "SandboxPausedError",
     "TemplateNotFoundError",
     "WaitTimeoutError",
     "WorkspaceConnectionError",
@@ -223,6 +225,32 @@ class SandboxNotRunningError(WorkspaceError):
         return _optional_str(self._detail("state"))
 
 
+class SandboxPausedError(WorkspaceError):
+    """A command or PTY was started on a paused sandbox created with ``auto_resume=False``:
+    resume it first."""
+
+    @property
+    def sandbox_id(self) -> str | None:
+        return _optional_str(self._detail("sandbox_id"))
+
+
+class InvalidStateTransitionError(WorkspaceError):
+    """A lifecycle operation the sandbox's state does not allow (resume of a stopped sandbox,
+    start of a paused one, ...); ``state`` and ``operation`` say which."""
+
+    @property
+    def sandbox_id(self) -> str | None:
+        return _optional_str(self._detail("sandbox_id"))
+
+    @property
+    def state(self) -> str | None:
+        return _optional_str(self._detail("state"))
+
+    @property
+    def operation(self) -> str | None:
+        return _optional_str(self._detail("operation"))
+
+
 class AgentNotConnectedError(WorkspaceError):
     """The agent inside the sandbox is not reachable, so nothing can run there right now."""
 
@@ -274,6 +302,8 @@ ERROR_CODE_TABLE: Mapping[str, type[WorkspaceError]] = MappingProxyType(
         "METHOD_NOT_ALLOWED": WorkspaceError,
         "PROCESS_TIMEOUT": ProcessTimeoutError,
         "SANDBOX_NOT_RUNNING": SandboxNotRunningError,
+        "SANDBOX_PAUSED": SandboxPausedError,
+        "INVALID_STATE_TRANSITION": InvalidStateTransitionError,
         "FILE_EXISTS": FileExistsError,
         "DIRECTORY_NOT_EMPTY": WorkspaceError,
         "NOT_A_DIRECTORY": WorkspaceError,

@@ -11,8 +11,11 @@ from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass, field
 from typing import IO, Literal, TypeAlias
 
-SandboxState: TypeAlias = Literal["starting", "running", "stopping", "stopped", "error"]
-"""Lifecycle state of a sandbox."""
+SandboxState: TypeAlias = Literal["starting", "running", "paused", "stopping", "stopped", "deleting", "error"]
+"""Lifecycle state of a sandbox (the state machine: docs/api.md, "Lifecycle")."""
+
+OnTimeout: TypeAlias = Literal["delete", "stop", "pause"]
+"""What a sandbox's timeout (and idle timeout) does to it."""
 
 FileType: TypeAlias = Literal["file", "directory", "symlink", "other"]
 """Kind of filesystem entry; ``"other"`` covers devices, sockets and FIFOs."""
@@ -39,6 +42,9 @@ class Sandbox:
     pids: int | None = None
     disk_mb: int | None = None
     network: bool | None = None
+    on_timeout: OnTimeout | None = None
+    idle_timeout: int | None = None
+    auto_resume: bool | None = None
 
 
 @dataclass
@@ -54,11 +60,40 @@ class CreateSandboxParams:
     env: dict[str, str] | None = None
     metadata: dict[str, str] | None = None
     timeout: int | None = None
-    """Sandbox lifetime in seconds; the server deletes the sandbox when it expires."""
+    """Sandbox lifetime in seconds of running time; when it expires the server deletes the
+    sandbox (or stops or pauses it: ``on_timeout``)."""
     cpu: float | None = None
     memory_mb: int | None = None
     pids: int | None = None
     disk_mb: int | None = None
+    network: bool | None = None
+    on_timeout: OnTimeout | None = None
+    """``"delete"`` (the server's default), ``"stop"`` (files kept) or ``"pause"``."""
+    idle_timeout: int | None = None
+    """Seconds without activity (API calls on the sandbox, PTY traffic, clients following a
+    process, CPU use by its processes) after which ``on_timeout`` applies."""
+    auto_resume: bool | None = None
+    """A command or PTY started on a paused sandbox resumes it first (the server's default);
+    with ``False`` it raises ``SandboxPausedError`` instead."""
+
+
+@dataclass
+class ForkSandboxParams:
+    """What ``client.sandbox.fork`` changes; fields left as ``None`` keep the source's value.
+
+    The template and ``disk_mb`` are always the source's (the fork's disk is a copy of its disk).
+    """
+
+    name: str | None = None
+    env: dict[str, str] | None = None
+    metadata: dict[str, str] | None = None
+    timeout: int | None = None
+    on_timeout: OnTimeout | None = None
+    idle_timeout: int | None = None
+    auto_resume: bool | None = None
+    cpu: float | None = None
+    memory_mb: int | None = None
+    pids: int | None = None
     network: bool | None = None
 
 

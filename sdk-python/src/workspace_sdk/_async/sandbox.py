@@ -8,7 +8,7 @@ import time
 from .._exceptions import SandboxNotFoundError, WaitTimeoutError, WorkspaceError
 from .._primitives import async_sleep
 from .._protocol import sandbox as protocol
-from ..types import CreateSandboxParams, Sandbox, SandboxState
+from ..types import CreateSandboxParams, ForkSandboxParams, OnTimeout, Sandbox, SandboxState
 from ._api_client import AsyncAPIClient
 
 
@@ -49,6 +49,50 @@ class AsyncSandboxService:
         """Delete the sandbox. Without ``force`` its processes get SIGTERM and a short grace
         period; with it they are killed at once. Deleted sandboxes are gone for good."""
         await self._api.request(protocol.delete_request(sandbox_id, force))
+
+    async def pause(self, sandbox_id: str) -> Sandbox:
+        """Freeze the sandbox's processes: they use no CPU, keep their memory and resume
+        where they were. Files and ``process.list`` keep working. Pausing a paused sandbox
+        does nothing; a stopped one raises ``InvalidStateTransitionError``."""
+        data = await self._api.request_json(protocol.lifecycle_request(sandbox_id, "pause"))
+        return protocol.parse_sandbox(data)
+
+    async def resume(self, sandbox_id: str) -> Sandbox:
+        """Thaw a paused sandbox (its timeout counts again from now). Resuming a running
+        sandbox does nothing."""
+        data = await self._api.request_json(protocol.lifecycle_request(sandbox_id, "resume"))
+        return protocol.parse_sandbox(data)
+
+    async def stop(self, sandbox_id: str, force: bool = False) -> Sandbox:
+        """End every process (SIGTERM and a 2 s grace, or at once with ``force``) and free
+        the sandbox's memory; its files and settings are kept until ``delete``."""
+        data = await self._api.request_json(protocol.lifecycle_request(sandbox_id, "stop", force))
+        return protocol.parse_sandbox(data)
+
+    async def start(self, sandbox_id: str) -> Sandbox:
+        """Boot a stopped sandbox again on its files, with the same id and settings; returns
+        it ``running``. Starting a running sandbox does nothing."""
+        data = await self._api.request_json(protocol.lifecycle_request(sandbox_id, "start"))
+        return protocol.parse_sandbox(data)
+
+    async def fork(self, sandbox_id: str, params: ForkSandboxParams | None = None) -> Sandbox:
+        """A new running sandbox with a copy of this one's files, taken while its processes
+        are frozen, and its settings unless ``params`` changes them. Processes are not copied."""
+        data = await self._api.request_json(protocol.fork_request(sandbox_id, params))
+        return protocol.parse_sandbox(data)
+
+    async def set_timeout(
+        self,
+        sandbox_id: str,
+        timeout: int,
+        on_timeout: OnTimeout | None = None,
+        idle_timeout: int | None = None,
+    ) -> Sandbox:
+        """The sandbox times out ``timeout`` seconds from now (from its next start or resume
+        if it is not running); optionally change what the timeout does and the idle timeout
+        (``0`` turns it off)."""
+        data = await self._api.request_json(protocol.set_timeout_request(sandbox_id, timeout, on_timeout, idle_timeout))
+        return protocol.parse_sandbox(data)
 
     async def wait_for_state(
         self,

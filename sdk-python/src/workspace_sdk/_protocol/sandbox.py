@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from ..types import CreateSandboxParams, Sandbox, SandboxState
+from ..types import CreateSandboxParams, ForkSandboxParams, OnTimeout, Sandbox, SandboxState
 from ._common import (
     ApiRequest,
     drop_none,
@@ -35,6 +35,9 @@ def create_request(params: CreateSandboxParams | None) -> ApiRequest:
             "pids": params.pids,
             "disk_mb": params.disk_mb,
             "network": params.network,
+            "on_timeout": params.on_timeout,
+            "idle_timeout": params.idle_timeout,
+            "auto_resume": params.auto_resume,
         }
     )
     context = {"template": params.template} if params.template else {}
@@ -55,6 +58,47 @@ def delete_request(sandbox_id: str, force: bool) -> ApiRequest:
         f"/sandboxes/{path_segment(sandbox_id)}",
         params={"force": query_bool(force)},
         error_context={"sandbox_id": sandbox_id},
+    )
+
+
+def lifecycle_request(sandbox_id: str, operation: str, force: bool | None = None) -> ApiRequest:
+    """pause, resume, stop (with ``force``) or start."""
+    return ApiRequest(
+        "POST",
+        f"/sandboxes/{path_segment(sandbox_id)}/{operation}",
+        params={"force": query_bool(force)} if force is not None else {},
+        error_context={"sandbox_id": sandbox_id},
+    )
+
+
+def fork_request(sandbox_id: str, params: ForkSandboxParams | None) -> ApiRequest:
+    params = params or ForkSandboxParams()
+    body = drop_none(
+        {
+            "name": params.name,
+            "env": params.env,
+            "metadata": params.metadata,
+            "timeout": params.timeout,
+            "on_timeout": params.on_timeout,
+            "idle_timeout": params.idle_timeout,
+            "auto_resume": params.auto_resume,
+            "cpu": params.cpu,
+            "memory_mb": params.memory_mb,
+            "pids": params.pids,
+            "network": params.network,
+        }
+    )
+    return ApiRequest(
+        "POST", f"/sandboxes/{path_segment(sandbox_id)}/fork", json=body, error_context={"sandbox_id": sandbox_id}
+    )
+
+
+def set_timeout_request(
+    sandbox_id: str, timeout: int, on_timeout: OnTimeout | None, idle_timeout: int | None
+) -> ApiRequest:
+    body = drop_none({"timeout": timeout, "on_timeout": on_timeout, "idle_timeout": idle_timeout})
+    return ApiRequest(
+        "POST", f"/sandboxes/{path_segment(sandbox_id)}/timeout", json=body, error_context={"sandbox_id": sandbox_id}
     )
 
 
@@ -79,6 +123,9 @@ def parse_sandbox(data: Any) -> Sandbox:
         pids=optional_int(obj, "pids"),
         disk_mb=optional_int(obj, "disk_mb"),
         network=optional_bool(obj, "network"),
+        on_timeout=cast("OnTimeout | None", optional_str(obj, "on_timeout")),
+        idle_timeout=optional_int(obj, "idle_timeout"),
+        auto_resume=optional_bool(obj, "auto_resume"),
     )
 
 
