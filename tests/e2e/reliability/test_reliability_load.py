@@ -3,7 +3,7 @@
 K_CLIENTS asyncio clients at once each run one sandbox through a bounded mix of
 operations (create, run, stream, file write and read back, PTY round trip, delete) against
 one server: no operation may fail. Meanwhile EXPIRING sandboxes with 1-2 s timeouts must
-stop on time: never before `expires_at`, and reported `stopped` (or gone) within
+stop on time: never before `expires_at`, and reported `deleting` (the default on_timeout; or gone) within
 EXPIRY_BOUND seconds after it. Latency percentiles per operation are printed.
 
 The scenario runs once per module; each test asserts one property of its outcome.
@@ -166,9 +166,9 @@ class Load:
                 received = time.time()
                 state = "gone" if response.status_code == 404 else response.json()["state"]
                 record.setdefault("polls", []).append((sent, received, state))
-                if state in ("stopped", "gone"):
+                if state in ("deleting", "gone"):
                     record.update(state=state, stopped_sent=sent, stopped_seen=received)
-                    if state == "stopped":  # when the server itself recorded the stop
+                    if state == "deleting":  # when the server itself recorded the expiry
                         record["stopped_server"] = _epoch(response.json()["updated_at"])
                     break
                 if received > expires_at + 10:
@@ -250,11 +250,11 @@ def test_expiring_sandboxes_stop_taking_work_on_time_under_load(scenario: tuple[
     for record in outcome.expiries:
         summary = _expiry_summary(record)
         assert "error" not in record, summary
-        assert record.get("state") in ("stopped", "gone"), summary
+        assert record.get("state") in ("deleting", "gone"), summary
         deadline = record["expires_at"]
         for sent, received, state in record["polls"]:
             if received < deadline:
-                assert state not in ("stopped", "gone"), f"stopped before expires_at: {summary}"
+                assert state not in ("deleting", "gone"), f"stopped before expires_at: {summary}"
             if sent >= deadline + EXPIRY_BOUND:
                 assert state != "running", f"still running {sent - deadline:.2f} s after expires_at: {summary}"
         if "stopped_server" in record:
@@ -270,12 +270,12 @@ def test_expiring_sandboxes_are_stopped_within_a_second_under_load(scenario: tup
     _, outcome = scenario
     for record in outcome.expiries:
         summary = _expiry_summary(record)
-        assert record.get("state") in ("stopped", "gone"), summary
+        assert record.get("state") in ("deleting", "gone"), summary
         deadline = record["expires_at"]
         for sent, _, state in record["polls"]:
             if sent >= deadline + EXPIRY_BOUND:
                 late = sent - deadline
-                assert state in ("stopped", "gone"), f"still {state} {late:.2f} s after expires_at: {summary}"
+                assert state in ("deleting", "gone"), f"still {state} {late:.2f} s after expires_at: {summary}"
         if "stopped_server" in record:
             lateness = record["stopped_server"] - deadline
             assert lateness <= EXPIRY_BOUND, f"recorded stopped {lateness:+.2f} s after expires_at: {summary}"
@@ -292,7 +292,7 @@ def test_load_leaves_nothing_behind(scenario: tuple[Harness, Outcome]) -> None:
     with h.client() as c:
         listed = c.get("/sandboxes").json()["sandboxes"]
     assert {s["id"] for s in listed} <= set(expired)
-    assert all(s["state"] == "stopped" for s in listed), listed
+    assert all(s["state"] == "deleting" for s in listed), listed
 
 
 STARVED_CPU = 0.2  # cores

@@ -26,7 +26,7 @@ from tests.e2e.reliability.reliability_support import (
     wait_until,
 )
 
-STATES = ("starting", "running", "stopping", "stopped", "error")
+STATES = ("starting", "running", "paused", "stopping", "stopped", "deleting", "error")
 TEMPLATES = ("default", "workspace-test:latest")
 
 
@@ -132,9 +132,9 @@ def test_sandbox_lifecycle_log_lines_name_their_sandbox() -> None:
                 what="the killed sandbox to be reported",
             )
             wait_until(
-                lambda: c.get(f"/sandboxes/{expiring}").json()["state"] == "stopped",
+                lambda: c.get(f"/sandboxes/{expiring}").status_code == 404,
                 10,
-                what="the expiring sandbox to stop",
+                what="the expiring sandbox to be deleted",
             )
         time.sleep(0.2)
         lines = _log_lines(h)

@@ -100,17 +100,21 @@ def test_templates_are_listed(api: httpx.Client) -> None:
     assert {"default", "workspace-test:latest"} <= names
 
 
-def test_timeout_stops_the_sandbox_on_time(api: httpx.Client) -> None:
+def test_timeout_deletes_the_sandbox_on_time(api: httpx.Client) -> None:
+    """on_timeout defaults to delete: the sandbox is `deleting` at once, then gone."""
     created = api.post("/sandboxes", json={"timeout": 1}).json()
     sandbox_id = created["id"]
+    assert created["on_timeout"] == "delete"
     deadline = time.monotonic() + 5
-    state = created["state"]
+    status = 200
     while time.monotonic() < deadline:
-        state = api.get(f"/sandboxes/{sandbox_id}").json()["state"]
-        if state == "stopped":
+        response = api.get(f"/sandboxes/{sandbox_id}")
+        status = response.status_code
+        if status == 404:
             break
+        if response.json()["state"] == "deleting":
+            run = api.post(f"/sandboxes/{sandbox_id}/processes/run", json={"command": "true"})
+            assert run.status_code in (404, 409), run.text
         time.sleep(0.1)
-    assert state == "stopped"
-    run = api.post(f"/sandboxes/{sandbox_id}/processes/run", json={"command": "true"})
-    assert run.status_code == 409 and run.json()["code"] == "SANDBOX_NOT_RUNNING"
-    assert api.delete(f"/sandboxes/{sandbox_id}").status_code == 204
+    assert status == 404
+    assert api.delete(f"/sandboxes/{sandbox_id}").status_code == 404
