@@ -12,7 +12,9 @@ import stat
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from workspace_server.agent import ops, wire
+from workspace_server.agent import handshake, ops, wire
+from workspace_server.agent_link.address import AgentAddress, TcpAgentAddress
+from workspace_server.agent_link.tcp import open_tcp_link
 from workspace_server.domain.errors import WorkspaceError
 
 log = logging.getLogger(__name__)
@@ -200,19 +202,28 @@ class AgentConnection:
 
     @classmethod
     async def connect(
-        cls, socket_path: str, timeout: float, on_disconnect: Callable[[], Awaitable[None]] | None = None
+        cls,
+        address: AgentAddress | str,
+        timeout: float,
+        on_disconnect: Callable[[], Awaitable[None]] | None = None,
     ) -> AgentConnection:
-        """Connect, retrying while the agent is still starting; then say hello."""
+        """Connect (a Unix socket path, or a TCP address whose agent must prove its identity),
+        retrying while the agent is still starting; then say hello."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             try:
-                reader, writer = await open_socket_safely(socket_path)
+                if isinstance(address, TcpAgentAddress):
+                    reader, writer = await open_tcp_link(address)
+                else:
+                    reader, writer = await open_socket_safely(str(address))
                 break
-            except (FileNotFoundError, ConnectionRefusedError, AgentDisconnected, OSError):
+            except handshake.HandshakeError as exc:  # something answered, and it is not this sandbox's agent
+                raise AgentDisconnected(str(exc)) from None
+            except (FileNotFoundError, ConnectionRefusedError, AgentDisconnected, OSError, asyncio.IncompleteReadError):
                 if loop.time() >= deadline:
-                    raise AgentDisconnected(f"agent socket {socket_path} did not come up") from None
-                await asyncio.sleep(0.002)
+                    raise AgentDisconnected(f"agent at {address} did not come up") from None
+                await asyncio.sleep(0.002 if not isinstance(address, TcpAgentAddress) else 0.02)
         connection = cls(reader, writer, on_disconnect)
         try:
             await asyncio.wait_for(connection.request(ops.hello()), max(0.1, deadline - loop.time()))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
+from workspace_server.agent_link.address import AgentAddress
 from workspace_server.domain.models import ResourceLimits, Template
 
 
@@ -32,15 +32,15 @@ class WorkloadSample:
 @dataclass(frozen=True)
 class StartedSandbox:
     sandbox_id: str
-    agent_socket: Path
-    host_pid: int
+    agent_address: AgentAddress  # a Unix socket path (local) or a TCP address + token (cluster)
+    host_pid: int  # 0 where the sandbox does not run on this host
 
 
 class Runtime(Protocol):
     name: str
 
     async def start(self, spec: SandboxSpec) -> StartedSandbox:
-        """Start an isolated sandbox whose agent listens on `agent_socket`."""
+        """Start an isolated sandbox whose agent listens at `agent_address`."""
         ...
 
     async def destroy(self, sandbox_id: str) -> None:

@@ -266,7 +266,7 @@ class SandboxService:
         try:
             started = await self.runtime.start(spec)
             connection = await AgentConnection.connect(
-                str(started.agent_socket), self.settings.agent_connect_timeout, self._disconnect_handler(record.id)
+                started.agent_address, self.settings.agent_connect_timeout, self._disconnect_handler(record.id)
             )
         except BaseException as exc:
             self._records.pop(record.id, None)
@@ -351,7 +351,7 @@ class SandboxService:
                 try:
                     started = await self.runtime.start(spec)
                     connection = await AgentConnection.connect(
-                        str(started.agent_socket), self.settings.agent_connect_timeout
+                        started.agent_address, self.settings.agent_connect_timeout
                     )
                 except (WorkspaceError, AgentDisconnected, OSError) as exc:
                     log.warning("warm pool for %s: could not start a sandbox: %s", template, exc)
@@ -478,7 +478,7 @@ class SandboxService:
         started = await self.runtime.start(spec)
         try:
             connection = await AgentConnection.connect(
-                str(started.agent_socket), self.settings.agent_connect_timeout, self._disconnect_handler(record.id)
+                started.agent_address, self.settings.agent_connect_timeout, self._disconnect_handler(record.id)
             )
         except BaseException as exc:
             await asyncio.shield(self.runtime.stop(record.id))
@@ -526,7 +526,7 @@ class SandboxService:
         if started is not None:
             with contextlib.suppress(AgentDisconnected, OSError):
                 connection = await AgentConnection.connect(
-                    str(started.agent_socket), 2.0, self._disconnect_handler(record.id)
+                    started.agent_address, 2.0, self._disconnect_handler(record.id)
                 )
         if connection is None:
             await self._keep_files_only(record, AGENT_LOST_ON_RESTART)

@@ -1,0 +1,315 @@
+"""The Kubernetes runtime: sandboxes are pods, and the cluster is the truth.
+
+On first use it lists this server's pods by label (one request) and then keeps one watch on
+the namespace, resuming from the last resourceVersion it saw (bookmarks included) and
+listing again only when the API server answers 410 Gone. Everything it answers —
+`running`, `list_ids`, a start's readiness — comes from that cache, so a restart with N
+sandboxes costs one list and one watch, not N requests.
+
+What the watch shows is reported to the service (SandboxEvents): a pod evicted, OOM-killed,
+lost with its node or deleted by someone else turns its sandbox to `error` with that reason.
+Pods nobody knows (a crash between create and record, a previous server's warm pool) are
+deleted once older than the orphan grace period, so a create in flight elsewhere is never
+mistaken for an orphan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from workspace_server.agent_link.address import TcpAgentAddress
+from workspace_server.domain.errors import InvalidRequest, RuntimeFailure
+from workspace_server.domain.models import ResourceLimits
+from workspace_server.runtimes.base import SandboxEvents, SandboxSpec, StartedSandbox
+from workspace_server.runtimes.kubernetes import labels, manifests, podstate
+from workspace_server.runtimes.kubernetes.api import ApiError, Gone, KubernetesApi
+from workspace_server.runtimes.kubernetes.settings import KubernetesSettings
+
+log = logging.getLogger(__name__)
+
+WATCH_RETRY_SECONDS = 1.0
+ORPHAN_SWEEP_SECONDS = 5.0
+
+
+class KubernetesRuntime:
+    name = "kubernetes"
+
+    def __init__(self, settings: KubernetesSettings, api: KubernetesApi | None = None) -> None:
+        self.settings = settings
+        self.api = api or KubernetesApi(settings)
+        self.selector = manifests.selector(settings)
+        self._pods: dict[str, dict[str, Any]] = {}  # sandbox id -> the latest pod object
+        self._changed: dict[str, asyncio.Event] = {}  # sandbox id -> set on each change of its pod
+        self._resource_version = ""
+        self._opened: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._starting: set[str] = set()
+        self._destroying: set[str] = set()
+        self._reported: set[str] = set()  # sandboxes whose loss was reported already
+        self._events: SandboxEvents | None = None
+        self.lists = 0  # full lists of the namespace (1 at start; +1 per 410 Gone)
+        self.watches = 0  # watch requests (1 at start; +1 each time one ends and is resumed)
+        self.clock: Callable[[], float] = time.time
+
+    # ------------------------------------------------------------------ setup
+    def check(self) -> None:
+        try:
+            import kubernetes_asyncio  # noqa: F401
+        except ImportError:
+            raise RuntimeFailure(
+                "the kubernetes runtime needs kubernetes_asyncio: pip install 'workspace-server[kubernetes]'"
+            ) from None
+        if self.settings.kubeconfig is not None and not self.settings.kubeconfig.is_file():
+            raise RuntimeFailure(f"kubeconfig {self.settings.kubeconfig} does not exist")
+        if len(self.settings.server_key) < 16:
+            raise RuntimeFailure("the kubernetes runtime needs a server key of at least 16 bytes")
+
+    def attach(self, events: SandboxEvents) -> None:
+        self._events = events
+
+    async def _ensure_open(self) -> None:
+        if self._opened is None:
+            self._opened = asyncio.get_running_loop().create_task(self._open())
+        await asyncio.shield(self._opened)
+
+    async def _open(self) -> None:
+        await self.api.open()
+        await self._relist()
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._watch_loop()))
+        self._tasks.append(loop.create_task(self._orphan_loop()))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        self._tasks.clear()
+        await self.api.close()
+
+    # ------------------------------------------------------------------ the cache
+    async def _relist(self) -> None:
+        self.lists += 1
+        items, self._resource_version = await self.api.list_pods(self.selector)
+        seen = set()
+        for pod in items:
+            sandbox_id = podstate.view(pod).sandbox_id
+            if sandbox_id:
+                seen.add(sandbox_id)
+                self._store(sandbox_id, pod)
+        for sandbox_id in set(self._pods) - seen:  # deleted while we were not watching
+            self._forget(sandbox_id, "the sandbox's pod was deleted")
+
+    async def _watch_loop(self) -> None:
+        while True:
+            try:
+                self.watches += 1
+                async for event in self.api.watch_pods(self.selector, self._resource_version):
+                    self._apply(event)
+            except Gone:
+                log.info("pod watch: resourceVersion %s expired (410 Gone); listing again", self._resource_version)
+                await self._relist_with_retry()
+            except ApiError as exc:
+                log.warning("pod watch failed (%s); resuming in %.0fs", exc, WATCH_RETRY_SECONDS)
+                await asyncio.sleep(WATCH_RETRY_SECONDS)
+
+    async def _relist_with_retry(self) -> None:
+        while True:
+            try:
+                await self._relist()
+                return
+            except ApiError as exc:
+                log.warning("listing pods failed (%s); retrying", exc)
+                await asyncio.sleep(WATCH_RETRY_SECONDS)
+
+    def _apply(self, event: dict[str, Any]) -> None:
+        obj = event["object"]
+        version = (obj.get("metadata") or {}).get("resourceVersion")
+        if version:
+            self._resource_version = str(version)
+        if event["type"] == "BOOKMARK":
+            return
+        sandbox_id = podstate.view(obj).sandbox_id
+        if not sandbox_id:
+            return
+        if event["type"] == "DELETED":
+            self._forget(sandbox_id, "the sandbox's pod was deleted")
+        else:
+            self._store(sandbox_id, obj)
+
+    def _store(self, sandbox_id: str, pod: dict[str, Any]) -> None:
+        self._pods[sandbox_id] = pod
+        self._notify(sandbox_id)
+        view = podstate.view(pod)
+        if view.failure:
+            self._report(sandbox_id, view.failure)
+        elif view.deleting:
+            self._report(sandbox_id, "the sandbox's pod is being deleted by the cluster")
+
+    def _forget(self, sandbox_id: str, reason: str) -> None:
+        self._pods.pop(sandbox_id, None)
+        self._notify(sandbox_id)
+        self._report(sandbox_id, reason)
+        self._reported.discard(sandbox_id)
+
+    def _notify(self, sandbox_id: str) -> None:
+        event = self._changed.pop(sandbox_id, None)
+        if event is not None:
+            event.set()
+
+    def _report(self, sandbox_id: str, reason: str) -> None:
+        if sandbox_id in self._destroying or sandbox_id in self._starting or sandbox_id in self._reported:
+            return
+        self._reported.add(sandbox_id)
+        if self._events is not None:
+            log.warning("sandbox %s: %s", sandbox_id, reason)
+            self._events.sandbox_lost(sandbox_id, reason)
+
+    async def _changes(self, sandbox_id: str, timeout: float) -> None:
+        event = self._changed.setdefault(sandbox_id, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await event.wait()
+
+    # ------------------------------------------------------------------ orphans
+    async def _orphan_loop(self) -> None:
+        while True:
+            await asyncio.sleep(min(ORPHAN_SWEEP_SECONDS, self.settings.orphan_grace_seconds))
+            try:
+                await self.sweep_orphans()
+            except ApiError as exc:
+                log.warning("orphan sweep failed: %s", exc)
+
+    async def sweep_orphans(self) -> list[str]:
+        """Delete pods nobody knows that are older than the grace period."""
+        if self._events is None:
+            return []
+        now = self.clock()
+        swept = []
+        for sandbox_id, pod in list(self._pods.items()):
+            view = podstate.view(pod)
+            if sandbox_id in self._starting or sandbox_id in self._destroying or view.deleting:
+                continue
+            if now - view.created < self.settings.orphan_grace_seconds or self._events.sandbox_known(sandbox_id):
+                continue
+            log.info("deleting orphaned pod %s (no sandbox of this server owns it)", view.name)
+            swept.append(sandbox_id)
+            await self.destroy(sandbox_id)
+        return swept
+
+    # ------------------------------------------------------------------ Runtime
+    def _address(self, sandbox_id: str, view: podstate.PodView) -> TcpAgentAddress:
+        host = self.settings.insecure_agent_address or view.pod_ip or ""
+        token = labels.agent_token(self.settings.server_key, sandbox_id)
+        return TcpAgentAddress(host, self.settings.agent_port, sandbox_id, token)
+
+    async def start(self, spec: SandboxSpec) -> StartedSandbox:
+        image = self.settings.template_images.get(spec.template.name)
+        if image is None:
+            raise InvalidRequest(
+                f"template {spec.template.name!r} has no container image on this server "
+                "(workspace serve --k8s-template-image NAME=IMAGE)",
+                field="template",
+            )
+        await self._ensure_open()
+        sandbox_id = spec.sandbox_id
+        self._starting.add(sandbox_id)
+        try:
+            try:
+                created = await self.api.create_pod(manifests.pod(spec, self.settings, image))
+            except ApiError as exc:
+                raise RuntimeFailure(f"the cluster refused the sandbox's pod: {exc.message}") from None
+            if sandbox_id not in self._pods:  # the watch may have brought a newer version already
+                self._pods[sandbox_id] = created
+            metadata = created["metadata"]
+            token = labels.agent_token(self.settings.server_key, sandbox_id)
+            secret = manifests.agent_secret(sandbox_id, token, self.settings, metadata["name"], metadata["uid"])
+            try:
+                await self.api.create_secret(secret)
+            except ApiError as exc:
+                if exc.status != 409:  # 409: a retried request made it already
+                    raise RuntimeFailure(f"the cluster refused the sandbox's secret: {exc.message}") from None
+            view = await self._wait_running(sandbox_id)
+        except BaseException:
+            self._starting.discard(sandbox_id)
+            await asyncio.shield(self.destroy(sandbox_id))
+            raise
+        self._starting.discard(sandbox_id)
+        return StartedSandbox(sandbox_id, self._address(sandbox_id, view), 0)
+
+    async def _wait_running(self, sandbox_id: str) -> podstate.PodView:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.pod_start_timeout
+        while True:
+            pod = self._pods.get(sandbox_id)
+            if pod is None:
+                raise RuntimeFailure(f"the pod of sandbox {sandbox_id} was deleted while it started")
+            view = podstate.view(pod)
+            if view.failure:
+                raise RuntimeFailure(f"sandbox {sandbox_id} could not start: {view.failure}")
+            if view.reachable:
+                return view
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise RuntimeFailure(
+                    f"the pod of sandbox {sandbox_id} was not running after {self.settings.pod_start_timeout:.0f}s "
+                    f"(phase {view.phase}): the cluster may lack capacity"
+                )
+            await self._changes(sandbox_id, remaining)
+
+    async def destroy(self, sandbox_id: str) -> None:
+        await self._ensure_open()
+        self._destroying.add(sandbox_id)
+        try:
+            await self.api.delete_pod(manifests.pod_name(sandbox_id))
+        except ApiError as exc:
+            raise RuntimeFailure(f"could not delete the pod of sandbox {sandbox_id}: {exc.message}") from None
+        finally:
+            self._destroying.discard(sandbox_id)
+            self._reported.add(sandbox_id)  # its pod's last events are ours, not a loss
+
+    async def running(self, sandbox_id: str) -> StartedSandbox | None:
+        await self._ensure_open()
+        pod = self._pods.get(sandbox_id)
+        if pod is None:
+            return None
+        view = podstate.view(pod)
+        if not view.reachable or view.failure:
+            return None
+        return StartedSandbox(sandbox_id, self._address(sandbox_id, view), 0)
+
+    def lost_reason(self, sandbox_id: str) -> str | None:
+        """Why the sandbox's pod is gone or dead, if the cluster has said so."""
+        pod = self._pods.get(sandbox_id)
+        if pod is None:
+            return "the sandbox's pod no longer exists" if self._opened is not None else None
+        view = podstate.view(pod)
+        return view.failure or ("the sandbox's pod is being deleted" if view.deleting else None)
+
+    async def list_ids(self) -> list[str]:
+        """Sandboxes with a pod, except pods younger than the orphan grace period (another
+        create may still be recording them; the orphan sweep looks at them later)."""
+        await self._ensure_open()
+        now = self.clock()
+        return sorted(
+            sandbox_id
+            for sandbox_id, pod in self._pods.items()
+            if now - podstate.view(pod).created >= self.settings.orphan_grace_seconds
+        )
+
+    @property
+    def adjustable_limits(self) -> bool:
+        return False  # in-place pod resize is beta and not everywhere; claims with other limits start cold
+
+    async def apply_limits(self, sandbox_id: str, current: ResourceLimits, wanted: ResourceLimits) -> None:
+        raise RuntimeFailure("the kubernetes runtime cannot change a running sandbox's limits")
+
+    def oom_kills(self, sandbox_id: str) -> int:
+        pod = self._pods.get(sandbox_id)
+        return podstate.view(pod).oom_kills if pod is not None else 0
