@@ -19,6 +19,7 @@ from workspace_server import logs
 from workspace_server.config import Settings
 from workspace_server.domain.errors import WorkspaceError
 from workspace_server.domain.models import ResourceLimits
+from workspace_server.runtimes.base import Runtime
 from workspace_server.runtimes.egress import parse_allowed
 
 app = typer.Typer(help="Workspace: self-hosted sandboxes.", no_args_is_help=True, add_completion=False)
@@ -48,8 +49,49 @@ def serve(
             "reach public addresses only",
         ),
     ] = None,
+    runtime_name: Annotated[
+        str,
+        typer.Option(
+            "--runtime", envvar="WORKSPACE_RUNTIME", help="Where sandboxes run: local (runc) or kubernetes (pods)"
+        ),
+    ] = "local",
+    k8s_namespace: Annotated[
+        str, typer.Option(envvar="WORKSPACE_K8S_NAMESPACE", help="kubernetes: the sandboxes' namespace")
+    ] = "workspace-sandboxes",
+    k8s_kubeconfig: Annotated[
+        Path | None,
+        typer.Option(envvar="KUBECONFIG", help="kubernetes: a kubeconfig; without it, the in-cluster service account"),
+    ] = None,
+    k8s_context: Annotated[str | None, typer.Option(envvar="WORKSPACE_K8S_CONTEXT")] = None,
+    k8s_template_image: Annotated[
+        list[str] | None,
+        typer.Option(envvar="WORKSPACE_K8S_TEMPLATE_IMAGES", help="kubernetes: TEMPLATE=IMAGE (repeat, or commas)"),
+    ] = None,
+    k8s_agent_image: Annotated[
+        str,
+        typer.Option(envvar="WORKSPACE_K8S_AGENT_IMAGE", help="kubernetes: the image with /opt/workspace-agent"),
+    ] = "ghcr.io/workspace/workspace-server:latest",
+    k8s_runtime_class: Annotated[
+        str | None, typer.Option(envvar="WORKSPACE_K8S_RUNTIME_CLASS", help="kubernetes: e.g. gvisor or kata")
+    ] = None,
+    k8s_owner: Annotated[
+        str, typer.Option(envvar="WORKSPACE_K8S_OWNER", help="kubernetes: this server's label value")
+    ] = "workspace",
+    k8s_server_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="WORKSPACE_K8S_SERVER_KEY_FILE",
+            help="kubernetes: agent tokens' key (default DATA_DIR/k8s-server.key)",
+        ),
+    ] = None,
+    k8s_mode: Annotated[
+        str, typer.Option(envvar="WORKSPACE_K8S_MODE", help="kubernetes: pods, agent-sandbox or auto")
+    ] = "pods",
+    k8s_qps: Annotated[float, typer.Option(envvar="WORKSPACE_K8S_QPS")] = 20.0,
+    k8s_burst: Annotated[int, typer.Option(envvar="WORKSPACE_K8S_BURST")] = 40,
+    k8s_orphan_grace: Annotated[float, typer.Option(envvar="WORKSPACE_K8S_ORPHAN_GRACE_SECONDS")] = 120.0,
 ) -> None:
-    """Run the Workspace service with the embedded local runtime."""
+    """Run the Workspace service (sandboxes on this host, or as pods in a Kubernetes cluster)."""
     import uvicorn
 
     from workspace_server.api.app import create_app, default_runtime
@@ -87,7 +129,34 @@ def serve(
     except OSError as exc:
         typer.echo(f"error: data dir {settings.data_dir} is not writable: {exc}", err=True)
         raise typer.Exit(2) from None
-    runtime = default_runtime(settings)
+    runtime: Runtime
+    if runtime_name == "kubernetes":
+        from workspace_server.runtimes.kubernetes.settings import from_options
+
+        try:
+            runtime = from_options(
+                data_dir=settings.data_dir,
+                namespace=k8s_namespace,
+                kubeconfig=k8s_kubeconfig,
+                context=k8s_context,
+                template_images=k8s_template_image or [],
+                agent_image=k8s_agent_image,
+                runtime_class=k8s_runtime_class,
+                owner=k8s_owner,
+                server_key_file=k8s_server_key_file,
+                mode=k8s_mode,
+                qps=k8s_qps,
+                burst=k8s_burst,
+                orphan_grace_seconds=k8s_orphan_grace,
+            )
+        except (ValueError, OSError) as exc:
+            typer.echo(f"error: --runtime kubernetes: {exc}", err=True)
+            raise typer.Exit(2) from None
+    elif runtime_name == "local":
+        runtime = default_runtime(settings)
+    else:
+        typer.echo(f"error: --runtime must be local or kubernetes, not {runtime_name!r}", err=True)
+        raise typer.Exit(2)
     try:
         runtime.check()
     except WorkspaceError as exc:

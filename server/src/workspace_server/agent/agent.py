@@ -41,6 +41,7 @@ from . import files, ops, wire
 from .child import WorkloadCgroup
 from .commands import Commands
 from .errors import OpError, log, os_error
+from .identity import Identity, accept_host
 from .link import Link
 from .reaper import Reaper
 from .spawner import UserSpawner, run_spawner
@@ -103,6 +104,7 @@ class Agent:
 
 
 def serve(socket_path: str, cgroup: WorkloadCgroup) -> None:
+    """Serve on a Unix socket: only the host can reach it (bind-mounted from there)."""
     spawner = UserSpawner(cgroup, os.path.abspath(__file__))
     spawner.fork()  # before any thread exists
     try:
@@ -114,22 +116,54 @@ def serve(socket_path: str, cgroup: WorkloadCgroup) -> None:
     listener.bind(socket_path)
     os.umask(old_umask)
     listener.listen(4)
-    agent = Agent(spawner, cgroup)
+    log("listening on %s" % socket_path)
+    _serve(listener, Agent(spawner, cgroup), None)
+
+
+def serve_tcp(address: str, identity: Identity, cgroup: WorkloadCgroup) -> None:
+    """Serve on TCP (a pod in a cluster): every connection must first pass the handshake,
+    so only the server holding this sandbox's token gets a link."""
+    spawner = UserSpawner(cgroup, os.path.abspath(__file__))
+    spawner.fork()  # before any thread exists
+    host, _, port = address.rpartition(":")
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host.strip("[]"), int(port)))
+    listener.listen(16)
+    log("listening on tcp %s" % address)
+    _serve(listener, Agent(spawner, cgroup), identity)
+
+
+def _serve(listener: socket.socket, agent: Agent, identity: Optional[Identity]) -> None:
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    log("listening on %s" % socket_path)
-    current: Optional[Link] = None
+    links: Dict[str, Optional[Link]] = {"current": None}
+    lock = threading.Lock()
+
+    def attach(conn: socket.socket) -> None:
+        if identity is not None:
+            if not accept_host(conn, identity):
+                conn.close()
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        link = Link(conn, agent.start_operation)
+        with lock:
+            current = links["current"]
+            if current is not None and current.alive:
+                # A new host connection replaces the old one (the server restarted). Only
+                # after the handshake: an unauthenticated peer cannot cut the server off.
+                try:
+                    current.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            links["current"] = link
+        link.serve()
+
     while True:
         conn, _ = listener.accept()
-        if current is not None and current.alive:
-            # A new host connection replaces the old one (the server restarted).
-            try:
-                current.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-        current = Link(conn, agent.start_operation)
-        threading.Thread(target=current.serve, daemon=True).start()
+        # Its own thread: a TCP peer's handshake may stall, never the accepting loop.
+        threading.Thread(target=attach, args=(conn,), daemon=True).start()
 
 
 def main() -> None:
@@ -141,12 +175,26 @@ def main() -> None:
     if args[:1] == ["--workload-cgroup-on-stdin"]:
         cgroup = WorkloadCgroup.from_stdin()
         args = args[1:]
-    if len(args) != 1:
-        sys.stderr.write("usage: agent.py [--workload-cgroup-on-stdin] SOCKET_PATH\n")
+    tcp = None
+    if args[:1] == ["--listen-tcp"] and len(args) == 3:  # in a pod: HOST:PORT, then who we are
+        tcp, identity_flag = args[1], args[2]
+        kind, _, directory = identity_flag.partition("=")
+        if kind not in ("--identity-dir", "--bind-dir") or not directory:
+            tcp = None
+        args = ["tcp"]
+    if len(args) != 1 or (args == ["tcp"] and tcp is None):
+        sys.stderr.write(
+            "usage: agent.py [--workload-cgroup-on-stdin] SOCKET_PATH\n"
+            "       agent.py --listen-tcp HOST:PORT (--identity-dir=DIR | --bind-dir=DIR)\n"
+        )
         sys.exit(2)
     json.dumps({})  # warm the encoder before the first request
     sys.setswitchinterval(0.0005)  # many short-lived threads hand the GIL around; keep waits short
-    serve(args[0], cgroup)
+    if tcp is not None:
+        identity = Identity(identity_dir=directory) if kind == "--identity-dir" else Identity(bind_dir=directory)
+        serve_tcp(tcp, identity, cgroup)
+    else:
+        serve(args[0], cgroup)
 
 
 if __name__ == "__main__":

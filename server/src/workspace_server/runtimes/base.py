@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from workspace_server.agent_link.address import AgentAddress
 from workspace_server.domain.models import ResourceLimits, Template
@@ -103,3 +103,27 @@ class Runtime(Protocol):
     def check(self) -> None:
         """Raise a clear error if the host cannot run sandboxes."""
         ...
+
+
+class SandboxEvents(Protocol):
+    """What a runtime whose sandboxes can vanish under it (a cluster) tells the service."""
+
+    def sandbox_lost(self, sandbox_id: str, reason: str) -> None:
+        """The sandbox is over (evicted, node lost, OOM-killed, deleted): `reason` says why."""
+        ...
+
+    def sandbox_known(self, sandbox_id: str) -> bool:
+        """True if the service holds the sandbox (a record, or a warm pool entry)."""
+        ...
+
+
+@runtime_checkable
+class ClusterRuntime(Protocol):
+    """A runtime that watches its sandboxes from outside (Kubernetes): the service attaches
+    to it at start and closes it at shutdown."""
+
+    def attach(self, events: SandboxEvents) -> None: ...
+
+    def lost_reason(self, sandbox_id: str) -> str | None: ...
+
+    async def close(self) -> None: ...

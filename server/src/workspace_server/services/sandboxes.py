@@ -31,7 +31,7 @@ from workspace_server.domain.models import OnTimeout, ResourceLimits, Sandbox, S
 from workspace_server.domain.templates import TemplateRegistry
 from workspace_server.logs import request_id_var, sandbox_id_var
 from workspace_server.metrics import Metrics
-from workspace_server.runtimes.base import Runtime, SandboxSpec
+from workspace_server.runtimes.base import ClusterRuntime, Runtime, SandboxSpec
 from workspace_server.services.activity import Activity
 from workspace_server.services.gates import Gates
 from workspace_server.store.sqlite import SandboxStore
@@ -119,6 +119,8 @@ class SandboxService:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        if isinstance(self.runtime, ClusterRuntime):
+            self.runtime.attach(self)
         await self._recover()
         for template in self._pool:
             self._refill(template)
@@ -139,6 +141,8 @@ class SandboxService:
         for connection in list(self._connections.values()):
             await connection.close()
         self._connections.clear()
+        if isinstance(self.runtime, ClusterRuntime):
+            await self.runtime.close()
 
     def background(self, coroutine: object, sandbox_id: str = "-") -> None:
         """Run `coroutine` as a background task, cancelled at shutdown."""
@@ -388,10 +392,29 @@ class SandboxService:
             record = self._records.get(sandbox_id)
             if record is None:
                 return
-            log.warning("sandbox %s: %s", sandbox_id, AGENT_LOST)
-            self._set_state(record, SandboxState.ERROR, AGENT_LOST)
+            reason = self.runtime.lost_reason(sandbox_id) if isinstance(self.runtime, ClusterRuntime) else None
+            log.warning("sandbox %s: %s", sandbox_id, reason or AGENT_LOST)
+            self._set_state(record, SandboxState.ERROR, reason or AGENT_LOST)
 
         return lost
+
+    # ------------------------------------------------------------------ SandboxEvents (cluster runtimes)
+    def sandbox_lost(self, sandbox_id: str, reason: str) -> None:
+        """The cluster says the sandbox is over: the error carries its reason (evicted, OOM,
+        node lost), also when the link dropped first and said less."""
+        record = self._records.get(sandbox_id)
+        if record is None or sandbox_id in self._deleting or self._closing:
+            return
+        lost_link = record.state == SandboxState.ERROR and record.error_message == AGENT_LOST
+        if record.state not in (SandboxState.RUNNING, SandboxState.STARTING) and not lost_link:
+            return
+        connection = self._connections.pop(sandbox_id, None)
+        if connection is not None:
+            self._spawn(connection.close(), sandbox_id)
+        self._set_state(record, SandboxState.ERROR, reason)
+
+    def sandbox_known(self, sandbox_id: str) -> bool:
+        return sandbox_id in self._records or any(w.sandbox_id == sandbox_id for p in self._pool.values() for w in p)
 
     def _set_state(self, record: Sandbox, state: SandboxState, message: str | None = None) -> Sandbox:
         record = record.with_state(state, now_iso(), message)

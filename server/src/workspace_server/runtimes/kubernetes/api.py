@@ -66,7 +66,7 @@ class KubernetesApi:
                     client_configuration=configuration,
                 )
             else:
-                config.load_incluster_config(client_configuration=configuration)
+                config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except (config.ConfigException, OSError, ValueError) as exc:
             where = self.settings.kubeconfig or "the in-cluster service account"
             raise RuntimeFailure(f"cannot load the Kubernetes configuration from {where}: {exc}") from None

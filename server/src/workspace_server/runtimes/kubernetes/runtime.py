@@ -205,7 +205,7 @@ class KubernetesRuntime:
 
     # ------------------------------------------------------------------ Runtime
     def _address(self, sandbox_id: str, view: podstate.PodView) -> TcpAgentAddress:
-        host = self.settings.insecure_agent_address or view.pod_ip or ""
+        host = view.pod_ip or ""
         token = labels.agent_token(self.settings.server_key, sandbox_id)
         return TcpAgentAddress(host, self.settings.agent_port, sandbox_id, token)
 

@@ -11,6 +11,10 @@ from types import MappingProxyType
 
 from workspace_server.runtimes.kubernetes import labels
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from workspace_server.runtimes.kubernetes.runtime import KubernetesRuntime
+
 MODES = ("pods", "agent-sandbox", "auto")
 DEFAULT_AGENT_IMAGE = "ghcr.io/workspace/workspace-server:latest"
 DEFAULT_AGENT_PORT = 7070
@@ -38,7 +42,6 @@ class KubernetesSettings:
     burst: int = 40
     mode: str = "pods"  # "agent-sandbox": SandboxClaims; "auto": that when the API group exists
     pod_start_timeout: float = 300.0  # image pulls can take minutes
-    insecure_agent_address: str | None = None  # tests: connect here instead of the pod IP
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -83,3 +86,42 @@ def load_server_key(path: Path) -> bytes:
     if len(key) < 16:
         raise ValueError(f"{path}: the server key must hold at least 16 bytes")
     return key
+
+
+def from_options(
+    *,
+    data_dir: Path,
+    namespace: str,
+    kubeconfig: Path | None,
+    context: str | None,
+    template_images: list[str],
+    agent_image: str,
+    runtime_class: str | None,
+    owner: str,
+    server_key_file: Path | None,
+    mode: str,
+    qps: float,
+    burst: int,
+    orphan_grace_seconds: float,
+) -> KubernetesRuntime:
+    """The runtime `workspace serve --runtime kubernetes ...` describes (ValueError if not valid)."""
+    from workspace_server.runtimes.kubernetes.runtime import KubernetesRuntime
+
+    if kubeconfig is not None and str(kubeconfig) == "":
+        kubeconfig = None
+    key = load_server_key(server_key_file or data_dir / "k8s-server.key")
+    settings = KubernetesSettings(
+        namespace=namespace,
+        kubeconfig=kubeconfig,
+        context=context,
+        template_images=MappingProxyType(parse_template_images(template_images)),
+        agent_image=agent_image,
+        runtime_class=runtime_class or None,
+        owner=owner,
+        server_key=key,
+        mode=mode,
+        qps=qps,
+        burst=burst,
+        orphan_grace_seconds=orphan_grace_seconds,
+    )
+    return KubernetesRuntime(settings)
