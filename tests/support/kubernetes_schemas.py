@@ -7,11 +7,13 @@ checked against the official PodSpec. Used by the golden tests and by the fake A
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
 import jsonschema
-import kubernetes_validate
+import referencing
+from kubernetes_validate import utils as kubernetes_validate_utils
 
 KUBERNETES_VERSION = "1.33"  # the oldest release still supported upstream when this was written
 AGENT_SANDBOX_GROUPS = ("agents.x-k8s.io", "extensions.agents.x-k8s.io")
@@ -192,6 +194,20 @@ def _pod_spec_errors(spec: dict[str, Any]) -> list[str]:
     return errors
 
 
+@functools.cache
+def _official_validator(api_version: str, kind: str) -> jsonschema.protocols.Validator:
+    """kubernetes-validate's strict schema for the kind, loaded once (its own validate()
+    reads the 2 MB definitions file on every call; the fake API server validates every write)."""
+    version = [v for v in kubernetes_validate_utils.all_versions() if v.startswith(KUBERNETES_VERSION)][-1]
+    schema_dir = f"kubernetes-json-schema/v{version}-local-strict"
+    group_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+    schema = kubernetes_validate_utils.schema_contents(f"{schema_dir}/{kind.lower()}-{group_version}.json", version)
+    definitions = kubernetes_validate_utils.schema_contents(f"{schema_dir}/_definitions.json", version)
+    registry: referencing.Registry[Any] = referencing.Resource.from_contents(schema) @ referencing.Registry()
+    registry = referencing.Resource.from_contents(definitions) @ registry
+    return jsonschema.Draft202012Validator(schema, registry=registry)
+
+
 def validate(obj: dict[str, Any]) -> None:
     """Raise Invalid with the reason if an API server would refuse `obj`."""
     api_version, kind = obj.get("apiVersion", ""), obj.get("kind", "")
@@ -218,8 +234,10 @@ def validate(obj: dict[str, Any]) -> None:
         errors = _metadata_errors(metadata, DNS_SUBDOMAIN)
     else:
         try:
-            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as exc:
+            _official_validator(api_version, kind).validate(obj)
+        except FileNotFoundError:
+            raise Invalid(f"no kind {kind} in {api_version}") from None
+        except jsonschema.ValidationError as exc:
             raise Invalid(f"{kind}: {'.'.join(map(str, exc.path))}: {exc.message}") from None
         errors = _metadata_errors(metadata, DNS_LABEL if kind in ("Pod", "Namespace", "Service") else DNS_SUBDOMAIN)
         if kind == "Pod":
