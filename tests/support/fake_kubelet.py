@@ -34,6 +34,7 @@ def _die_with_parent() -> None:
     """A pod outlives no test process that crashed (the kubelet's thread is its parent)."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
+
 SECRET_WAIT_SECONDS = 30.0
 LAUNCH = r"""
 set -e
