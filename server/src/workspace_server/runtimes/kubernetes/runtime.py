@@ -25,7 +25,7 @@ from typing import Any
 from workspace_server.agent_link.address import TcpAgentAddress
 from workspace_server.domain.errors import InvalidRequest, RuntimeFailure
 from workspace_server.domain.models import ResourceLimits
-from workspace_server.runtimes.base import SandboxEvents, SandboxSpec, StartedSandbox
+from workspace_server.runtimes.base import SandboxEvents, SandboxSpec, StartedSandbox, WorkloadSample
 from workspace_server.runtimes.kubernetes import labels, manifests, podstate
 from workspace_server.runtimes.kubernetes.api import ApiError, Gone, KubernetesApi
 from workspace_server.runtimes.kubernetes.settings import KubernetesSettings
@@ -33,6 +33,14 @@ from workspace_server.runtimes.kubernetes.settings import KubernetesSettings
 log = logging.getLogger(__name__)
 
 WATCH_RETRY_SECONDS = 1.0
+NO_PAUSE = (
+    "pause, and fork (which pauses its source), are not available on the kubernetes runtime: "
+    "a pod cannot freeze its processes"
+)
+NO_KEPT_FILES = (
+    "the kubernetes runtime keeps no files of a stopped sandbox (its disk is an emptyDir of "
+    "its pod): create a new sandbox"
+)
 ORPHAN_SWEEP_SECONDS = 5.0
 
 
@@ -217,6 +225,8 @@ class KubernetesRuntime:
                 "(workspace serve --k8s-template-image NAME=IMAGE)",
                 field="template",
             )
+        if spec.existing_disk:
+            raise InvalidRequest(NO_KEPT_FILES)
         await self._ensure_open()
         sandbox_id = spec.sandbox_id
         self._starting.add(sandbox_id)
@@ -313,3 +323,28 @@ class KubernetesRuntime:
     def oom_kills(self, sandbox_id: str) -> int:
         pod = self._pods.get(sandbox_id)
         return podstate.view(pod).oom_kills if pod is not None else 0
+
+    # ------------------------------------------------------------------ lifecycle: what pods cannot do
+    async def freeze(self, sandbox_id: str) -> None:
+        raise InvalidRequest(NO_PAUSE)
+
+    async def thaw(self, sandbox_id: str) -> None:
+        """Nothing is ever frozen here (freeze refuses), so there is nothing to undo."""
+
+    def frozen(self, sandbox_id: str) -> bool:
+        return False
+
+    async def stop(self, sandbox_id: str) -> None:
+        """Its processes end and its resources go back to the cluster: the pod is deleted.
+        Its files go with it (has_disk is False), so a later start is refused clearly."""
+        await self.destroy(sandbox_id)
+
+    def has_disk(self, sandbox_id: str) -> bool:
+        return False  # the writable dirs are emptyDirs: they never outlive the pod
+
+    async def copy_disk(self, source_id: str, target_id: str) -> None:
+        raise InvalidRequest(NO_PAUSE)
+
+    def workload_sample(self, sandbox_id: str) -> WorkloadSample | None:
+        """Unknown from outside the pod: idle timeouts count API activity only."""
+        return None
