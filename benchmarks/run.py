@@ -31,6 +31,7 @@ from benchmarks import scenarios
 from benchmarks.cli_startup import cli_startup
 from benchmarks.client import Api
 from benchmarks.config import Config
+from benchmarks.lifecycle_ops import lifecycle_ops
 from benchmarks.profile_analysis import annotate_with_cpu
 from benchmarks.report import Metric, Report, evaluate_all, render_markdown, report_to_json
 from benchmarks.server import Server, delete_all, start_server, stop_server
@@ -217,6 +218,7 @@ def measure(run: Run, selected: set[str], pool_size: int) -> None:
     if "lifecycle" in selected:
         cold = run.server("cold", 0)
         run.attempt("lifecycle, cold", lambda: scenarios.lifecycle(cold, cfg, "cold"))
+        run.attempt("lifecycle operations", lambda: lifecycle_ops(cold, cfg))
         run.teardown(cold)
 
 

@@ -7,6 +7,17 @@ from benchmarks.report import Target
 TARGETS: list[Target] = [
     Target("create → first command p50, warm pool", "lifecycle.pool.create_to_first", 10, at_most=True),
     Target("create → first command p50, cold (--pool-size 0)", "lifecycle.cold.create_to_first", 50, at_most=True),
+    Target("pause p50", "lifecycle_ops.pause", 10, at_most=True),
+    Target("resume p50", "lifecycle_ops.resume", 10, at_most=True),
+    Target("stop p50", "lifecycle_ops.stop", 50, at_most=True),
+    Target(
+        "start → first command, over cold create → first command (p50)",
+        "lifecycle_ops.start_over_cold",
+        20,
+        at_most=True,
+    ),
+    Target("fork with 100 MB changed p50", "lifecycle_ops.fork", 1000, at_most=True),
+    Target("memory of a stopped sandbox", "lifecycle_ops.stopped_memory", 0, at_most=True),
     Target("process.run('true') p50 vs bare fork+exec", "run.true", 2, at_most=True, baseline="base.fork_exec.true"),
     Target("`workspace exec ID -- true`, whole process p50", "cli.exec_true", 300, at_most=True),
     Target("SSE stdout throughput, 256 MiB", "stream.throughput", 200, at_most=False),
