@@ -34,6 +34,8 @@ __all__ = [
     "SandboxNotFoundError",
     "SandboxNotRunningError",
     "SandboxPausedError",
+    "StdinClosedError",
+    "TagInUseError",
     "TemplateNotFoundError",
     "WaitTimeoutError",
     "WorkspaceConnectionError",
@@ -176,11 +178,41 @@ class FileExistsError(WorkspaceError, builtins.FileExistsError):
 
 
 class ProcessNotFoundError(WorkspaceError):
-    """No running process with this pid was started through the API."""
+    """No process with this pid or tag was started through the API (or an exited background
+    process is no longer retained)."""
 
     @property
     def pid(self) -> int | None:
         return _optional_int(self._detail("pid"))
+
+    @property
+    def tag(self) -> str | None:
+        return _optional_str(self._detail("tag"))
+
+
+class TagInUseError(WorkspaceError):
+    """A running process of the sandbox already has this tag (``pid`` says which)."""
+
+    @property
+    def tag(self) -> str | None:
+        return _optional_str(self._detail("tag"))
+
+    @property
+    def pid(self) -> int | None:
+        return _optional_int(self._detail("pid"))
+
+
+class StdinClosedError(WorkspaceError):
+    """The process's stdin takes no more input: ``reason`` is ``"exited"``, ``"closed"``
+    (``close_stdin`` was called) or ``"not_enabled"`` (started without ``stdin=True``)."""
+
+    @property
+    def pid(self) -> int | None:
+        return _optional_int(self._detail("pid"))
+
+    @property
+    def reason(self) -> str | None:
+        return _optional_str(self._detail("reason"))
 
 
 class PtyNotFoundError(WorkspaceError):
@@ -305,6 +337,8 @@ ERROR_CODE_TABLE: Mapping[str, type[WorkspaceError]] = MappingProxyType(
         "SANDBOX_PAUSED": SandboxPausedError,
         "INVALID_STATE_TRANSITION": InvalidStateTransitionError,
         "FILE_EXISTS": FileExistsError,
+        "TAG_IN_USE": TagInUseError,
+        "STDIN_CLOSED": StdinClosedError,
         "DIRECTORY_NOT_EMPTY": WorkspaceError,
         "NOT_A_DIRECTORY": WorkspaceError,
         "IS_A_DIRECTORY": WorkspaceError,

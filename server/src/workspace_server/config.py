@@ -29,6 +29,10 @@ class Settings:
     agent_connect_timeout: float = 20.0
     stopped_retention_seconds: float = 3600.0
     shutdown_grace_seconds: float = 10.0
+    # Background processes: each one's output log on the sandbox's disk keeps this many of
+    # its most recent bytes; an exited one is remembered this long.
+    process_log_bytes: int = 16 * 1024 * 1024
+    process_retention_seconds: float = 600.0
     runc: str = "runc"
     # Ranges sandboxes with network=true may reach although they are private or the host's
     # own (runtimes/egress.py); everything else non-public is rejected.

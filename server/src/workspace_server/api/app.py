@@ -17,11 +17,13 @@ from workspace_server.config import Settings
 from workspace_server.domain.templates import TemplateRegistry
 from workspace_server.metrics import Metrics
 from workspace_server.runtimes.base import Runtime
+from workspace_server.services.background import BackgroundProcessService
 from workspace_server.services.files import FileService
 from workspace_server.services.lifecycle import LifecycleService
 from workspace_server.services.processes import ProcessService
 from workspace_server.services.ptys import PtyService
 from workspace_server.services.sandboxes import SandboxService
+from workspace_server.services.watches import WatchService
 from workspace_server.store.sqlite import SandboxStore
 
 log = logging.getLogger("workspace")
@@ -52,8 +54,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None, checked: bool
             sandboxes=sandbox_service,
             lifecycle=lifecycle_service,
             processes=process_service,
+            background=BackgroundProcessService(sandbox_service, settings),
             files=FileService(sandbox_service),
             ptys=PtyService(sandbox_service, process_service),
+            watches=WatchService(sandbox_service),
             metrics=metrics,
         )
         await sandbox_service.start()

@@ -8,11 +8,13 @@ from starlette.requests import HTTPConnection
 
 from workspace_server.config import Settings
 from workspace_server.metrics import Metrics
+from workspace_server.services.background import BackgroundProcessService
 from workspace_server.services.files import FileService
 from workspace_server.services.lifecycle import LifecycleService
 from workspace_server.services.processes import ProcessService
 from workspace_server.services.ptys import PtyService
 from workspace_server.services.sandboxes import SandboxService
+from workspace_server.services.watches import WatchService
 
 
 @dataclass
@@ -21,8 +23,10 @@ class Services:
     sandboxes: SandboxService
     lifecycle: LifecycleService
     processes: ProcessService
+    background: BackgroundProcessService
     files: FileService
     ptys: PtyService
+    watches: WatchService
     metrics: Metrics
 
 

@@ -16,6 +16,7 @@ from workspace_server.logs import request_id_var, sandbox_id_var
 OPEN_PATHS = {"/healthz"}
 MAX_HEADER_BYTES = 32 * 1024
 UPLOAD_PATH = re.compile(r"^/api/v1/sandboxes/[^/]+/files$")
+STDIN_PATH = re.compile(r"^/api/v1/sandboxes/[^/]+/processes/[^/]+/stdin$")  # streamed like an upload
 SANDBOX_PATH = re.compile(r"^/api/v1/sandboxes/([^/]+)")
 
 
@@ -127,7 +128,10 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
 
-        limit = self.max_upload if UPLOAD_PATH.match(path) and scope.get("method") == "PUT" else self.max_json_body
+        streamed = (UPLOAD_PATH.match(path) and scope.get("method") == "PUT") or (
+            STDIN_PATH.match(path) and scope.get("method") == "POST"
+        )
+        limit = self.max_upload if streamed else self.max_json_body
         declared = _header(scope, b"content-length")
         if declared is not None:
             if not declared.isdigit():

@@ -171,11 +171,40 @@ class KillBody(StrictModel):
     signal: Annotated[int, Field(ge=1, le=64)] = 15
 
 
+class StartProcessBody(StrictModel):
+    command: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    args: Annotated[list[Arg], Field(max_length=4096)] = Field(default_factory=list)
+    env: Annotated[dict[EnvName, EnvValue], Field(max_length=256)] = Field(default_factory=dict)
+    cwd: PathText | None = None
+    timeout: Annotated[float, Field(gt=0, le=30 * 24 * 3600)] | None = None
+    user: Literal["user", "root"] | None = None
+    tag: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = Field(
+        None, description="Unique among the sandbox's running processes; [A-Za-z0-9._-], not all digits"
+    )
+    stdin: bool = Field(False, description="Keep stdin open for send_stdin (otherwise it is /dev/null)")
+    log_bytes: Annotated[int, Field(ge=64 * 1024, le=1 << 30)] | None = Field(
+        None, description="Size of the output log (the most recent bytes are kept)"
+    )
+
+
 class ProcessInfo(BaseModel):
     pid: int
     command: str
     args: list[str]
     pty: bool
+    tag: str | None = None
+    cwd: str | None = None
+    user: str | None = None
+    background: bool = False
+    started_at: str | None = None
+    state: Literal["running", "exited"] = "running"
+    exit_code: int | None = None
+    signal: int | None = None
+    finished_at: str | None = None
+    timed_out: bool = False
+    stdin: bool = False
+    output_start: int | None = None
+    output_end: int | None = None
 
 
 class ProcessList(BaseModel):

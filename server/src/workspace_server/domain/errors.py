@@ -24,6 +24,8 @@ HTTP_STATUS: dict[str, int] = {
     "SANDBOX_PAUSED": 409,
     "INVALID_STATE_TRANSITION": 409,
     "FILE_EXISTS": 409,
+    "TAG_IN_USE": 409,
+    "STDIN_CLOSED": 409,
     "DIRECTORY_NOT_EMPTY": 409,
     "PAYLOAD_TOO_LARGE": 413,
     "RESOURCE_EXHAUSTED": 429,
@@ -120,6 +122,10 @@ class AgentNotConnected(WorkspaceError):
 
 class ProcessTimeout(WorkspaceError):
     code = "PROCESS_TIMEOUT"
+
+
+class ProcessNotFound(WorkspaceError):
+    code = "PROCESS_NOT_FOUND"
 
 
 class PtyNotFound(WorkspaceError):

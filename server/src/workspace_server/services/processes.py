@@ -264,8 +264,10 @@ class ProcessService:
         await self.sandboxes.agent(sandbox_id).signal(pid, signal)
 
     async def list(self, sandbox_id: str) -> list[dict[str, Any]]:
+        """Running processes started through the API, and background processes that exited
+        within their retention time (the agent describes those fully)."""
         return [
-            {"pid": p["pid"], "command": p["argv"][0], "args": p["argv"][1:], "pty": p["pty"]}
+            p if "command" in p else {"pid": p["pid"], "command": p["argv"][0], "args": p["argv"][1:], "pty": p["pty"]}
             for p in await self.sandboxes.agent(sandbox_id).processes()
         ]
 
@@ -294,3 +296,8 @@ class Utf8Stream:
 
     def flush(self) -> str:
         return str(self._decoder.decode(b"", final=True))
+
+    def pending(self) -> int:
+        """Bytes held back: the start of a character that is not complete yet."""
+        held: bytes = self._decoder.getstate()[0]
+        return len(held)

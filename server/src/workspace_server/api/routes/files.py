@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -7,6 +8,7 @@ from fastapi.responses import StreamingResponse
 
 from workspace_server.api.deps import Services, services
 from workspace_server.api.errors import ERROR_RESPONSES
+from workspace_server.api.routes.processes import SSE_HEADERS, sse
 from workspace_server.api.schemas import (
     CopyBody,
     ExistsBody,
@@ -23,6 +25,12 @@ DOWNLOAD_DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The file's bytes",
         "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+WATCH_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Server-Sent Events: ready, create, write, remove, rename, chmod, overflow, error",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
     }
 }
 UPLOAD_BODY: dict[str, Any] = {
@@ -83,3 +91,16 @@ async def move_file(sandbox_id: str, body: MoveBody, svc: Annotated[Services, De
 @router.post("/copy", response_model=FileInfoBody)
 async def copy_file(sandbox_id: str, body: CopyBody, svc: Annotated[Services, Depends(services)]) -> FileInfoBody:
     return FileInfoBody(**await svc.files.copy(sandbox_id, body.source, body.destination, body.recursive))
+
+
+@router.get("/watch", response_class=StreamingResponse, responses=WATCH_DOC)
+async def watch_files(
+    sandbox_id: str, path: PathQuery, svc: Annotated[Services, Depends(services)], recursive: bool = False
+) -> StreamingResponse:
+    events = await svc.watches.watch(sandbox_id, path, recursive, svc.settings.keepalive_seconds)
+
+    async def frames() -> AsyncIterator[bytes]:
+        async for event in events:
+            yield sse(event)
+
+    return StreamingResponse(frames(), media_type="text/event-stream", headers=SSE_HEADERS)
