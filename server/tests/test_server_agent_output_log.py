@@ -72,7 +72,7 @@ def test_many_tiny_runs_shrink_the_window_instead_of_mislabelling(tmp_path: Path
     assert all(len(data) == 1 for _, data in read_all(log, log.start))
     offset = log.start
     while offset < log.end:
-        stream, data, _ = log.read(offset, 10)
+        stream, _, _ = log.read(offset, 10)
         assert stream == offset % 2
         offset += 1
 
