@@ -48,10 +48,25 @@ DOCS_EXCEPTIONS = [
     "InvalidStateTransitionError",
     "FileExistsError",
     "WorkspaceConnectionError",
+    "TagInUseError",
+    "StdinClosedError",
+]
+
+# Background processes and file watching (docs/api.md), beside the seed's names.
+PROCESS_AND_WATCH_NAMES = [
+    "ProcessHandle",
+    "AsyncProcessHandle",
+    "ProcessOutputEvent",
+    "DroppedEvent",
+    "ProcessState",
+    "FileWatch",
+    "AsyncFileWatch",
+    "FileWatchEvent",
+    "FileWatchEventType",
 ]
 
 
-@pytest.mark.parametrize("name", SEED_NAMES + DOCS_EXCEPTIONS)
+@pytest.mark.parametrize("name", SEED_NAMES + DOCS_EXCEPTIONS + PROCESS_AND_WATCH_NAMES)
 def test_name_is_exported(name: str) -> None:
     assert name in workspace_sdk.__all__
     assert getattr(workspace_sdk, name) is not None
@@ -113,8 +128,11 @@ def test_seed_dataclass_fields_and_defaults() -> None:
     assert all(f.default is None for f in dataclasses.fields(workspace_sdk.Sandbox)[11:])
     assert fields(workspace_sdk.CommandResult)[:3] == ["exit_code", "stdout", "stderr"]
     assert fields(workspace_sdk.FileInfo) == ["name", "path", "type", "size", "modified_at", "mode"]
-    assert fields(workspace_sdk.StdoutEvent) == ["type", "data"]
-    assert fields(workspace_sdk.ExitEvent) == ["type", "code"]
+    # Fields added since the seed come after its own, with defaults.
+    assert fields(workspace_sdk.StdoutEvent) == ["type", "data", "offset", "end"]
+    assert fields(workspace_sdk.StderrEvent) == ["type", "data", "offset", "end"]
+    assert fields(workspace_sdk.ExitEvent)[:2] == ["type", "code"]
+    assert workspace_sdk.ExitEvent(code=0) == workspace_sdk.ExitEvent(0)
     assert fields(workspace_sdk.ErrorEvent) == ["type", "message", "code"]
     assert fields(workspace_sdk.RunCommandOptions) == [
         "args",

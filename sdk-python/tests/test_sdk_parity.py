@@ -17,10 +17,14 @@ import pytest
 
 from workspace_sdk import (
     AsyncFileReadStream,
+    AsyncFileWatch,
+    AsyncProcessHandle,
     AsyncProcessStream,
     AsyncPtyHandle,
     AsyncWorkspaceClient,
     FileReadStream,
+    FileWatch,
+    ProcessHandle,
     ProcessStream,
     PtyHandle,
     WorkspaceClient,
@@ -59,6 +63,8 @@ PAIRS = [
     (AsyncProcessStream, ProcessStream),
     (AsyncFileReadStream, FileReadStream),
     (AsyncPtyHandle, PtyHandle),
+    (AsyncProcessHandle, ProcessHandle),
+    (AsyncFileWatch, FileWatch),
 ]
 
 PROTOCOL_DUNDERS = {
@@ -124,7 +130,7 @@ def test_same_signatures_modulo_async(async_cls: type, sync_cls: type) -> None:
 @pytest.mark.parametrize(("async_cls", "sync_cls"), PAIRS, ids=lambda c: c.__name__)
 def test_io_methods_are_coroutines_on_the_async_side(async_cls: type, sync_cls: type) -> None:
     # Methods that only build a lazy object or register a callback stay synchronous.
-    synchronous_by_design = {"__init__", "__aiter__", "run_stream", "read_stream", "on_data"}
+    synchronous_by_design = {"__init__", "__aiter__", "run_stream", "read_stream", "watch", "on_data"}
     for name, member in public_members(async_cls).items():
         if isinstance(member, property) or not callable(member):
             continue

@@ -6,8 +6,9 @@ same API: ``client.sandbox``, ``client.process``, ``client.filesystem``, ``clien
 """
 
 from ._async.client import AsyncWorkspaceClient
-from ._async.filesystem import AsyncFileReadStream
+from ._async.filesystem import AsyncFileReadStream, AsyncFileWatch
 from ._async.process import AsyncProcessStream
+from ._async.process_handle import AsyncProcessHandle
 from ._async.pty import AsyncPtyHandle
 from ._exceptions import (
     ERROR_CODE_TABLE,
@@ -26,29 +27,37 @@ from ._exceptions import (
     SandboxNotFoundError,
     SandboxNotRunningError,
     SandboxPausedError,
+    StdinClosedError,
+    TagInUseError,
     TemplateNotFoundError,
     WaitTimeoutError,
     WorkspaceConnectionError,
     WorkspaceError,
 )
 from ._sync.client import WorkspaceClient
-from ._sync.filesystem import FileReadStream
+from ._sync.filesystem import FileReadStream, FileWatch
 from ._sync.process import ProcessStream
+from ._sync.process_handle import ProcessHandle
 from ._sync.pty import PtyHandle
 from ._version import __version__
 from .types import (
     AsyncFileContent,
     CommandResult,
     CreateSandboxParams,
+    DroppedEvent,
     ErrorEvent,
     ExitEvent,
     FileContent,
     FileInfo,
     FileType,
+    FileWatchEvent,
+    FileWatchEventType,
     ForkSandboxParams,
     OnTimeout,
     ProcessEvent,
     ProcessInfo,
+    ProcessOutputEvent,
+    ProcessState,
     PtyInfo,
     PtyOptions,
     RunCommandOptions,
@@ -64,6 +73,8 @@ __all__ = [
     "AgentNotConnectedError",
     "AsyncFileContent",
     "AsyncFileReadStream",
+    "AsyncFileWatch",
+    "AsyncProcessHandle",
     "AsyncProcessStream",
     "AsyncPtyHandle",
     "AsyncWorkspaceClient",
@@ -71,6 +82,7 @@ __all__ = [
     "CommandNotFoundError",
     "CommandResult",
     "CreateSandboxParams",
+    "DroppedEvent",
     "ErrorEvent",
     "ExitEvent",
     "FileContent",
@@ -79,14 +91,20 @@ __all__ = [
     "FileNotFoundError",
     "FileReadStream",
     "FileType",
+    "FileWatch",
+    "FileWatchEvent",
+    "FileWatchEventType",
     "ForkSandboxParams",
     "InvalidRequestError",
     "InvalidStateTransitionError",
     "OnTimeout",
     "PermissionDeniedError",
     "ProcessEvent",
+    "ProcessHandle",
     "ProcessInfo",
     "ProcessNotFoundError",
+    "ProcessOutputEvent",
+    "ProcessState",
     "ProcessStream",
     "ProcessTimeoutError",
     "PtyHandle",
@@ -101,7 +119,9 @@ __all__ = [
     "SandboxPausedError",
     "SandboxState",
     "StderrEvent",
+    "StdinClosedError",
     "StdoutEvent",
+    "TagInUseError",
     "Template",
     "TemplateNotFoundError",
     "WaitTimeoutError",

@@ -144,26 +144,53 @@ class CommandResult:
 
 @dataclass
 class StdoutEvent:
-    """A chunk of the command's standard output (UTF-8, never splitting a character)."""
+    """A chunk of the command's standard output (UTF-8, never splitting a character).
+
+    From a background process (``ProcessHandle``), ``offset`` and ``end`` are the output
+    offsets of the bytes it holds: resuming at ``end`` misses nothing and repeats nothing.
+    """
 
     type: Literal["stdout"] = field(default="stdout", kw_only=True)
     data: str
+    offset: int | None = None
+    end: int | None = None
 
 
 @dataclass
 class StderrEvent:
-    """A chunk of the command's standard error."""
+    """A chunk of the command's standard error (``offset``/``end`` as for ``StdoutEvent``)."""
 
     type: Literal["stderr"] = field(default="stderr", kw_only=True)
     data: str
+    offset: int | None = None
+    end: int | None = None
 
 
 @dataclass
 class ExitEvent:
-    """The command exited; always the last event of a successful stream."""
+    """The command exited; always the last event of a successful stream.
+
+    From a background process it also says which ``signal`` killed it (``code`` is then
+    128 + signal), when it finished, whether its own timeout fired, and the output offset
+    at which its output ends (``end``).
+    """
 
     type: Literal["exit"] = field(default="exit", kw_only=True)
     code: int
+    signal: int | None = None
+    finished_at: str | None = None
+    timed_out: bool = False
+    end: int | None = None
+
+
+@dataclass
+class DroppedEvent:
+    """Output bytes ``[offset, end)`` of a background process were no longer kept when this
+    follower reached them (its log keeps only the most recent ``log_bytes``)."""
+
+    type: Literal["dropped"] = field(default="dropped", kw_only=True)
+    offset: int
+    end: int
 
 
 @dataclass
@@ -182,6 +209,29 @@ class ErrorEvent:
 ProcessEvent: TypeAlias = StdoutEvent | StderrEvent | ExitEvent | ErrorEvent
 """Union of the events ``run_stream`` yields; narrow it with ``event.type``."""
 
+ProcessOutputEvent: TypeAlias = StdoutEvent | StderrEvent | DroppedEvent | ExitEvent | ErrorEvent
+"""Union of the events a ``ProcessHandle`` yields when it follows a background process."""
+
+ProcessState: TypeAlias = Literal["running", "exited"]
+
+FileWatchEventType: TypeAlias = Literal["create", "write", "remove", "rename", "chmod", "overflow"]
+
+
+@dataclass
+class FileWatchEvent:
+    """A change seen by ``client.filesystem.watch``.
+
+    ``rename`` events carry ``new_path`` (``None`` when the entry left the watched tree; an
+    entry moved in is a ``create``). ``overflow`` means changes were lost (the kernel's
+    queue was full): ``path`` is ``None`` and ``message`` says so; list the directory again.
+    """
+
+    type: FileWatchEventType
+    path: str | None
+    is_dir: bool = False
+    new_path: str | None = None
+    message: str | None = None
+
 
 @dataclass
 class FileInfo:
@@ -198,12 +248,31 @@ class FileInfo:
 
 @dataclass
 class ProcessInfo:
-    """A running process started through the API (``client.process.list``)."""
+    """A process started through the API (``client.process.list``, ``client.process.get``).
+
+    Background processes (``client.process.start``) are described fully and stay listed
+    for a while after they exit (``state == "exited"``, with ``exit_code``); for the others
+    (``run``, streams, PTYs) the extra fields are ``None``. ``output_start``/``output_end``
+    are the offsets of the output still kept, ``stdin`` whether stdin is still open.
+    """
 
     pid: int
     command: str
     args: list[str] = field(default_factory=list)
     pty: bool = False
+    tag: str | None = None
+    cwd: str | None = None
+    user: str | None = None
+    background: bool = False
+    started_at: str | None = None
+    state: ProcessState = "running"
+    exit_code: int | None = None
+    signal: int | None = None
+    finished_at: str | None = None
+    timed_out: bool = False
+    stdin: bool = False
+    output_start: int | None = None
+    output_end: int | None = None
 
 
 @dataclass

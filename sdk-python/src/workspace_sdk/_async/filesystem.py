@@ -11,13 +11,17 @@ import builtins
 import contextlib
 import os
 import stat
+from collections import deque
 from collections.abc import AsyncIterator
-from typing import IO
+from typing import IO, Any
 
+from .._exceptions import WorkspaceConnectionError, error_from_envelope
 from .._primitives import async_upload_chunks
 from .._protocol import ApiRequest
 from .._protocol import filesystem as protocol
-from ..types import AsyncFileContent, FileInfo, LocalPath
+from .._protocol._common import invalid_response
+from .._sse import ServerSentEvent, SSEDecoder
+from ..types import AsyncFileContent, FileInfo, FileWatchEvent, LocalPath
 from ._api_client import AsyncAPIClient
 from ._streaming import AsyncResponseStream
 
@@ -154,10 +158,91 @@ class AsyncFileSystemService:
         data = await self._api.request_json(protocol.move_request(sandbox_id, source, destination))
         return protocol.parse_file_info(data)
 
+    def watch(self, sandbox_id: str, path: str, recursive: bool = False) -> AsyncFileWatch:
+        """Watch a directory (or one file) for changes, with inotify inside the sandbox::
+
+            async with client.filesystem.watch(sandbox_id, "/workspace", recursive=True) as changes:
+                async for change in changes:
+                    print(change.type, change.path)
+
+        Events: ``create``, ``write``, ``remove``, ``rename`` (with ``new_path``),
+        ``chmod``, and ``overflow`` when the kernel dropped changes. ``recursive=True``
+        also watches directories created later. A missing path raises
+        ``FileNotFoundError`` when the watch is entered. Closing it removes the watch.
+        """
+        return AsyncFileWatch(
+            self._api, protocol.watch_request(sandbox_id, path, recursive), path=path, recursive=recursive
+        )
+
     async def copy(self, sandbox_id: str, source: str, destination: str, recursive: bool = True) -> FileInfo:
         """Copy a file, or a directory tree (``recursive`` defaults to true, as on the server)."""
         data = await self._api.request_json(protocol.copy_request(sandbox_id, source, destination, recursive))
         return protocol.parse_file_info(data)
+
+
+class AsyncFileWatch(AsyncResponseStream):
+    """Changes under a path, as ``FileWatchEvent`` objects (``client.filesystem.watch``).
+
+    Enter it (``async with``) to have the watch in place before you go on: changes made
+    after that are reported. Iterate it for events; it ends only when closed (raising if
+    the watch fails, e.g. ``FileNotFoundError`` once the watched path is removed).
+    Closing it removes the watch inside the sandbox.
+    """
+
+    def __init__(self, api: AsyncAPIClient, request: ApiRequest, *, path: str, recursive: bool) -> None:
+        super().__init__(api, request, api.config.stream_timeout())
+        self.path = path
+        self.recursive = recursive
+        self._decoder = SSEDecoder()
+        self._pending: deque[ServerSentEvent] = deque()
+        self._ready = False
+
+    async def _enter(self) -> None:
+        if self._ready:
+            return
+        await self._open_response()
+        first = await self._next()
+        if isinstance(first, dict) and first.get("event") == "ready":
+            self._ready = True
+            return
+        raise invalid_response(f"file watch began with {first!r} instead of a ready event")
+
+    async def _next(self) -> FileWatchEvent | dict[str, Any] | None:
+        """The next change, a ready payload, or None at the end of the body; error events raise."""
+        while True:
+            while not self._pending:
+                chunk = await self._read_chunk()
+                if chunk is None:
+                    return None
+                self._pending.extend(self._decoder.feed(chunk))
+            event = protocol.parse_watch_event(self._pending.popleft())
+            if isinstance(event, dict) and event.get("event") == "error":
+                raise error_from_envelope(event, context=dict(self._request.error_context))
+            if event is not None:
+                return event
+
+    def __aiter__(self) -> AsyncIterator[FileWatchEvent]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[FileWatchEvent]:
+        try:
+            await self._enter()
+            while True:
+                event = await self._next()
+                if event is None:
+                    if self.closed:
+                        return
+                    raise WorkspaceConnectionError(
+                        f"the watch of {self.path} ended unexpectedly", details=dict(self._request.error_context)
+                    )
+                if isinstance(event, FileWatchEvent):
+                    yield event
+        finally:
+            await self.aclose()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else ("watching" if self._ready else "new")
+        return f"<{type(self).__name__} path={self.path!r} recursive={self.recursive} {state}>"
 
 
 class AsyncFileReadStream(AsyncResponseStream):

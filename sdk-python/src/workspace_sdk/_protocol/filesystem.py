@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, cast
 
-from ..types import FileInfo, FileType
+from .._sse import ServerSentEvent
+from ..types import FileInfo, FileType, FileWatchEvent, FileWatchEventType
 from ._common import (
     ApiRequest,
     expect_object,
     invalid_response,
+    optional_bool,
     optional_str,
     path_segment,
     query_bool,
@@ -131,3 +134,39 @@ def parse_exists(data: Any) -> bool:
     if not isinstance(value, bool):
         raise invalid_response(f"field 'exists' must be a boolean, got {value!r}")
     return value
+
+
+WATCH_EVENT_TYPES = ("create", "write", "remove", "rename", "chmod", "overflow")
+
+
+def watch_request(sandbox_id: str, path: str, recursive: bool) -> ApiRequest:
+    return ApiRequest(
+        "GET",
+        _files_path(sandbox_id, "/watch"),
+        params={"path": path, "recursive": query_bool(recursive)},
+        error_context=_context(sandbox_id, path),
+    )
+
+
+def parse_watch_event(event: ServerSentEvent) -> FileWatchEvent | dict[str, Any] | None:
+    """A change, the payload of a ``ready``/``error`` event (a dict with ``"event"`` set),
+    or ``None`` for an event type this SDK version does not know."""
+    known = event.event in WATCH_EVENT_TYPES
+    if not known and event.event not in ("ready", "error"):
+        return None
+    try:
+        payload = json.loads(event.data)
+    except ValueError as exc:
+        raise invalid_response(f"{event.event} event data is not JSON: {event.data!r}") from exc
+    obj = expect_object(payload, f"{event.event} event")
+    if not known:
+        return {**obj, "event": event.event}
+    kind = cast(FileWatchEventType, event.event)
+    if kind == "overflow":
+        return FileWatchEvent(type=kind, path=None, message=optional_str(obj, "message"))
+    return FileWatchEvent(
+        type=kind,
+        path=require_str(obj, "path"),
+        is_dir=optional_bool(obj, "is_dir") is True,
+        new_path=optional_str(obj, "new_path"),
+    )

@@ -12,13 +12,17 @@ import builtins
 import contextlib
 import os
 import stat
+from collections import deque
 from collections.abc import Iterator
-from typing import IO
+from typing import IO, Any
 
+from .._exceptions import WorkspaceConnectionError, error_from_envelope
 from .._primitives import upload_chunks
 from .._protocol import ApiRequest
 from .._protocol import filesystem as protocol
-from ..types import FileContent, FileInfo, LocalPath
+from .._protocol._common import invalid_response
+from .._sse import ServerSentEvent, SSEDecoder
+from ..types import FileContent, FileInfo, FileWatchEvent, LocalPath
 from ._api_client import APIClient
 from ._streaming import ResponseStream
 
@@ -155,10 +159,91 @@ class FileSystemService:
         data = self._api.request_json(protocol.move_request(sandbox_id, source, destination))
         return protocol.parse_file_info(data)
 
+    def watch(self, sandbox_id: str, path: str, recursive: bool = False) -> FileWatch:
+        """Watch a directory (or one file) for changes, with inotify inside the sandbox::
+
+            with client.filesystem.watch(sandbox_id, "/workspace", recursive=True) as changes:
+                for change in changes:
+                    print(change.type, change.path)
+
+        Events: ``create``, ``write``, ``remove``, ``rename`` (with ``new_path``),
+        ``chmod``, and ``overflow`` when the kernel dropped changes. ``recursive=True``
+        also watches directories created later. A missing path raises
+        ``FileNotFoundError`` when the watch is entered. Closing it removes the watch.
+        """
+        return FileWatch(
+            self._api, protocol.watch_request(sandbox_id, path, recursive), path=path, recursive=recursive
+        )
+
     def copy(self, sandbox_id: str, source: str, destination: str, recursive: bool = True) -> FileInfo:
         """Copy a file, or a directory tree (``recursive`` defaults to true, as on the server)."""
         data = self._api.request_json(protocol.copy_request(sandbox_id, source, destination, recursive))
         return protocol.parse_file_info(data)
+
+
+class FileWatch(ResponseStream):
+    """Changes under a path, as ``FileWatchEvent`` objects (``client.filesystem.watch``).
+
+    Enter it (``with``) to have the watch in place before you go on: changes made
+    after that are reported. Iterate it for events; it ends only when closed (raising if
+    the watch fails, e.g. ``FileNotFoundError`` once the watched path is removed).
+    Closing it removes the watch inside the sandbox.
+    """
+
+    def __init__(self, api: APIClient, request: ApiRequest, *, path: str, recursive: bool) -> None:
+        super().__init__(api, request, api.config.stream_timeout())
+        self.path = path
+        self.recursive = recursive
+        self._decoder = SSEDecoder()
+        self._pending: deque[ServerSentEvent] = deque()
+        self._ready = False
+
+    def _enter(self) -> None:
+        if self._ready:
+            return
+        self._open_response()
+        first = self._next()
+        if isinstance(first, dict) and first.get("event") == "ready":
+            self._ready = True
+            return
+        raise invalid_response(f"file watch began with {first!r} instead of a ready event")
+
+    def _next(self) -> FileWatchEvent | dict[str, Any] | None:
+        """The next change, a ready payload, or None at the end of the body; error events raise."""
+        while True:
+            while not self._pending:
+                chunk = self._read_chunk()
+                if chunk is None:
+                    return None
+                self._pending.extend(self._decoder.feed(chunk))
+            event = protocol.parse_watch_event(self._pending.popleft())
+            if isinstance(event, dict) and event.get("event") == "error":
+                raise error_from_envelope(event, context=dict(self._request.error_context))
+            if event is not None:
+                return event
+
+    def __iter__(self) -> Iterator[FileWatchEvent]:
+        return self._iterate()
+
+    def _iterate(self) -> Iterator[FileWatchEvent]:
+        try:
+            self._enter()
+            while True:
+                event = self._next()
+                if event is None:
+                    if self.closed:
+                        return
+                    raise WorkspaceConnectionError(
+                        f"the watch of {self.path} ended unexpectedly", details=dict(self._request.error_context)
+                    )
+                if isinstance(event, FileWatchEvent):
+                    yield event
+        finally:
+            self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else ("watching" if self._ready else "new")
+        return f"<{type(self).__name__} path={self.path!r} recursive={self.recursive} {state}>"
 
 
 class FileReadStream(ResponseStream):

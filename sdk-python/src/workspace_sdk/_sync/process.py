@@ -1,5 +1,6 @@
 # Generated from _async/process.py by scripts/unasync.py. Do not edit: edit that file.
-"""``client.process``: run commands, stream their output, list and signal them."""
+"""``client.process``: run commands, stream their output, list and signal them; start
+background processes and follow them by output offset (``process_handle.py``)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from ..types import (
 )
 from ._api_client import APIClient
 from ._streaming import ResponseStream
+from .process_handle import ProcessHandle, StdinContent, _send_stdin
 
 
 class ProcessService:
@@ -67,14 +69,70 @@ class ProcessService:
             command=command,
         )
 
-    def kill(self, sandbox_id: str, pid: int, signal: int = 15) -> None:
-        """Send ``signal`` (default SIGTERM) to a process started through the API."""
+    def kill(self, sandbox_id: str, pid: int | str, signal: int = 15) -> None:
+        """Send ``signal`` (default SIGTERM) to a process started through the API, by pid or
+        by a background process's tag (its whole process group gets it)."""
         self._api.request(protocol.kill_request(sandbox_id, pid, signal))
 
     def list(self, sandbox_id: str) -> builtins.list[ProcessInfo]:
-        """Running processes that were started through the API (PTY shells included)."""
+        """Running processes that were started through the API (PTY shells included), and
+        background processes that exited recently (``state == "exited"``)."""
         data = self._api.request_json(protocol.list_request(sandbox_id))
         return protocol.parse_process_list(data)
+
+    def start(
+        self,
+        sandbox_id: str,
+        command: str,
+        options: RunCommandOptions | None = None,
+        tag: str | None = None,
+        stdin: bool = False,
+        log_bytes: int | None = None,
+    ) -> ProcessHandle:
+        """Start ``command`` as a background process and return its handle as soon as it runs.
+
+        It runs until it exits or is killed: no connection holds it, so a client that
+        disconnects (or a server restart) never stops it. Its stdout and stderr are kept
+        on the sandbox's disk (the most recent ``log_bytes``, 16 MiB by default), so the
+        output can be replayed from any offset later (``client.process.connect``).
+
+        ``tag`` names it uniquely among the sandbox's running processes (``TagInUseError``
+        otherwise). With ``stdin=True`` its stdin stays open for ``send_stdin`` until
+        ``close_stdin``; without it, stdin is ``/dev/null``. ``options`` apply as for
+        ``run``; ``options.stdin`` text is written and stdin then closed.
+        """
+        text_stdin = options.stdin if options is not None else None
+        request = protocol.start_request(sandbox_id, command, options, tag, stdin or text_stdin is not None, log_bytes)
+        info = protocol.parse_process_info(self._api.request_json(request))
+        handle = ProcessHandle(self._api, sandbox_id, info)
+        if text_stdin is not None:
+            handle.send_stdin(text_stdin)
+            handle.close_stdin()
+        return handle
+
+    def connect(self, sandbox_id: str, pid_or_tag: int | str, offset: int = 0) -> ProcessHandle:
+        """A handle on a background process, by pid or tag, that follows its output from
+        ``offset`` (0: everything still kept; negative: that many bytes before the end).
+
+        Works from any client, after disconnects and server restarts. Raises
+        ``ProcessNotFoundError`` if no such process is running or retained."""
+        info = self.get(sandbox_id, pid_or_tag)
+        if offset < 0:
+            offset = max(info.output_start or 0, (info.output_end or 0) + offset)
+        return ProcessHandle(self._api, sandbox_id, info, offset=offset)
+
+    def get(self, sandbox_id: str, pid_or_tag: int | str) -> ProcessInfo:
+        """One process, by pid or tag."""
+        data = self._api.request_json(protocol.info_request(sandbox_id, pid_or_tag))
+        return protocol.parse_process_info(data)
+
+    def send_stdin(self, sandbox_id: str, pid_or_tag: int | str, data: StdinContent) -> None:
+        """Write to a background process's stdin (see ``ProcessHandle.send_stdin``)."""
+        _send_stdin(self._api, sandbox_id, pid_or_tag, data)
+
+    def close_stdin(self, sandbox_id: str, pid_or_tag: int | str) -> None:
+        """Close a background process's stdin (EOF once it has read what was sent)."""
+        self._api.request(protocol.close_stdin_request(sandbox_id, pid_or_tag))
 
 
 class ProcessStream(ResponseStream):

@@ -73,7 +73,7 @@ def sse(event: ProcessEvent | None) -> bytes:
     # pydantic-core's encoder: about 5x the stdlib's on large output events (the hot path).
     # Its JSON is compact and UTF-8, and escapes every control character, so it is one line.
     data = to_json(event.data)
-    if event.type in ("stdout", "stderr"):  # the offset to resume at, for standard SSE reconnection
+    if "end" in event.data and event.type in ("stdout", "stderr"):  # background output: where to resume
         return b"".join((b"event: ", event.type.encode(), b"\nid: %d\ndata: " % event.data["end"], data, b"\n\n"))
     return b"".join((b"event: ", event.type.encode(), b"\ndata: ", data, b"\n\n"))
 
