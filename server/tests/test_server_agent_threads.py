@@ -89,8 +89,8 @@ REAPER_SCRIPT = textwrap.dedent("""
         return pid
 
     def on_exit(name):
-        def record(code):
-            results[name] = code
+        def record(code, signal):
+            results[name] = "%d/%d" % (code, signal)
             if len(results) == 2:
                 got.set()
         return record
@@ -107,4 +107,4 @@ def test_reaper_hands_over_an_exit_that_came_before_registration() -> None:
         [sys.executable, "-c", REAPER_SCRIPT], capture_output=True, text=True, timeout=30, check=False
     )
     assert answer.returncode == 0, answer.stderr
-    assert answer.stdout.split() == ["7", "137"], answer.stdout
+    assert answer.stdout.split() == ["7/0", "137/9"], answer.stdout

@@ -38,6 +38,7 @@ import socket
 import threading
 
 from . import files, ops, wire
+from .background import Background
 from .child import WorkloadCgroup
 from .commands import Commands
 from .errors import OpError, log, os_error
@@ -56,18 +57,31 @@ if TYPE_CHECKING:
     Handler = Callable[[Stream, Dict[str, Any]], None]
 
 
+PROCESS_LOGS = "processes"
+RUN_DIR = "/run/workspace"  # the agent's own directory on the sandbox's disk (its socket's, locally)
+
+
 class Agent:
     """Runs each operation the host opens on a worker thread, and answers its errors."""
 
-    def __init__(self, spawner: UserSpawner, cgroup: WorkloadCgroup) -> None:
+    def __init__(self, spawner: UserSpawner, cgroup: WorkloadCgroup, log_dir: str) -> None:
         self.workers = Workers()
         self.commands = Commands(spawner, Reaper(), self.workers, cgroup)
+        self.background = Background(self.commands, log_dir)
         self.handlers: Dict[str, Handler] = {
             ops.HELLO: self.op_hello,
             ops.SPAWN: self.commands.op_spawn,
-            ops.PROCESSES: self.commands.op_processes,
+            ops.PROCESSES: self.background.op_processes,
             ops.SIGNAL: self.commands.op_signal,
-            ops.SHUTDOWN: self.commands.op_shutdown,
+            ops.SHUTDOWN: self.background.op_shutdown,
+            ops.START: self.background.op_start,
+            ops.PROCESS: self.background.op_process,
+            ops.FOLLOW: self.background.op_follow,
+            ops.WAIT: self.background.op_wait,
+            ops.STDIN: self.background.op_stdin,
+            ops.CLOSE_STDIN: self.background.op_close_stdin,
+            ops.KILL_PROCESS: self.background.op_kill,
+            ops.WATCH: op_watch,
             ops.STAT: files.op_stat,
             ops.EXISTS: files.op_exists,
             ops.LIST: files.op_list,
@@ -103,6 +117,12 @@ class Agent:
         stream.finish(ops.ok(version=wire.PROTOCOL_VERSION, pid=os.getpid()))
 
 
+def op_watch(stream: Stream, request: Dict[str, Any]) -> None:
+    from .watch import op_watch as watch  # ctypes: loaded by the first watch, not at start-up
+
+    watch(stream, request)
+
+
 def serve(socket_path: str, cgroup: WorkloadCgroup) -> None:
     """Serve on a Unix socket: only the host can reach it (bind-mounted from there)."""
     spawner = UserSpawner(cgroup, os.path.abspath(__file__))
@@ -117,7 +137,8 @@ def serve(socket_path: str, cgroup: WorkloadCgroup) -> None:
     os.umask(old_umask)
     listener.listen(4)
     log("listening on %s" % socket_path)
-    _serve(listener, Agent(spawner, cgroup), None)
+    # Background processes' output logs: beside the socket, on the sandbox's own disk, root's only.
+    _serve(listener, Agent(spawner, cgroup, os.path.join(os.path.dirname(socket_path), PROCESS_LOGS)), None)
 
 
 def serve_tcp(address: str, identity: Identity, cgroup: WorkloadCgroup) -> None:
@@ -131,7 +152,7 @@ def serve_tcp(address: str, identity: Identity, cgroup: WorkloadCgroup) -> None:
     listener.bind((host.strip("[]"), int(port)))
     listener.listen(16)
     log("listening on tcp %s" % address)
-    _serve(listener, Agent(spawner, cgroup), identity)
+    _serve(listener, Agent(spawner, cgroup, os.path.join(RUN_DIR, PROCESS_LOGS)), identity)
 
 
 def _serve(listener: socket.socket, agent: Agent, identity: Optional[Identity]) -> None:

@@ -2,7 +2,7 @@
 their stdin, signal them.
 
 Starting follows Supervisor's split: `prepare` checks the request and makes the stdio
-pipes or pty; `_start_in_parent` starts the child (through the user spawner, or the agent
+pipes or pty; `start_in_parent` starts the child (through the user spawner, or the agent
 itself as a fallback) and registers it with the reaper; the child step, before exec, is
 child.py. Once started, `_supervise` serves the stream until the command exits.
 """
@@ -28,7 +28,7 @@ from .terminal import open_pty, set_winsize
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional, Tuple
+    from typing import Any, Callable, Dict, List, Optional, Tuple
 
     from .link import Stream
     from .reaper import Reaper
@@ -65,6 +65,7 @@ class Process:
         self.pty = pty
         self.popen = popen
         self.exit_code: Optional[int] = None
+        self.signal: Optional[int] = None  # the signal that killed it
         self.exited = threading.Event()
         self.exited_at = 0.0
 
@@ -216,7 +217,7 @@ class Commands:
     # ---------------------------------------------------------------- spawn
     def op_spawn(self, stream: Stream, request: Dict[str, Any]) -> None:
         launch = self.prepare(request)
-        process = self._start_in_parent(stream, launch)
+        process = self.start_in_parent(launch, lambda process: stream.inbox.put(("exited", process.exit_code)))
         with self.lock:
             self.processes[process.pid] = process
         stream.send(ops.started(process.pid))
@@ -234,18 +235,21 @@ class Commands:
         ours, theirs = make_stdio(pty, bool(request.get("stdin")))
         return Launch(argv, executable, env, cwd, request.get("user") == "root", bool(pty), ours, theirs)
 
-    def _start_in_parent(self, stream: Stream, launch: Launch) -> Process:
-        """Start the child and register it with the reaper; the child's ends are closed here."""
+    def start_in_parent(self, launch: Launch, exited: Callable[[Process], None]) -> Process:
+        """Start the child and register it with the reaper; the child's ends are closed here.
+        `exited(process)` runs once, when it has exited (exit_code and signal set)."""
         holder: Dict[str, Process] = {}
 
-        def on_exit(code: int) -> None:
+        def on_exit(code: int, killed_by: int) -> None:
             process = holder["p"]  # set under the reaper's lock, before this can run
-            if process.exited.is_set():
-                return  # the spawner and our own reaper may both report it
-            process.exit_code = code
-            process.exited_at = time.monotonic()
-            process.exited.set()
-            stream.inbox.put(("exited", code))
+            with self.lock:
+                if process.exited.is_set():
+                    return  # the spawner and our own reaper may both report it
+                process.exit_code = code
+                process.signal = killed_by or None
+                process.exited_at = time.monotonic()
+                process.exited.set()
+            exited(process)
 
         def start() -> int:
             pid, popen = self._start_child(launch)

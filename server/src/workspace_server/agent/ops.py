@@ -36,6 +36,15 @@ MOVE = "move"  # -> ok(info)
 COPY = "copy"  # -> ok(info)
 READ = "read"  # -> ok(size), data frames (OUT), then end()
 WRITE = "write"  # -> ready(), data frames (IN) from the host, its eof, then ok(info)
+# Background processes (agent/background.py); `target` is a pid (int) or a tag (str).
+START = "start"  # -> ok(process)
+PROCESS = "process"  # -> ok(process)
+FOLLOW = "follow"  # -> follow_start(pid, tag, offset, dropped), output frames, dropped(offset, end)*, exit_info
+WAIT = "wait"  # -> ok(process) once it exited or the timeout ran out
+STDIN = "stdin"  # -> ready(), data frames (IN) from the host, its eof, then ok(written)
+CLOSE_STDIN = "close_stdin"  # -> ok()
+KILL_PROCESS = "kill"  # -> ok(); any process started through the API, by pid, or a background one by tag
+WATCH = "watch"  # -> ready(), then JSON lines of file events as data frames (OUT) until the host closes
 
 # ------------------------------------------------------------------ replies (agent -> host "type")
 OK = "ok"
@@ -45,6 +54,8 @@ EXIT = "exit"
 ENTRIES = "entries"
 READY = "ready"
 END = "end"
+FOLLOW_START = "start"
+DROPPED = "dropped"
 
 # ------------------------------------------------------------------ stream messages (host -> agent "type")
 EOF = "eof"  # no more stdin / upload data
@@ -127,6 +138,51 @@ def write(path: str) -> Message:
     return {"op": WRITE, "path": path}
 
 
+def start(
+    argv: List[str],
+    env: Dict[str, str],
+    cwd: str,
+    user: str,
+    timeout: Optional[float],
+    stdin: bool,
+    tag: Optional[str],
+    log_bytes: int,
+    retention: float,
+) -> Message:
+    """Start a background process; `retention`: seconds its exit and output stay after it exits."""
+    message = spawn(argv, env, cwd, user, timeout, stdin, None)
+    message.update(op=START, tag=tag, log_bytes=log_bytes, retention=retention)
+    return message
+
+
+def process(target: Any) -> Message:
+    return {"op": PROCESS, "target": target}
+
+
+def follow(target: Any, offset: int) -> Message:
+    return {"op": FOLLOW, "target": target, "offset": offset}
+
+
+def wait(target: Any, timeout: float) -> Message:
+    return {"op": WAIT, "target": target, "timeout": timeout}
+
+
+def stdin(target: Any) -> Message:
+    return {"op": STDIN, "target": target}
+
+
+def close_stdin(target: Any) -> Message:
+    return {"op": CLOSE_STDIN, "target": target}
+
+
+def kill_process(target: Any, signum: int) -> Message:
+    return {"op": KILL_PROCESS, "target": target, "signal": signum}
+
+
+def watch(path: str, recursive: bool) -> Message:
+    return {"op": WATCH, "path": path, "recursive": recursive}
+
+
 def eof() -> Message:
     return {"type": EOF}
 
@@ -168,3 +224,19 @@ def ready() -> Message:
 
 def end() -> Message:
     return {"type": END}
+
+
+def follow_start(pid: int, tag: Optional[str], offset: int, dropped: int) -> Message:
+    return {"type": FOLLOW_START, "pid": pid, "tag": tag, "offset": offset, "dropped": dropped}
+
+
+def dropped(offset: int, end: int) -> Message:
+    """Output bytes [offset, end) were no longer kept when the follower reached them."""
+    return {"type": DROPPED, "offset": offset, "end": end}
+
+
+def exit_info(
+    code: Optional[int], signum: Optional[int], finished_at: Optional[str], timed_out: bool, end: int
+) -> Message:
+    """A background process's end, after all of its output."""
+    return {"type": EXIT, "code": code, "signal": signum, "finished_at": finished_at, "timed_out": timed_out, "end": end}

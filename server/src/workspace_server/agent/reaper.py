@@ -24,12 +24,13 @@ class Reaper:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._watchers: Dict[int, Callable[[int], None]] = {}
-        self._early_exits: Dict[int, Tuple[int, float]] = {}
+        self._watchers: Dict[int, Callable[[int, int], None]] = {}
+        self._early_exits: Dict[int, Tuple[int, int, float]] = {}
         self._have_children = threading.Event()
         threading.Thread(target=self._run, name="reaper", daemon=True).start()
 
-    def spawn(self, start: Callable[[], int], on_exit: Callable[[int], None]) -> int:
+    def spawn(self, start: Callable[[], int], on_exit: Callable[[int, int], None]) -> int:
+        """Start a child; `on_exit(code, signal)` once it is reaped (signal 0 if it exited)."""
         pid = start()
         self._have_children.set()
         with self._lock:
@@ -37,7 +38,7 @@ class Reaper:
             if early is None:
                 self._watchers[pid] = on_exit
         if early is not None:
-            on_exit(early[0])
+            on_exit(early[0], early[1])
         return pid
 
     def _run(self) -> None:
@@ -56,21 +57,27 @@ class Reaper:
             if info is None:
                 continue
             code = info.si_status if info.si_code == os.CLD_EXITED else 128 + info.si_status
+            killed_by = 0 if info.si_code == os.CLD_EXITED else info.si_status
             now = time.monotonic()
             with self._lock:
                 watcher = self._watchers.pop(info.si_pid, None)
                 if watcher is None:
-                    self._early_exits[info.si_pid] = (code, now)
+                    self._early_exits[info.si_pid] = (code, killed_by, now)
                     if len(self._early_exits) > 64:
                         self._early_exits = {
                             pid: entry
                             for pid, entry in self._early_exits.items()
-                            if now - entry[1] < self.EARLY_EXIT_KEEP
+                            if now - entry[2] < self.EARLY_EXIT_KEEP
                         }
             if watcher is not None:
-                watcher(code)
+                watcher(code, killed_by)
 
 
 def exit_code(status: int) -> int:
     code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code  # killed by signal N -> 128+N
+
+
+def exit_signal(status: int) -> int:
+    """The signal that killed the process (0 if it exited)."""
+    return os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0

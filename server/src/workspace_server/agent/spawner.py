@@ -17,7 +17,7 @@ import time
 
 from .child import SANDBOX_USER, WorkloadCgroup, raise_oom_score
 from .errors import log
-from .reaper import exit_code
+from .reaper import exit_code, exit_signal
 from .terminal import set_controlling_tty
 
 TYPE_CHECKING = False
@@ -55,8 +55,8 @@ class UserSpawner:
         self._lock = threading.Lock()
         self._next_id = 0
         self._replies: Dict[int, "queue.Queue[Dict[str, Any]]"] = {}
-        self._watchers: Dict[int, Callable[[int], None]] = {}
-        self._early_exits: Dict[int, int] = {}
+        self._watchers: Dict[int, Callable[[int, int], None]] = {}
+        self._early_exits: Dict[int, Tuple[int, int]] = {}
         self._respawned_at: List[float] = []
 
     def fork(self) -> None:
@@ -188,13 +188,13 @@ class UserSpawner:
         except OSError:
             pass
 
-    def watch(self, pid: int, on_exit: Callable[[int], None]) -> None:
+    def watch(self, pid: int, on_exit: Callable[[int, int], None]) -> None:
         with self._lock:
-            code = self._early_exits.pop(pid, None)
-            if code is None:
+            early = self._early_exits.pop(pid, None)
+            if early is None:
                 self._watchers[pid] = on_exit
-        if code is not None:
-            on_exit(code)
+        if early is not None:
+            on_exit(early[0], early[1])
 
     def _read(self, sock: socket.socket, pid: int) -> None:
         while True:
@@ -210,13 +210,13 @@ class UserSpawner:
                     log("user spawner restarted")
                     self.alive = True
             elif "exit" in message:
-                pid, code = int(message["exit"]), int(message["code"])
+                pid, code, killed_by = int(message["exit"]), int(message["code"]), int(message.get("signal", 0))
                 with self._lock:
                     watcher = self._watchers.pop(pid, None)
                     if watcher is None:
-                        self._early_exits[pid] = code
+                        self._early_exits[pid] = (code, killed_by)
                 if watcher is not None:
-                    watcher(code)
+                    watcher(code, killed_by)
             else:
                 with self._lock:
                     replies = self._replies.get(int(message["id"]))
@@ -264,7 +264,7 @@ def run_spawner(sock: socket.socket, cgroup: WorkloadCgroup) -> None:
                 child = children.pop(pid, None)
                 if child is not None:
                     child.returncode = exit_code(status)
-                sock.send(json.dumps({"exit": pid, "code": exit_code(status)}).encode())
+                sock.send(json.dumps({"exit": pid, "code": exit_code(status), "signal": exit_signal(status)}).encode())
         if sock.fileno() in readable:
             data, fds, _, _ = socket.recv_fds(sock, 1 << 20, 3)
             if not data:

@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import os
+import select
 import stat
 import struct
+
+from . import wire
+from .errors import OpError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Dict, List, Optional
+
+    from .link import Stream
 
 IN_MODIFY = 0x00000002
 IN_ATTRIB = 0x00000004
@@ -216,3 +223,32 @@ class Watch:
         if self.fd >= 0:
             os.close(self.fd)  # removes every watch of the instance
             self.fd = -1
+
+
+def op_watch(stream: Stream, request: Dict[str, Any]) -> None:
+    """Watch a path until the host closes the stream. Events go out as JSON lines on the
+    data channel: under flow control, so a slow reader stalls only this watch, and the
+    kernel's queue overflowing is then reported as an event."""
+    path = request["path"]
+    try:
+        watch = Watch(path, bool(request.get("recursive")))
+    except WatchError as exc:
+        raise OpError(exc.code, exc.message, path=path) from None
+    try:
+        stream.send({"type": "ready"})
+        poller = select.poll()
+        poller.register(watch.fd, select.POLLIN)
+        while not stream.closed:
+            if not poller.poll(250):
+                continue  # now and then: has the host closed the stream?
+            events = watch.read()
+            if events:
+                lines = b"".join(json.dumps(event, separators=(",", ":")).encode() + b"\n" for event in events)
+                if not stream.send_data(wire.OUT, lines):
+                    break
+            if watch.ended:
+                stream.finish(wire.error_message("FILE_NOT_FOUND", watch.ended, {"path": path}))
+                return
+        stream.forget()
+    finally:
+        watch.close()
