@@ -22,6 +22,7 @@ class Stream:
         self.id = stream_id
         self.inbox: "queue.Queue[Tuple[str, Any]]" = queue.Queue()
         self._credit = wire.WINDOW
+        self._unacked_frames = 0  # data frames sent since the last credit frame
         self._cond = threading.Condition()
         self.closed = False
 
@@ -34,12 +35,13 @@ class Stream:
         view = memoryview(data)
         while view:
             with self._cond:
-                while self._credit <= 0 and not self.closed:
+                while (self._credit <= 0 or self._unacked_frames >= wire.MAX_UNACKED_FRAMES) and not self.closed:
                     self._cond.wait()
                 if self.closed:
                     return False
                 size = min(self._credit, len(view), wire.CHUNK)
                 self._credit -= size
+                self._unacked_frames += 1
             self.link.send(wire.encode(self.id, kind, bytes(view[:size])))
             view = view[size:]
         return True
@@ -59,6 +61,7 @@ class Stream:
     def add_credit(self, amount: int) -> None:
         with self._cond:
             self._credit += amount
+            self._unacked_frames = 0
             self._cond.notify_all()
 
     def grant(self, amount: int) -> None:

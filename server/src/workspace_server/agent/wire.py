@@ -37,6 +37,10 @@ CLOSE = 7  # either way: the stream is finished; no more frames follow on it
 DATA_KINDS = (OUT, ERR, IN)
 
 WINDOW = 4 * 1024 * 1024
+# The host also bounds a stream's unread frames (many tiny ones cost memory too), so a sender
+# sends at most this many data frames between two credit frames; the host grants credit when
+# it has read a quarter of the window or everything it had.
+MAX_UNACKED_FRAMES = 512
 CHUNK = 256 * 1024
 MAX_FRAME = CHUNK + 64 * 1024  # data chunk or JSON message, whichever is larger
 

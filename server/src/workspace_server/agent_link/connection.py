@@ -117,7 +117,9 @@ class AgentStream:
         elif frame[0] in (wire.OUT, wire.ERR):
             self._buffered -= len(frame[1])
             self._consumed += len(frame[1])
-            if self._consumed >= wire.WINDOW // 4:
+            # Also when we caught up: the agent holds back small frames until it hears from
+            # us (wire.MAX_UNACKED_FRAMES), and a trickle of them never adds up to a quarter.
+            if self._consumed >= wire.WINDOW // 4 or (self._frames.empty() and self._consumed):
                 self._connection.write(wire.encode_credit(self.id, self._consumed))
                 self._consumed = 0
         return frame
