@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 
-from . import wire
+from . import ops, wire
 from .commands import EXIT_DRAIN_CAP, EXIT_DRAIN_GRACE
 from .errors import OpError, log
 from .files import iso_time
@@ -86,14 +86,8 @@ class Job:
         }
 
     def exit_message(self) -> Dict[str, Any]:
-        return {
-            "type": "exit",
-            "code": self.process.exit_code,
-            "signal": self.process.signal,
-            "finished_at": self.finished_at,
-            "timed_out": self.timed_out,
-            "end": self.output.end,
-        }
+        process = self.process
+        return ops.exit_info(process.exit_code, process.signal, self.finished_at, self.timed_out, self.output.end)
 
 
 def acquire(lock: threading.Lock, stream: Stream) -> bool:
@@ -184,7 +178,7 @@ class Background:
                     self.reserved_tags.discard(tag)
         if process.exited.is_set():  # it may have exited before we knew its job
             self._exited(job.pid)
-        stream.finish({"type": "ok", "process": job.info()})
+        stream.finish(ops.ok(process=job.info()))
 
     # ---------------------------------------------------------------- the pump
     def _watch_output(self, job: Job, timeout: Optional[float]) -> None:
@@ -368,7 +362,7 @@ class Background:
         with self.lock:
             job.followers += 1
         try:
-            stream.send({"type": "start", "pid": job.pid, "tag": job.tag, "offset": offset, "dropped": dropped})
+            stream.send(ops.follow_start(job.pid, job.tag, offset, dropped))
             self._follow(stream, job, offset)
         finally:
             with self.lock:
@@ -381,7 +375,7 @@ class Background:
             try:
                 kind, data, run = output.read(offset, wire.CHUNK, run)
             except Dropped as gap:
-                stream.send({"type": "dropped", "offset": offset, "end": gap.start})
+                stream.send(ops.dropped(offset, gap.start))
                 offset = gap.start
                 continue
             if data:
@@ -401,7 +395,7 @@ class Background:
         while not stream.closed and not job.done.wait(min(POLL_SLICE, max(0.0, deadline - time.monotonic()))):
             if time.monotonic() >= deadline:
                 break
-        stream.finish({"type": "ok", "process": job.info()})
+        stream.finish(ops.ok(process=job.info()))
 
     def op_process(self, stream: Stream, request: Dict[str, Any]) -> None:
         target = request["target"]
@@ -413,7 +407,7 @@ class Background:
                 raise
             info = {"pid": foreground.pid, "command": foreground.argv[0], "args": foreground.argv[1:]}
             info.update(pty=foreground.pty, background=False, state="running")
-        stream.finish({"type": "ok", "process": info})
+        stream.finish(ops.ok(process=info))
 
     def _foreground(self, target: Union[int, str]) -> Optional[Process]:
         if not isinstance(target, int):
@@ -429,7 +423,7 @@ class Background:
             return
         try:
             self._check_stdin(job)
-            stream.send({"type": "ready"})
+            stream.send(ops.ready())
             written = 0
             while True:
                 what, value = stream.inbox.get()
@@ -437,7 +431,7 @@ class Background:
                     self._write_stdin(stream, job, value)
                     written += len(value)
                     stream.grant(len(value))
-                elif what == "msg" and value.get("type") == "eof":
+                elif what == "msg" and value.get("type") == ops.EOF:
                     break
                 elif what == "closed":
                     stream.forget()
@@ -446,7 +440,7 @@ class Background:
             if job.done.is_set():
                 self._close_stdin_of_exited(job)
             job.stdin_lock.release()
-        stream.finish({"type": "ok", "written": written})
+        stream.finish(ops.ok(written=written))
 
     def _check_stdin(self, job: Job) -> None:
         if job.stdin == "open" and job.process.exited.is_set():
@@ -500,7 +494,7 @@ class Background:
                 job.stdin = "closed"
         finally:
             job.stdin_lock.release()
-        stream.finish({"type": "ok"})
+        stream.finish(ops.ok())
 
     # ---------------------------------------------------------------- signals
     def op_kill(self, stream: Stream, request: Dict[str, Any]) -> None:
@@ -513,12 +507,12 @@ class Background:
             job = self.find(target)
             if not job.process.exited.is_set():
                 job.process.signal_group(signum)
-        stream.finish({"type": "ok"})
+        stream.finish(ops.ok())
 
     def op_processes(self, stream: Stream, request: Dict[str, Any]) -> None:
         with self.commands.lock:
             listed = [{"pid": p.pid, "argv": p.argv, "pty": p.pty} for p in self.commands.processes.values()]
-        stream.finish({"type": "ok", "processes": listed + self.listed()})
+        stream.finish(ops.ok(processes=listed + self.listed()))
 
     def op_shutdown(self, stream: Stream, request: Dict[str, Any]) -> None:
         """A graceful delete: background processes get SIGTERM too, and the same grace."""

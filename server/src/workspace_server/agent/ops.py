@@ -239,4 +239,11 @@ def exit_info(
     code: Optional[int], signum: Optional[int], finished_at: Optional[str], timed_out: bool, end: int
 ) -> Message:
     """A background process's end, after all of its output."""
-    return {"type": EXIT, "code": code, "signal": signum, "finished_at": finished_at, "timed_out": timed_out, "end": end}
+    return {
+        "type": EXIT,
+        "code": code,
+        "signal": signum,
+        "finished_at": finished_at,
+        "timed_out": timed_out,
+        "end": end,
+    }

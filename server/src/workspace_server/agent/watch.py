@@ -16,7 +16,7 @@ import select
 import stat
 import struct
 
-from . import wire
+from . import ops, wire
 from .errors import OpError
 
 TYPE_CHECKING = False
@@ -235,7 +235,7 @@ def op_watch(stream: Stream, request: Dict[str, Any]) -> None:
     except WatchError as exc:
         raise OpError(exc.code, exc.message, path=path) from None
     try:
-        stream.send({"type": "ready"})
+        stream.send(ops.ready())
         poller = select.poll()
         poller.register(watch.fd, select.POLLIN)
         while not stream.closed:
@@ -247,7 +247,7 @@ def op_watch(stream: Stream, request: Dict[str, Any]) -> None:
                 if not stream.send_data(wire.OUT, lines):
                     break
             if watch.ended:
-                stream.finish(wire.error_message("FILE_NOT_FOUND", watch.ended, {"path": path}))
+                stream.finish(ops.error("FILE_NOT_FOUND", watch.ended, {"path": path}))
                 return
         stream.forget()
     finally:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from workspace_server.agent import ops, wire
 from workspace_server.agent_link.connection import (
@@ -23,6 +23,9 @@ from workspace_server.agent_link.connection import (
     error_from_reply,
 )
 from workspace_server.domain.errors import AgentNotConnected, WorkspaceError
+
+if TYPE_CHECKING:  # background.py builds on this module's event types
+    from workspace_server.agent_link.background import FollowStream, WatchStream
 
 # What a command's stream yields (see CommandStream.next).
 OutputName = Literal["stdout", "stderr"]
@@ -116,6 +119,54 @@ class SandboxAgent:
     async def shutdown(self, grace: float) -> None:
         """Terminate every command; returns once they exited or `grace` ran out."""
         await self._request(ops.shutdown(grace))
+
+    # ------------------------------------------------------------------ background processes
+    # `target` is a pid or a tag; processes are described as ProcessInfo dicts (docs/api.md).
+    async def start(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: str,
+        user: str,
+        timeout: float | None,
+        stdin: bool,
+        tag: str | None,
+        log_bytes: int,
+        retention: float,
+    ) -> dict[str, Any]:
+        request = ops.start(argv, env, cwd, user, timeout, stdin, tag, log_bytes, retention)
+        return dict((await self._request(request))["process"])
+
+    async def process(self, target: int | str) -> dict[str, Any]:
+        return dict((await self._request(ops.process(target)))["process"])
+
+    async def wait(self, target: int | str, timeout: float) -> dict[str, Any]:
+        return dict((await self._request(ops.wait(target, timeout)))["process"])
+
+    async def kill_process(self, target: int | str, signum: int) -> None:
+        await self._request(ops.kill_process(target, signum))
+
+    async def close_stdin(self, target: int | str) -> None:
+        await self._request(ops.close_stdin(target))
+
+    async def send_stdin(self, target: int | str, chunks: AsyncIterable[bytes]) -> int:
+        """Feed `chunks` to the process's stdin as fast as it reads them (the agent grants
+        credit for bytes written to the pipe); the byte count written."""
+        from workspace_server.agent_link.background import feed_stdin
+
+        return await feed_stdin(self.sandbox_id, await self._open(ops.stdin(target)), chunks)
+
+    async def follow(self, target: int | str, offset: int) -> FollowStream:
+        """Follow the output log from `offset`; `FollowStream.started` says where it begins."""
+        from workspace_server.agent_link.background import FollowStream
+
+        return FollowStream(self.sandbox_id, await self._open(ops.follow(target, offset)))
+
+    async def watch(self, path: str, recursive: bool) -> WatchStream:
+        """Watch a path; `WatchStream.ready` returns once the watch is in place."""
+        from workspace_server.agent_link.background import WatchStream
+
+        return WatchStream(self.sandbox_id, await self._open(ops.watch(path, recursive)))
 
     # ------------------------------------------------------------------ files
     async def stat(self, path: str) -> dict[str, Any]:

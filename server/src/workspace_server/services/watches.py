@@ -12,11 +12,11 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from workspace_server.agent import wire
-from workspace_server.agent_link.connection import AgentDisconnected, AgentStream
+from workspace_server.agent_link.background import WatchStream
+from workspace_server.agent_link.client import CommandFailed
 from workspace_server.domain.errors import AgentNotConnected
 from workspace_server.domain.paths import sandbox_path
-from workspace_server.services.processes import ProcessEvent, agent_failure
+from workspace_server.services.processes import ProcessEvent
 from workspace_server.services.sandboxes import SandboxService
 
 WATCH_EVENT_TYPES = frozenset({"create", "write", "remove", "rename", "chmod", "overflow"})
@@ -32,38 +32,29 @@ class WatchService:
     ) -> AsyncIterator[ProcessEvent | None]:
         """Errors (a missing path...) raise here; then `ready` and the changes. None is a
         keepalive tick. Closing the iterator removes the watch."""
-        connection = self.sandboxes.connection(sandbox_id)
         target = sandbox_path(path)
+        stream = await self.sandboxes.agent(sandbox_id).watch(target, recursive)
         try:
-            stream = await connection.open({"op": "watch", "path": target, "recursive": recursive})
-        except AgentDisconnected:
-            raise AgentNotConnected(sandbox_id) from None
-        try:
-            await stream.recv_message()  # "ready" once the watch is in place
-        except AgentDisconnected:
-            stream.close()
-            raise AgentNotConnected(sandbox_id) from None
+            await stream.ready()
         except BaseException:
             stream.close()
             raise
-        return _events(sandbox_id, stream, target, keepalive)
+        return _events(stream, target, keepalive)
 
 
-async def _events(
-    sandbox_id: str, stream: AgentStream, path: str, keepalive: float
-) -> AsyncIterator[ProcessEvent | None]:
+async def _events(stream: WatchStream, path: str, keepalive: float) -> AsyncIterator[ProcessEvent | None]:
     partial = b""
     try:
         yield ProcessEvent("ready", {"path": path})
         while True:
             try:
                 async with asyncio.timeout(keepalive):
-                    kind, payload = await stream.recv()
+                    piece = await stream.next()
             except TimeoutError:
                 yield None
                 continue
-            if kind == wire.OUT:
-                *lines, partial = (partial + payload).split(b"\n")
+            if isinstance(piece, bytes):
+                *lines, partial = (partial + piece).split(b"\n")
                 if len(partial) > MAX_EVENT_LINE:
                     yield ProcessEvent("error", {"code": "INTERNAL", "message": "the agent sent a malformed event"})
                     return
@@ -71,17 +62,14 @@ async def _events(
                     event = parse_event(line)
                     if event is not None:
                         yield event
-            elif kind == wire.MSG and payload.get("type") == "error":
-                failure = agent_failure(payload)
-                yield ProcessEvent("error", {"code": failure.code, "message": failure.message})
+            elif isinstance(piece, CommandFailed):
+                yield ProcessEvent("error", {"code": piece.error.code, "message": piece.error.message})
                 return
-            elif kind == wire.CLOSE or kind == wire.MSG:
+            else:
                 yield ProcessEvent("error", {"code": "INTERNAL", "message": "the agent ended the watch"})
                 return
-    except AgentDisconnected:
-        yield ProcessEvent(
-            "error", {"code": "AGENT_NOT_CONNECTED", "message": f"sandbox {sandbox_id}: the sandbox agent disconnected"}
-        )
+    except AgentNotConnected as exc:
+        yield ProcessEvent("error", {"code": exc.code, "message": exc.message})
     finally:
         stream.close()
 
