@@ -39,6 +39,23 @@ def serve(
     default_memory_mb: Annotated[int, typer.Option(envvar="WORKSPACE_DEFAULT_MEMORY_MB")] = 512,
     default_pids: Annotated[int, typer.Option(envvar="WORKSPACE_DEFAULT_PIDS")] = 256,
     default_disk_mb: Annotated[int, typer.Option(envvar="WORKSPACE_DEFAULT_DISK_MB")] = 1024,
+    process_log_bytes: Annotated[
+        int,
+        typer.Option(
+            envvar="WORKSPACE_PROCESS_LOG_BYTES",
+            min=64 * 1024,
+            max=1 << 30,
+            help="Output kept per background process (its most recent bytes), unless its start asks otherwise",
+        ),
+    ] = 16 * 1024 * 1024,
+    process_retention: Annotated[
+        float,
+        typer.Option(
+            envvar="WORKSPACE_PROCESS_RETENTION",
+            min=0,
+            help="Seconds an exited background process (exit status and output) stays available",
+        ),
+    ] = 600.0,
     log_level: Annotated[str, typer.Option(envvar="WORKSPACE_LOG_LEVEL")] = "INFO",
     network_allow: Annotated[
         list[str] | None,
@@ -110,6 +127,8 @@ def serve(
         pool_size=pool_size,
         max_sandboxes=max_sandboxes,
         network_allow=allowed,
+        process_log_bytes=process_log_bytes,
+        process_retention_seconds=process_retention,
         default_limits=ResourceLimits(
             cpu=default_cpu, memory_mb=default_memory_mb, pids=default_pids, disk_mb=default_disk_mb
         ),
