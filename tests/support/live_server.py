@@ -49,11 +49,15 @@ def data_root(prefix: str = "ws-test-") -> Path:
 
 
 def start_server(
-    data_dir: Path, api_key: str | None = None, extra: list[str] | None = None, env: dict[str, str] | None = None
+    data_dir: Path,
+    api_key: str | None = None,
+    extra: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    wrapper: list[str] | None = None,
 ) -> LiveServer:
     port = free_port()
     log_path = data_dir.with_suffix(".log")
-    cmd = [*workspace_command(), "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)]
+    cmd = [*(wrapper or []), *workspace_command(), "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)]
     if api_key:
         cmd += ["--api-key", api_key]
     cmd += extra or []

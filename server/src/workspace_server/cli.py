@@ -8,6 +8,7 @@ has the client verbs); this package adds its verbs through the `workspace.cli` e
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -16,12 +17,14 @@ from typing import Annotated
 import typer
 
 from workspace_server import logs
+from workspace_server.api import http_limits
 from workspace_server.config import Settings
 from workspace_server.domain.errors import WorkspaceError
 from workspace_server.domain.models import ResourceLimits
 from workspace_server.runtimes.base import Runtime
 from workspace_server.runtimes.egress import parse_allowed
 
+log = logging.getLogger("workspace")
 app = typer.Typer(help="Workspace: self-hosted sandboxes.", no_args_is_help=True, add_completion=False)
 
 
@@ -57,6 +60,37 @@ def serve(
         ),
     ] = 600.0,
     log_level: Annotated[str, typer.Option(envvar="WORKSPACE_LOG_LEVEL")] = "INFO",
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            envvar="WORKSPACE_MAX_CONNECTIONS",
+            min=1,
+            help="Client connections held at once (default: what the open-files limit leaves beside "
+            "max-sandboxes, at most 4096); more are answered 429 and closed",
+        ),
+    ] = None,
+    max_connections_per_peer: Annotated[
+        int | None,
+        typer.Option(
+            envvar="WORKSPACE_MAX_CONNECTIONS_PER_PEER",
+            min=1,
+            help="Per client address (default: a quarter of the total)",
+        ),
+    ] = None,
+    request_head_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="WORKSPACE_REQUEST_HEAD_TIMEOUT", min=0.1, help="Seconds a connection has to send a request head"
+        ),
+    ] = 20.0,
+    request_body_idle_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="WORKSPACE_REQUEST_BODY_IDLE_TIMEOUT",
+            min=0.1,
+            help="Seconds a request body may stop arriving before the connection is closed",
+        ),
+    ] = 60.0,
     network_allow: Annotated[
         list[str] | None,
         typer.Option(
@@ -129,6 +163,10 @@ def serve(
         network_allow=allowed,
         process_log_bytes=process_log_bytes,
         process_retention_seconds=process_retention,
+        max_connections=max_connections,
+        max_connections_per_peer=max_connections_per_peer,
+        request_head_timeout=request_head_timeout,
+        request_body_idle_timeout=request_body_idle_timeout,
         default_limits=ResourceLimits(
             cpu=default_cpu, memory_mb=default_memory_mb, pids=default_pids, disk_mb=default_disk_mb
         ),
@@ -148,6 +186,17 @@ def serve(
     except OSError as exc:
         typer.echo(f"error: data dir {settings.data_dir} is not writable: {exc}", err=True)
         raise typer.Exit(2) from None
+    open_files = http_limits.raise_open_files_limit()
+    connection_limits = http_limits.limits_for(
+        open_files,
+        settings.max_sandboxes,
+        settings.max_connections,
+        settings.max_connections_per_peer,
+        settings.request_head_timeout,
+        settings.request_body_idle_timeout,
+    )
+    for level, line in http_limits.describe(connection_limits, open_files, settings.max_sandboxes):
+        log.log(level, "%s", line)
     runtime: Runtime
     if runtime_name == "kubernetes":
         from workspace_server.runtimes.kubernetes.settings import from_options
@@ -192,7 +241,7 @@ def serve(
         # Longer than clients' own idle expiry (httpx: 5 s), so a client never reuses a
         # connection the server is closing at that very moment.
         timeout_keep_alive=75,
-        h11_max_incomplete_event_size=64 * 1024,
+        **http_limits.uvicorn_protocols(connection_limits),
     )
 
 

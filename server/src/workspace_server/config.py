@@ -34,6 +34,11 @@ class Settings:
     process_log_bytes: int = 16 * 1024 * 1024
     process_retention_seconds: float = 600.0
     runc: str = "runc"
+    # HTTP connection limits (api/http_limits.py); None: derived from the open-files limit.
+    max_connections: int | None = None
+    max_connections_per_peer: int | None = None
+    request_head_timeout: float = 20.0
+    request_body_idle_timeout: float = 60.0
     # Ranges sandboxes with network=true may reach although they are private or the host's
     # own (runtimes/egress.py); everything else non-public is rejected.
     network_allow: tuple[ipaddress.IPv4Network, ...] = ()

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from workspace_server.api.schemas import ErrorBody
-from workspace_server.domain.errors import WorkspaceError
+from workspace_server.domain.errors import WorkspaceError, out_of_files
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,20 @@ def install_error_handlers(app: FastAPI) -> None:
         log.info("client disconnected before the request completed")
         return error_response("INVALID_REQUEST", "the client disconnected", 400)
 
+    @app.exception_handler(OSError)
+    async def os_error(_: Request, exc: OSError) -> JSONResponse:
+        exhausted = out_of_files(exc)
+        if exhausted is None:
+            log.exception("unexpected error")
+            return error_response("INTERNAL", f"internal error: {type(exc).__name__}", 500)
+        log.warning("%s", exhausted.message)
+        return error_response(exhausted.code, exhausted.message, exhausted.http_status)
+
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        exhausted = out_of_files(exc)
+        if exhausted is not None:
+            log.warning("%s", exhausted.message)
+            return error_response(exhausted.code, exhausted.message, exhausted.http_status)
         log.exception("unexpected error")
         return error_response("INTERNAL", f"internal error: {type(exc).__name__}", 500)

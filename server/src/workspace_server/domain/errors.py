@@ -3,6 +3,7 @@ one table, and the SDK maps the same codes to exceptions."""
 
 from __future__ import annotations
 
+import errno
 from typing import Any
 
 HTTP_STATUS: dict[str, int] = {
@@ -151,3 +152,17 @@ class StorageError(WorkspaceError):
 
 class ShuttingDown(WorkspaceError):
     code = "SHUTTING_DOWN"
+
+
+FILE_TABLE_FULL = (errno.EMFILE, errno.ENFILE)
+
+
+def out_of_files(exc: BaseException) -> ResourceExhausted | None:
+    """EMFILE/ENFILE anywhere in `exc`'s chain, as the caller's RESOURCE_EXHAUSTED (429):
+    the server is out of open files for now, which is load, not a bug."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in FILE_TABLE_FULL:
+            return ResourceExhausted("the server is out of open files; retry later")
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -39,6 +39,7 @@ from workspace_server.store.sqlite import SandboxStore
 log = logging.getLogger(__name__)
 
 EXPIRY_TICK = 0.1
+RECLAIM_INTERVAL = 1.0
 POOL_REFILL_DELAY = 0.3
 AGENT_LOST = "the sandbox agent disconnected: the sandbox's init exited or was killed"
 AGENT_LOST_ON_RESTART = "the sandbox's processes did not survive the server restart"
@@ -109,6 +110,10 @@ class SandboxService:
         self._connections: dict[str, AgentConnection] = {}
         self._records: dict[str, Sandbox] = {}
         self._deleting: set[str] = set()
+        # Sandboxes whose teardown failed (out of open files, a host tool failing): retried
+        # from the background loop until it works, so none is ever left running untracked.
+        # The value says whether its record goes once it is reclaimed.
+        self._unreclaimed: dict[str, bool] = {}
         self._pool: dict[str, list[Warm]] = {name: [] for name in templates.names()}
         self._pool_filling: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -122,6 +127,7 @@ class SandboxService:
         if isinstance(self.runtime, ClusterRuntime):
             self.runtime.attach(self)
         await self._recover()
+        self._spawn(self._reclaim_loop())
         for template in self._pool:
             self._refill(template)
 
@@ -258,7 +264,7 @@ class SandboxService:
                 await connection.close()
             with contextlib.suppress(WorkspaceError):
                 self.store.delete(record.id)
-            await asyncio.shield(self.runtime.destroy(record.id))
+            await self._destroy(record.id)
             raise
         self.metrics.create_seconds.labels(source="pool" if warm else "cold").observe(time.perf_counter() - started)
         return record
@@ -273,9 +279,13 @@ class SandboxService:
                 started.agent_address, self.settings.agent_connect_timeout, self._disconnect_handler(record.id)
             )
         except BaseException as exc:
-            self._records.pop(record.id, None)
-            self.store.delete(record.id)
-            await asyncio.shield(self.runtime.destroy(record.id))
+            if await self._destroy(record.id):
+                self._records.pop(record.id, None)
+                with contextlib.suppress(WorkspaceError):
+                    self.store.delete(record.id)
+            else:  # still holds host resources: stays listed (error) until reclaimed
+                with contextlib.suppress(WorkspaceError):
+                    self._set_state(record, SandboxState.ERROR, f"the sandbox failed to start: {exc!r}")
             if isinstance(exc, AgentDisconnected):
                 raise RuntimeFailure(f"sandbox {record.id} started but its agent never answered") from exc
             raise
@@ -357,13 +367,13 @@ class SandboxService:
                     connection = await AgentConnection.connect(
                         started.agent_address, self.settings.agent_connect_timeout
                     )
-                except (WorkspaceError, AgentDisconnected, OSError) as exc:
+                except Exception as exc:
                     log.warning("warm pool for %s: could not start a sandbox: %s", template, exc)
-                    await self.runtime.destroy(sandbox_id)
+                    await self._destroy(sandbox_id)
                     await asyncio.sleep(1.0)
                     continue
                 except BaseException:  # cancelled by shutdown: a half-made pool sandbox goes too
-                    await asyncio.shield(self.runtime.destroy(sandbox_id))
+                    await self._destroy(sandbox_id)
                     raise
                 try:
                     await warm_up(SandboxAgent(sandbox_id, connection))
@@ -378,7 +388,34 @@ class SandboxService:
 
     async def _discard_warm(self, warm: Warm) -> None:
         await warm.connection.close()
-        await self.runtime.destroy(warm.sandbox_id)
+        await self._destroy(warm.sandbox_id)
+
+    # ------------------------------------------------------------------ teardown
+    async def _destroy(self, sandbox_id: str, forget_record: bool = True) -> bool:
+        """Free everything the sandbox holds on the host. If that fails it is retried from
+        the background loop (`_reclaim`) until it works: a sandbox is never left running
+        with nobody tracking it. `forget_record`: drop its record once it is reclaimed."""
+        try:
+            await asyncio.shield(self.runtime.destroy(sandbox_id))
+        except Exception as exc:
+            log.warning("sandbox %s could not be torn down (%r); retrying in the background", sandbox_id, exc)
+            self._unreclaimed[sandbox_id] = forget_record or self._unreclaimed.get(sandbox_id, False)
+            return False
+        self._unreclaimed.pop(sandbox_id, None)
+        return True
+
+    async def _reclaim_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RECLAIM_INTERVAL)
+            for sandbox_id, forget_record in list(self._unreclaimed.items()):
+                if sandbox_id in self._deleting or not await self._destroy(sandbox_id, forget_record):
+                    continue
+                log.info("sandbox %s: torn down after an earlier failure", sandbox_id)
+                if forget_record and sandbox_id in self._records:
+                    with contextlib.suppress(WorkspaceError):
+                        self.store.delete(sandbox_id)
+                        self._records.pop(sandbox_id, None)
+                        self.activity.forget(sandbox_id)
 
     # ------------------------------------------------------------------ agent loss
     def _disconnect_handler(self, sandbox_id: str):  # type: ignore[no-untyped-def]
@@ -456,7 +493,12 @@ class SandboxService:
                 await connection.close()
             for callback in self._on_sandbox_gone:
                 callback(sandbox_id)
-            await asyncio.shield(self.runtime.destroy(sandbox_id))
+            if not await self._destroy(sandbox_id):
+                # Still holds host resources: stays listed (deleting) until the background
+                # retry tears it down and drops the record.
+                raise ResourceExhausted(
+                    f"sandbox {sandbox_id} could not be removed yet; the server keeps trying", sandbox_id=sandbox_id
+                )
             self.store.delete(sandbox_id)
             self._records.pop(sandbox_id, None)
             self.activity.forget(sandbox_id)
@@ -524,7 +566,7 @@ class SandboxService:
         for sandbox_id in await self.runtime.list_ids():
             gone = sandbox_id not in known or self._records.get(sandbox_id) is None
             if gone and sandbox_id not in self._connections:
-                await self.runtime.destroy(sandbox_id)
+                await self._destroy(sandbox_id, forget_record=False)
 
     async def _recover_one(self, record: Sandbox) -> None:
         state = record.state
@@ -539,7 +581,7 @@ class SandboxService:
             return
         if state == SandboxState.STARTING and record.started_at is None:  # a create or a fork cut short
             self._set_state(record, SandboxState.ERROR, STARTING_ON_RESTART)
-            await self.runtime.destroy(record.id)
+            await self._destroy(record.id, forget_record=False)
             return
         if state in (SandboxState.STOPPING, SandboxState.STARTING):  # a stop or a start cut short
             await self._keep_files_only(record, STOPPED_ON_RESTART if state == SandboxState.STARTING else None)
@@ -566,7 +608,7 @@ class SandboxService:
         """The sandbox's processes are gone or going: stop it, keeping its disk."""
         if not self.runtime.has_disk(record.id):
             self._set_state(record, SandboxState.ERROR, reason or DISK_MISSING)
-            await self.runtime.destroy(record.id)
+            await self._destroy(record.id, forget_record=False)
             return
         try:
             await self.runtime.stop(record.id)
