@@ -211,19 +211,29 @@ class SandboxAgent:
             stream.close()
             raise
 
+        size = header.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            stream.close()
+            raise AgentNotConnected(self.sandbox_id, "the sandbox agent answered a read without a valid size")
+
         async def chunks() -> AsyncIterator[bytes]:
+            # Exactly the announced size (the Content-Length): a file still growing (a log
+            # being appended to) is cut there, and a hostile agent cannot overrun it either.
+            left = size
             try:
                 with self._mapped("the sandbox agent disconnected during the download"):
-                    while True:
+                    while left > 0:
                         kind, payload = await stream.recv()
                         if kind == wire.OUT:
-                            yield payload
+                            chunk = payload if len(payload) <= left else payload[:left]
+                            left -= len(chunk)
+                            yield chunk
                         elif kind == wire.MSG or kind == wire.CLOSE:
                             return
             finally:
                 stream.close()
 
-        return int(header["size"]), chunks()
+        return size, chunks()
 
     async def write(self, path: str, chunks: AsyncIterable[bytes]) -> dict[str, Any]:
         """Write the file from `chunks` (atomically: the agent renames it into place at the
