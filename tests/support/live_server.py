@@ -57,7 +57,17 @@ def start_server(
 ) -> LiveServer:
     port = free_port()
     log_path = data_dir.with_suffix(".log")
-    cmd = [*(wrapper or []), *workspace_command(), "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)]
+    cmd = [
+        *(wrapper or []),
+        *workspace_command(),
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+    ]
     if api_key:
         cmd += ["--api-key", api_key]
     cmd += extra or []

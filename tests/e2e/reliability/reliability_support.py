@@ -362,9 +362,7 @@ class Harness:
         self.own_mounts: list[Path] = []  # file systems the test itself mounted (unmounted last)
 
     # -- server lifecycle
-    def start(
-        self, pool_size: int = 0, extra: list[str] | None = None, wrapper: list[str] | None = None
-    ) -> LiveServer:
+    def start(self, pool_size: int = 0, extra: list[str] | None = None, wrapper: list[str] | None = None) -> LiveServer:
         """`wrapper` runs the server under a command (say `prlimit --nofile=...`)."""
         assert self.server is None or self.server.process.poll() is not None, "a server is already running"
         args = ["--pool-size", str(pool_size), *(extra or [])]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from tests.e2e.reliability.reliability_support import Harness, create, run
@@ -38,7 +37,7 @@ def test_download_of_a_growing_file_sends_exactly_the_announced_size(harness: Ha
         sandbox_id = sandbox["id"]
         started = client.post(
             f"/sandboxes/{sandbox_id}/processes/run",
-            json={"command": "sh", "args": ["-c", f"python3 -c \"{APPENDER}\" >/dev/null 2>&1 &"]},
+            json={"command": "sh", "args": ["-c", f'python3 -c "{APPENDER}" >/dev/null 2>&1 &']},
         )
         assert started.status_code == 200, started.text
         run(client, sandbox_id, "sh", "-c", "while [ ! -s /workspace/growing.log ]; do sleep 0.05; done", timeout=10)

@@ -148,7 +148,7 @@ def test_attack_connections_that_never_send_a_request_are_closed_and_capped_per_
             b"Content-Length: 1000\r\n\r\n{"
         )
         assert closed_by_server(slow_head, 5)[0], "a half-sent request head was kept open"
-        closed, answer = closed_by_server(slow_body, 5)
+        closed, _answer = closed_by_server(slow_body, 5)
         assert closed, "a request body that stopped arriving was kept open"
     # The slots are given back: the attacker's address is served again.
     with connections(harness.url, 40):

@@ -22,6 +22,7 @@ from tests.e2e.security.attack_support import (
     assert_sandbox_answers,
     assert_service_healthy,
     new_marker,
+    output,
     py,
     run,
     sh,
@@ -305,11 +306,7 @@ def test_attack_root_writes_past_quota_into_run_workspace(
         # the quota (the host sees only the sparse image file).
         image = bundle / "disk.img"
         assert image.stat().st_blocks * 512 <= 16 << 20, f"{image} grew past the quota"
-        outside = [
-            p
-            for p in bundle.iterdir()
-            if p.is_file() and p.name not in ("disk.img", "config.json", "agent.log", "init.pid")
-        ]
+        outside = [p for p in bundle.iterdir() if p.is_file() and p.name not in ("disk.img", "config.json", "init.pid")]
         assert not outside, outside
     finally:
         for path in bundle_run.glob("fill*"):
@@ -389,3 +386,38 @@ def test_attack_cpu_hog_is_throttled_to_its_quota(
     assert cpu_seconds < 0.5 * 3 * 1.5, result  # unthrottled, four loops would take ~3 s per core
     assert_sandbox_answers(api, victim["id"])
     assert_service_healthy(api, workspace_server.url)
+
+
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+def test_attack_root_floods_the_agents_own_output_stays_on_its_disk(
+    api: httpx.Client, make_sandbox: MakeSandbox, workspace_server: LiveServer, stream: str
+) -> None:
+    """Sandbox root can open the agent's stdout and stderr (/proc/1/fd/1, 2). They are a
+    file on the sandbox's own disk image: a flood stops at disk_mb, the host's disk never
+    sees it."""
+    victim = make_sandbox(disk_mb=16)
+    fd = 1 if stream == "stdout" else 2
+    # The file itself is not sandbox root's to open; a copy of the agent's descriptor is
+    # (pidfd_getfd: sandbox root may trace the agent, docs/security.md "Known limits").
+    flood = f"""
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+pidfd = os.pidfd_open(1)
+fd = libc.syscall(438, pidfd, {fd}, 0)  # pidfd_getfd
+assert fd >= 0, os.strerror(ctypes.get_errno())
+block = b"x" * (1 << 20)
+try:
+    for _ in range(48):
+        os.write(fd, block)
+    print("wrote 48 MiB")
+except OSError as exc:
+    print("stopped:", exc.strerror)
+"""
+    answer = py(api, victim["id"], flood, user="root", timeout=60)
+    assert "No space left" in output(answer), answer
+    bundle = workspace_server.data_dir / "sandboxes" / victim["id"]
+    image = bundle / "disk.img"
+    assert image.stat().st_blocks * 512 <= 16 << 20, f"{image} grew past the quota"
+    on_host = {p.name: p.stat().st_blocks * 512 for p in bundle.iterdir() if p.is_file() and p.name != "disk.img"}
+    assert all(size <= 64 << 10 for size in on_host.values()), on_host
+    assert_sandbox_answers(api, victim["id"])

@@ -9,7 +9,7 @@ Layout under the data dir:
   sandboxes/<id>/       the bundle: config.json,
                         disk.img (an ext4 image of disk_mb, loop-mounted on rw/: /workspace,
                         /home, /tmp, /root and the agent's socket dir /run/workspace
-                        inside), agent.log
+                        inside, with the agent's stdout/stderr: agent.log)
 
 runc applies namespaces, the user-namespace id maps, cgroup limits, capabilities,
 no_new_privs, seccomp and the masked /proc paths; we only write the config.
@@ -55,6 +55,7 @@ ROOTFS_DIRS = [
     "opt/workspace-agent",
 ]
 ROOTFS_LINKS = {"bin": "usr/bin", "lib": "usr/lib", "lib64": "usr/lib64", "sbin": "usr/sbin"}
+AGENT_LOG = "agent.log"  # in the agent's socket dir, on the sandbox's disk image
 NETWORK_READY_TIMEOUT = 10.0
 RESOLV_CONF = "nameserver 10.0.2.3\n"  # slirp4netns's DNS forwarder
 SANDBOX_PYTHON = "/usr/bin/python3"
@@ -153,6 +154,17 @@ def _is_running(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state not in (b"Z", b"X")
+
+
+def _fresh_agent_log(path: Path) -> int:
+    """A new, empty agent log. On a kept disk, whatever sandbox root left under that name
+    (a symlink, a fifo, a directory) goes first: the host never follows or opens it."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
 
 
 def _cgroup_pids(path: Path) -> list[int]:
@@ -326,28 +338,34 @@ class RuncRuntime(RuncLifecycle):
             )
             (bundle / "config.json").write_text(json.dumps(config))
             pid_file = bundle / "init.pid"
-            workload_procs = await asyncio.to_thread(self._make_workload_cgroup, spec)
+            # The agent's stdout and stderr (and runc's own errors): a file on the sandbox's
+            # own disk image, so whatever sandbox root writes to them counts against disk_mb
+            # and never lands on the host's disk.
+            agent_log = await asyncio.to_thread(_fresh_agent_log, rw / "run" / AGENT_LOG)
+            workload_procs = -1
             try:
-                with open(bundle / "agent.log", "ab") as agent_log:
-                    code, _ = await run_host_command(
-                        self.runc,
-                        "--root",
-                        str(self.state_dir),
-                        "run",
-                        "--detach",
-                        "--bundle",
-                        str(bundle),
-                        "--pid-file",
-                        str(pid_file),
-                        spec.sandbox_id,
-                        stdin=workload_procs,
-                        output=agent_log,
-                    )
+                workload_procs = await asyncio.to_thread(self._make_workload_cgroup, spec)
+                code, _ = await run_host_command(
+                    self.runc,
+                    "--root",
+                    str(self.state_dir),
+                    "run",
+                    "--detach",
+                    "--bundle",
+                    str(bundle),
+                    "--pid-file",
+                    str(pid_file),
+                    spec.sandbox_id,
+                    stdin=workload_procs,
+                    output=agent_log,
+                )
+                tail = b"" if code == 0 else os.pread(agent_log, 2000, max(0, os.fstat(agent_log).st_size - 2000))
             finally:
-                os.close(workload_procs)
+                if workload_procs >= 0:
+                    os.close(workload_procs)
+                os.close(agent_log)
             if code != 0:
-                tail = (bundle / "agent.log").read_text(errors="replace")[-2000:]
-                raise RuntimeFailure(f"runc could not start the sandbox: {tail.strip()}")
+                raise RuntimeFailure(f"runc could not start the sandbox: {tail.decode(errors='replace').strip()}")
             host_pid = int(pid_file.read_text().strip())
             if spec.network:
                 await egress.restrict(bundle, host_pid, self.network_allow)  # before any packet can leave
