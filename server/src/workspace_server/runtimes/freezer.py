@@ -15,7 +15,6 @@ thawed): whatever kills a sandbox's processes thaws them first.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 from workspace_server.domain.errors import RuntimeFailure
@@ -45,8 +44,10 @@ def _state(workload: Path) -> str:
         return "THAWED"
 
 
-def freeze(sandbox: Path, agent_pid: int) -> None:
-    """Freeze every process in `sandbox` (a freezer cgroup) and below it, but `agent_pid`."""
+def freeze(sandbox: Path, agent_pid: int) -> bool:
+    """Freeze every process in `sandbox` (a freezer cgroup) and below it, but `agent_pid`.
+    A few writes to cgroupfs, no waiting: True if every process is frozen already, False
+    if some are still on their way (`settled` says when)."""
     if not sandbox.is_dir():
         raise RuntimeFailure(f"the sandbox has no freezer cgroup ({sandbox}): it is not running")
     workload = sandbox / WORKLOAD
@@ -67,9 +68,12 @@ def freeze(sandbox: Path, agent_pid: int) -> None:
     except OSError as exc:
         thaw(sandbox)
         raise RuntimeFailure(f"could not freeze the sandbox: {exc.strerror or exc}") from None
-    deadline = time.monotonic() + SETTLE_SECONDS
-    while _state(workload) != "FROZEN" and time.monotonic() < deadline:
-        time.sleep(0.001)
+    return settled(sandbox)
+
+
+def settled(sandbox: Path) -> bool:
+    """True once every process of the frozen workload is frozen (FREEZING: not yet)."""
+    return _state(sandbox / WORKLOAD) == "FROZEN"
 
 
 def thaw(sandbox: Path) -> None:
