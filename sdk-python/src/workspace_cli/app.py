@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 
@@ -20,7 +20,7 @@ from workspace_cli.commands import EXIT_WORKSPACE_ERROR
 from workspace_cli.output import age, fail, print_fields, print_json, print_table
 
 if TYPE_CHECKING:
-    from workspace_sdk import Sandbox, WorkspaceClient
+    from workspace_sdk import OnTimeout, Sandbox, WorkspaceClient
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -185,6 +185,8 @@ def create(
     pids: Annotated[int | None, typer.Option(help="Process limit")] = None,
     disk: Annotated[int | None, typer.Option("--disk", help="Disk quota in MiB")] = None,
     network: Annotated[bool | None, typer.Option("--network/--no-network", help="Outbound internet")] = None,
+    on_timeout: Annotated[str | None, typer.Option("--on-timeout", help="delete, stop or pause")] = None,
+    idle: Annotated[int | None, typer.Option("--idle", help="Idle timeout in seconds")] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Create a sandbox and print its id once it is running."""
@@ -201,6 +203,8 @@ def create(
         pids=pids,
         disk_mb=disk,
         network=network,
+        on_timeout=checked_on_timeout(on_timeout),
+        idle_timeout=idle,
     )
     with client() as api:
         sandbox = api.sandbox.create(params)
@@ -365,6 +369,88 @@ def kill(
 
 
 # --- templates ---------------------------------------------------------------------------
+
+
+def checked_on_timeout(value: str | None) -> OnTimeout | None:
+    if value not in (None, "delete", "stop", "pause"):
+        raise typer.BadParameter("must be delete, stop or pause", param_hint="--on-timeout")
+    return cast("OnTimeout | None", value)
+
+
+def print_state(sandbox: Sandbox, json_output: bool) -> None:
+    if json_output:
+        print_json(sandbox)
+    else:
+        sys.stdout.write(f"{sandbox.id} {sandbox.state}\n")
+
+
+@verb(app.command())
+def pause(sandbox_id: SandboxId, json_output: JsonOption = False) -> None:
+    """Freeze a sandbox's processes (files keep working; a command resumes it)."""
+    with client() as api:
+        print_state(api.sandbox.pause(sandbox_id), json_output)
+
+
+@verb(app.command())
+def resume(sandbox_id: SandboxId, json_output: JsonOption = False) -> None:
+    """Thaw a paused sandbox."""
+    with client() as api:
+        print_state(api.sandbox.resume(sandbox_id), json_output)
+
+
+@verb(app.command())
+def stop(
+    sandbox_id: SandboxId,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Kill processes at once (no SIGTERM grace)")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """End a sandbox's processes and free its memory; its files are kept until `rm`."""
+    with client() as api:
+        print_state(api.sandbox.stop(sandbox_id, force=force), json_output)
+
+
+@verb(app.command())
+def start(sandbox_id: SandboxId, json_output: JsonOption = False) -> None:
+    """Boot a stopped sandbox again on its files, with the same id."""
+    with client() as api:
+        print_state(api.sandbox.start(sandbox_id), json_output)
+
+
+@verb(app.command())
+def fork(
+    sandbox_id: SandboxId,
+    name: Annotated[str | None, typer.Option(help="A name for the fork")] = None,
+    metadata: Annotated[list[str] | None, typer.Option("--metadata", "-m", help="KEY=VALUE label")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """A new sandbox with a copy of this one's files; prints its id."""
+    from workspace_sdk import ForkSandboxParams
+
+    params = ForkSandboxParams(name=name, metadata=parse_pairs(metadata, "--metadata"))
+    with client() as api:
+        forked = api.sandbox.fork(sandbox_id, params)
+    if json_output:
+        print_json(forked)
+    else:
+        sys.stdout.write(forked.id + "\n")
+
+
+@verb(app.command("timeout"))
+def set_timeout(
+    sandbox_id: SandboxId,
+    seconds: Annotated[int, typer.Argument(help="Seconds from now", show_default=False)],
+    on_timeout: Annotated[str | None, typer.Option("--on-timeout", help="delete, stop or pause")] = None,
+    idle: Annotated[int | None, typer.Option("--idle", help="Idle timeout in seconds (0: off)")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Set when a sandbox times out, and what its timeout does."""
+    policy = checked_on_timeout(on_timeout)
+    with client() as api:
+        sandbox = api.sandbox.set_timeout(sandbox_id, seconds, on_timeout=policy, idle_timeout=idle)
+    if json_output:
+        print_json(sandbox)
+    else:
+        sys.stdout.write(f"{sandbox.id} expires {sandbox.expires_at or 'when it runs again'}\n")
 
 
 @verb(template_app.command("ls"))

@@ -239,3 +239,25 @@ def test_client_verbs_need_none_of_the_servers_dependencies(workspace_server: Li
     assert result.returncode == 0, result.stderr.decode()
     assert isinstance(json.loads(result.stdout), list)
     assert httpx.get(workspace_server.url + "/healthz").status_code == 200
+
+
+def test_lifecycle_verbs(server_url: str, sandbox_id: str) -> None:
+    assert run_cli(server_url, "exec", sandbox_id, "--", "sh", "-c", "echo kept > /workspace/kept").returncode == 0
+    for verb, state in (("pause", "paused"), ("resume", "running"), ("stop", "stopped"), ("start", "running")):
+        shown = run_json(server_url, verb, sandbox_id)
+        assert shown["state"] == state, (verb, shown)
+    assert run_cli(server_url, "pause", sandbox_id).stdout.decode() == f"{sandbox_id} paused\n"
+    refused = run_cli(server_url, "start", sandbox_id)
+    assert refused.returncode == 1 and "INVALID_STATE_TRANSITION" in refused.stderr.decode()
+    forked = run_cli(server_url, "fork", sandbox_id, "-m", "copy=yes")
+    fork_id = forked.stdout.decode().strip()
+    try:
+        assert forked.returncode == 0 and fork_id.startswith("sbx-") and fork_id != sandbox_id
+        assert run_json(server_url, "inspect", fork_id)["metadata"] == {"copy": "yes"}
+        cat = run_cli(server_url, "exec", fork_id, "--", "cat", "/workspace/kept")
+        assert cat.stdout.decode() == "kept\n"
+    finally:
+        run_cli(server_url, "rm", "--force", fork_id)
+    timed = run_json(server_url, "timeout", sandbox_id, "600", "--on-timeout", "stop")
+    assert (timed["timeout"], timed["on_timeout"]) == (600, "stop")
+    assert run_cli(server_url, "timeout", sandbox_id, "5", "--on-timeout", "never").returncode != 0
