@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 DISK_IMAGE = "disk.img"
 UMOUNT_ATTEMPTS = 40
 INIT_EXIT_WAIT = 2.0
+MOUNT_ATTEMPTS = 40
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -64,9 +65,14 @@ class RuncLifecycle:
             return  # still mounted from before (a stop cut short by a crash): never twice
         if not image.is_file():
             raise RuntimeFailure(f"the sandbox's disk {image.name} is missing")
-        code, out = await run_host_command("mount", "-o", "loop,nosuid,nodev", str(image), str(mountpoint))
-        if code != 0:
-            raise RuntimeFailure(f"could not mount the sandbox's disk: {out}")
+        for _ in range(MOUNT_ATTEMPTS):
+            code, out = await run_host_command("mount", "-o", "loop,nosuid,nodev", str(image), str(mountpoint))
+            if code == 0:
+                return
+            # Right after an unmount the kernel may still be releasing the image's previous
+            # loop device (that runs in the background): mount refuses the image meanwhile.
+            await asyncio.sleep(0.05)
+        raise RuntimeFailure(f"could not mount the sandbox's disk: {out}")
 
     async def _end_processes(self, sandbox_id: str) -> None:
         bundle = self._bundle(sandbox_id)
