@@ -20,6 +20,8 @@ SEED_NAMES = [
     "PtyOptions",
     "WorkspaceError",
     "SandboxNotFoundError",
+    "TemplateExistsError",
+    "TemplateInUseError",
     "TemplateNotFoundError",
     "FileNotFoundError",
     "PermissionDeniedError",
@@ -39,6 +41,7 @@ SEED_NAMES = [
 ]
 
 DOCS_EXCEPTIONS = [
+    "InvalidImageError",
     "InvalidRequestError",
     "CommandNotFoundError",
     "AuthenticationError",

@@ -157,6 +157,33 @@ class TemplateNotFoundError(WorkspaceError):
         return _optional_str(self._detail("template"))
 
 
+class TemplateExistsError(WorkspaceError):
+    """A template of this name exists already (import, build or snapshot with ``replace=True``
+    to replace it); built-in names are never free."""
+
+    @property
+    def template(self) -> str | None:
+        return _optional_str(self._detail("template"))
+
+
+class TemplateInUseError(WorkspaceError):
+    """Sandboxes still run from this template: delete them first (``sandboxes`` lists some)."""
+
+    @property
+    def template(self) -> str | None:
+        return _optional_str(self._detail("template"))
+
+
+class InvalidImageError(WorkspaceError):
+    """The image archive (or a sandbox's changes) cannot become a template. ``reason`` is one
+    of ``unsafe_path``, ``unsafe_link``, ``device_node``, ``corrupt``, ``digest_mismatch``,
+    ``unsupported_media_type``, ``unknown_format``, ``unsupported_entry``."""
+
+    @property
+    def reason(self) -> str | None:
+        return _optional_str(self._detail("reason"))
+
+
 class FileNotFoundError(WorkspaceError, builtins.FileNotFoundError):
     """The path does not exist in the sandbox (also a builtin ``FileNotFoundError``)."""
 
@@ -336,6 +363,10 @@ ERROR_CODE_TABLE: Mapping[str, type[WorkspaceError]] = MappingProxyType(
         "SANDBOX_NOT_RUNNING": SandboxNotRunningError,
         "SANDBOX_PAUSED": SandboxPausedError,
         "INVALID_STATE_TRANSITION": InvalidStateTransitionError,
+        "TEMPLATE_EXISTS": TemplateExistsError,
+        "TEMPLATE_IN_USE": TemplateInUseError,
+        "INVALID_IMAGE": InvalidImageError,
+        "IMAGE_TOO_LARGE": WorkspaceError,
         "FILE_EXISTS": FileExistsError,
         "TAG_IN_USE": TagInUseError,
         "STDIN_CLOSED": StdinClosedError,

@@ -91,6 +91,10 @@ def serve(
             help="Seconds a request body may stop arriving before the connection is closed",
         ),
     ] = 60.0,
+    max_image_mb: Annotated[
+        int,
+        typer.Option(envvar="WORKSPACE_MAX_IMAGE_MB", help="Largest image archive, and largest unpacked image, in MiB"),
+    ] = 16384,
     network_allow: Annotated[
         list[str] | None,
         typer.Option(
@@ -167,6 +171,7 @@ def serve(
         max_connections_per_peer=max_connections_per_peer,
         request_head_timeout=request_head_timeout,
         request_body_idle_timeout=request_body_idle_timeout,
+        max_image_bytes=max_image_mb * 1024 * 1024,
         default_limits=ResourceLimits(
             cpu=default_cpu, memory_mb=default_memory_mb, pids=default_pids, disk_mb=default_disk_mb
         ),

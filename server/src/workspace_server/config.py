@@ -25,6 +25,8 @@ class Settings:
     max_json_body: int = 1024 * 1024
     max_upload_bytes: int = 64 * 1024 * 1024 * 1024
     max_run_output: int = 64 * 1024 * 1024
+    # An image's upload and its unpacked content (each) may not exceed this.
+    max_image_bytes: int = 16 * 1024 * 1024 * 1024
     keepalive_seconds: float = 15.0
     agent_connect_timeout: float = 20.0
     stopped_retention_seconds: float = 3600.0

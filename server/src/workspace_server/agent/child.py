@@ -6,19 +6,28 @@ both start commands and both need these steps.
 
 from __future__ import annotations
 
+import json
 import os
 
 from .terminal import set_controlling_tty
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable
+    from typing import Callable, List  # noqa: F401 (type comments)
 
 SANDBOX_USER = (1000, 1000)
 # Commands are the OOM killer's first choice, so a memory hog dies and the agent survives.
 # (Raising a score needs no privilege; lowering one would.)
 COMMAND_OOM_SCORE_ADJ = b"500"
 CHOOM = "/usr/bin/choom"
+
+
+def choom_command():
+    # type: () -> List[str]
+    """choom as the agent can run it: in an image sandbox, the host's, through the host's
+    loader (runtimes/image_root.py); it then execs the command with no trace of either."""
+    given = os.environ.get("WORKSPACE_AGENT_CHOOM")
+    return list(json.loads(given)) if given else [CHOOM]
 
 
 class WorkloadCgroup:

@@ -21,7 +21,7 @@ import threading
 import time
 
 from . import ops, wire
-from .child import CHOOM, COMMAND_OOM_SCORE_ADJ, SANDBOX_USER, WorkloadCgroup, command_child_setup
+from .child import COMMAND_OOM_SCORE_ADJ, SANDBOX_USER, WorkloadCgroup, choom_command, command_child_setup
 from .errors import OpError
 from .spawner import SpawnerNotAsked
 from .terminal import open_pty, set_winsize
@@ -296,8 +296,9 @@ class Commands:
             credentials = {"user": SANDBOX_USER[0], "group": SANDBOX_USER[1], "extra_groups": []}
             # After the uid change and before exec, /proc/self is not ours to write:
             # choom raises the OOM score once exec has made it so.
-            command = [CHOOM, "-n", COMMAND_OOM_SCORE_ADJ.decode(), "--", launch.executable, *launch.argv[1:]]
-            program = CHOOM
+            choom = choom_command()
+            command = [*choom, "-n", COMMAND_OOM_SCORE_ADJ.decode(), "--", launch.executable, *launch.argv[1:]]
+            program = choom[0]
         popen = subprocess.Popen(
             command,
             executable=program,

@@ -25,6 +25,16 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Dict, List, Optional, Tuple
 
 SPAWN_MESSAGE_MAX = 60 * 1024  # larger requests take the slow path
+
+
+def agent_interpreter():
+    # type: () -> List[str]
+    """How to start our interpreter again: in an image sandbox, the host's python through the
+    host's loader (runtimes/image_root.py says so in the agent's own environment)."""
+    given = os.environ.get("WORKSPACE_AGENT_INTERPRETER")
+    return list(json.loads(given)) if given else [sys.executable]
+
+
 SPAWNER_REPLY_TIMEOUT = 3.0
 SPAWNER_WATCH_INTERVAL = 0.25
 
@@ -97,7 +107,7 @@ class UserSpawner:
             keep = [child.fileno()] + ([self.cgroup.fd] if self.cgroup.fd >= 0 else [])
             process = subprocess.Popen(
                 [
-                    sys.executable,
+                    *agent_interpreter(),
                     "-S",
                     "-E",
                     "-B",

@@ -12,7 +12,7 @@ from workspace_server import __version__
 from workspace_server.api.deps import Services
 from workspace_server.api.errors import install_error_handlers
 from workspace_server.api.middleware import GuardMiddleware
-from workspace_server.api.routes import files, health, lifecycle, processes, pty, sandboxes
+from workspace_server.api.routes import files, health, lifecycle, processes, pty, sandboxes, templates
 from workspace_server.config import Settings
 from workspace_server.domain.templates import TemplateRegistry
 from workspace_server.metrics import Metrics
@@ -23,8 +23,10 @@ from workspace_server.services.lifecycle import LifecycleService
 from workspace_server.services.processes import ProcessService
 from workspace_server.services.ptys import PtyService
 from workspace_server.services.sandboxes import SandboxService
+from workspace_server.services.templates import TemplateService
 from workspace_server.services.watches import WatchService
 from workspace_server.store.sqlite import SandboxStore
+from workspace_server.templates.store import TemplateStore
 
 log = logging.getLogger("workspace")
 
@@ -44,8 +46,17 @@ def create_app(settings: Settings, runtime: Runtime | None = None, checked: bool
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         store = SandboxStore(settings.data_dir / "state.db")
         metrics = Metrics()
-        templates = TemplateRegistry()
-        sandbox_service = SandboxService(settings, store, chosen, templates, metrics)
+        template_store = TemplateStore(settings.data_dir / "templates")
+        template_store.open()
+        registry = TemplateRegistry(images=template_store)
+        sandbox_service = SandboxService(settings, store, chosen, registry, metrics)
+        template_service = TemplateService(
+            registry,
+            template_store,
+            settings.max_image_bytes,
+            users_of=sandbox_service.users_of,
+            layers_in_use=chosen.layers_in_use,
+        )
         metrics.track_states(sandbox_service.counts_by_state)
         lifecycle_service = LifecycleService(sandbox_service)
         process_service = ProcessService(sandbox_service, lifecycle_service)
@@ -58,6 +69,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None, checked: bool
             files=FileService(sandbox_service),
             ptys=PtyService(sandbox_service, process_service),
             watches=WatchService(sandbox_service),
+            templates=template_service,
             metrics=metrics,
         )
         await sandbox_service.start()
@@ -66,7 +78,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None, checked: bool
             "runtime=%s data_dir=%s templates=%s pool_size=%d",
             chosen.name,
             settings.data_dir,
-            ",".join(templates.names()),
+            ",".join(t.name for t in registry.all()),
             settings.pool_size,
         )
         log.info(
@@ -85,7 +97,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None, checked: bool
         description="Self-hosted sandboxes: create, run commands, stream output, files, PTYs.",
     )
     install_error_handlers(app)
-    for module in (health, sandboxes, lifecycle, processes, files, pty):
+    for module in (health, sandboxes, templates, lifecycle, processes, files, pty):
         app.include_router(module.router)
     app.include_router(pty.socket_router)
     app.add_middleware(

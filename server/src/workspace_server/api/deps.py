@@ -14,6 +14,7 @@ from workspace_server.services.lifecycle import LifecycleService
 from workspace_server.services.processes import ProcessService
 from workspace_server.services.ptys import PtyService
 from workspace_server.services.sandboxes import SandboxService
+from workspace_server.services.templates import TemplateService
 from workspace_server.services.watches import WatchService
 
 
@@ -27,6 +28,7 @@ class Services:
     files: FileService
     ptys: PtyService
     watches: WatchService
+    templates: TemplateService
     metrics: Metrics
 
 

@@ -17,6 +17,7 @@ OPEN_PATHS = {"/healthz"}
 MAX_HEADER_BYTES = 32 * 1024
 UPLOAD_PATH = re.compile(r"^/api/v1/sandboxes/[^/]+/files$")
 STDIN_PATH = re.compile(r"^/api/v1/sandboxes/[^/]+/processes/[^/]+/stdin$")  # streamed like an upload
+IMPORT_PATH = "/api/v1/templates/import"
 SANDBOX_PATH = re.compile(r"^/api/v1/sandboxes/([^/]+)")
 
 
@@ -128,8 +129,10 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
 
-        streamed = (UPLOAD_PATH.match(path) and scope.get("method") == "PUT") or (
-            STDIN_PATH.match(path) and scope.get("method") == "POST"
+        streamed = (
+            (UPLOAD_PATH.match(path) and scope.get("method") == "PUT")
+            or (STDIN_PATH.match(path) and scope.get("method") == "POST")
+            or (path == IMPORT_PATH and scope.get("method") == "POST")
         )
         limit = self.max_upload if streamed else self.max_json_body
         declared = _header(scope, b"content-length")

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from workspace_server.domain.models import Sandbox
+from workspace_server.domain.models import Sandbox, Template
 
 ShortText = Annotated[str, StringConstraints(max_length=256)]
 EnvName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
@@ -144,10 +144,39 @@ class SandboxList(BaseModel):
 class TemplateBody(BaseModel):
     name: str
     description: str
+    digest: str | None = Field(None, description="The image's manifest digest (image templates only)")
+    layers: list[str] = Field(default_factory=list, description="Layer digests, bottom to top")
+    size: int = Field(0, description="Bytes of file content in the layers")
+    created_at: str | None = None
+    source: Literal["builtin", "imported", "built", "snapshot", "bootstrap"] = "builtin"
+    env: dict[str, str] = Field(default_factory=dict, description="The image's Env: defaults for every command")
+    working_dir: str | None = Field(None, description="The image's WorkingDir: commands' default cwd")
+    user: str | None = Field(None, description="The image's User (commands still run as `user` unless asked)")
+
+    @classmethod
+    def of(cls, template: Template) -> TemplateBody:
+        return cls(
+            name=template.name,
+            description=template.description,
+            digest=template.digest,
+            layers=list(template.layers),
+            size=template.size,
+            created_at=template.created_at,
+            source=template.source,  # type: ignore[arg-type]
+            env=dict(template.config.env),
+            working_dir=template.config.working_dir,
+            user=template.config.user,
+        )
 
 
 class TemplateList(BaseModel):
     templates: list[TemplateBody]
+
+
+class SnapshotBody(StrictModel):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    replace: bool = False
+    description: ShortText = ""
 
 
 class RunCommandBody(StrictModel):

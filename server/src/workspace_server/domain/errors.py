@@ -24,6 +24,10 @@ HTTP_STATUS: dict[str, int] = {
     "SANDBOX_NOT_RUNNING": 409,
     "SANDBOX_PAUSED": 409,
     "INVALID_STATE_TRANSITION": 409,
+    "TEMPLATE_EXISTS": 409,
+    "TEMPLATE_IN_USE": 409,
+    "INVALID_IMAGE": 400,
+    "IMAGE_TOO_LARGE": 413,
     "FILE_EXISTS": 409,
     "TAG_IN_USE": 409,
     "STDIN_CLOSED": 409,
@@ -166,3 +170,36 @@ def out_of_files(exc: BaseException) -> ResourceExhausted | None:
             return ResourceExhausted("the server is out of open files; retry later")
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+class InvalidImage(WorkspaceError):
+    """An uploaded image (or a sandbox's changes) that cannot become a template; `reason` is
+    stable: unsafe_path, unsafe_link, device_node, corrupt, digest_mismatch,
+    unsupported_media_type, unknown_format, unsupported_entry."""
+
+    code = "INVALID_IMAGE"
+
+    def __init__(self, reason: str, message: str, **details: Any) -> None:
+        super().__init__(message, reason=reason, **details)
+
+
+class ImageTooLarge(WorkspaceError):
+    code = "IMAGE_TOO_LARGE"
+
+
+class TemplateExists(WorkspaceError):
+    code = "TEMPLATE_EXISTS"
+
+    def __init__(self, template: str) -> None:
+        super().__init__(f"template {template!r} already exists (ask to replace it)", template=template)
+
+
+class TemplateInUse(WorkspaceError):
+    code = "TEMPLATE_IN_USE"
+
+    def __init__(self, template: str, sandboxes: list[str]) -> None:
+        super().__init__(
+            f"template {template!r} is used by {len(sandboxes)} sandbox(es): delete them first",
+            template=template,
+            sandboxes=sandboxes[:20],
+        )

@@ -35,9 +35,31 @@ class ResourceLimits:
 
 
 @dataclass(frozen=True)
+class ImageConfig:
+    """What an image says about every command: defaults a request's own fields override."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    working_dir: str | None = None
+    user: str | None = None
+
+
+@dataclass(frozen=True)
 class Template:
+    """A name sandboxes are made from. The built-in ones (no layers) run on the host's own
+    userland; the others are images: layer digests bottom to top, unpacked once each."""
+
     name: str
     description: str
+    digest: str | None = None
+    layers: tuple[str, ...] = ()
+    size: int = 0
+    created_at: str | None = None
+    source: str = "builtin"  # builtin | imported | built | snapshot | bootstrap
+    config: ImageConfig = field(default_factory=ImageConfig)
+
+    @property
+    def is_image(self) -> bool:
+        return bool(self.layers)
 
 
 @dataclass

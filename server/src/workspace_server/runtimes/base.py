@@ -100,6 +100,10 @@ class Runtime(Protocol):
         """The sandbox's processes and their CPU time now; None if it has none running."""
         ...
 
+    def layers_in_use(self) -> list[str]:
+        """Digests of the template layers this runtime's sandboxes have mounted."""
+        ...
+
     def check(self) -> None:
         """Raise a clear error if the host cannot run sandboxes."""
         ...

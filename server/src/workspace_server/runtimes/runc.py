@@ -32,10 +32,11 @@ from typing import Any
 from workspace_server import agent as agent_package
 from workspace_server.domain.errors import RuntimeFailure
 from workspace_server.domain.models import ResourceLimits
-from workspace_server.runtimes import cgroup_limits, egress, oci_config, shared_dirs, uid_ranges
+from workspace_server.runtimes import cgroup_limits, egress, image_root, oci_config, shared_dirs, uid_ranges
 from workspace_server.runtimes.base import SandboxSpec, StartedSandbox
 from workspace_server.runtimes.cgroups import sandbox_cgroup_parent
 from workspace_server.runtimes.host_commands import run_host_command
+from workspace_server.runtimes.image_mounts import ImageMounts
 from workspace_server.runtimes.runc_lifecycle import DISK_IMAGE, RuncLifecycle
 
 log = logging.getLogger(__name__)
@@ -198,6 +199,7 @@ class RuncRuntime(RuncLifecycle):
         self.cgroup_parent = sandbox_cgroup_parent()
         self._blank_disk_lock = asyncio.Lock()
         self.uid_ranges = uid_ranges.UidRanges()
+        self.images = ImageMounts(self.shared_dir, data_dir / "templates" / "layers")
 
     # ------------------------------------------------------------------ setup
     def check(self) -> None:
@@ -236,6 +238,7 @@ class RuncRuntime(RuncLifecycle):
         with the sandboxes' python3, so no sandbox pays for compiling it (the bind mount is
         read-only, so none could cache it)."""
         shutil.copytree(self.agent_source, target, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+        (target / "usr").mkdir()  # where image sandboxes see the host's /usr (runtimes/image_root.py)
         result = subprocess.run(
             [SANDBOX_PYTHON, "-m", "compileall", "-q", str(target)], capture_output=True, text=True, check=False
         )
@@ -325,6 +328,9 @@ class RuncRuntime(RuncLifecycle):
                 await self._mount_image(bundle / DISK_IMAGE, rw)
             else:
                 await self._mount_disk(bundle / DISK_IMAGE, rw, spec.limits.disk_mb)
+            if spec.template.is_image:
+                rootfs = await asyncio.to_thread(self.images.mount, bundle, rw, spec.template, host_uid)
+            elif not spec.existing_disk:
                 await asyncio.to_thread(self._populate_writable, rw, host_uid)
             config = oci_config.build_config(
                 spec,
@@ -336,6 +342,8 @@ class RuncRuntime(RuncLifecycle):
                 cgroups_path=f"{self.cgroup_parent}/{spec.sandbox_id}",
                 host_uid=host_uid,
             )
+            if spec.template.is_image:
+                config = image_root.image_config(config, rootfs)
             (bundle / "config.json").write_text(json.dumps(config))
             pid_file = bundle / "init.pid"
             # The agent's stdout and stderr (and runc's own errors): a file on the sandbox's
@@ -520,6 +528,7 @@ class RuncRuntime(RuncLifecycle):
             with contextlib.suppress(ValueError, OSError):
                 os.kill(int(network_pid.read_text()), signal.SIGKILL)
         await self._end_processes(sandbox_id)
+        await asyncio.to_thread(self.images.unmount, bundle)  # the overlay's upper lives on rw
         rw = bundle / "rw"
         if os.path.ismount(rw):
             code, _ = await run_host_command("umount", str(rw))
@@ -576,6 +585,9 @@ class RuncRuntime(RuncLifecycle):
                 log.warning("could not remove cgroups %s: processes would not die", remaining)
                 return False
             await asyncio.sleep(0.02)
+
+    def layers_in_use(self) -> list[str]:
+        return self.images.layers_in_use(self.sandboxes_dir)
 
     def oom_kills(self, sandbox_id: str) -> int:
         """OOM kills in the sandbox: the agent's cgroup plus the workload's (cgroup v1

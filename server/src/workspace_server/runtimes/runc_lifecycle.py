@@ -16,6 +16,7 @@ from workspace_server.domain.errors import RuntimeFailure
 from workspace_server.runtimes import disk_copy, freezer, uid_ranges
 from workspace_server.runtimes.base import WorkloadSample
 from workspace_server.runtimes.host_commands import run_host_command
+from workspace_server.runtimes.image_mounts import ImageMounts
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ def unmount(target: Path) -> str:
 
 class RuncLifecycle:
     uid_ranges: uid_ranges.UidRanges
+    images: ImageMounts
 
     # ---- provided by RuncRuntime
     def _bundle(self, sandbox_id: str) -> Path:
@@ -168,6 +170,7 @@ class RuncLifecycle:
             with contextlib.suppress(ValueError, OSError):
                 os.kill(int(network_pid.read_text()), signal.SIGKILL)
         await self._end_processes(sandbox_id)
+        await asyncio.to_thread(self.images.unmount, bundle)  # an image's overlay: its upper lives on rw
         rw = bundle / "rw"
         error = ""
         for _ in range(UMOUNT_ATTEMPTS):

@@ -19,7 +19,7 @@ from workspace_server.agent_link.client import (
     OutputName,
 )
 from workspace_server.domain.errors import AgentNotConnected, InvalidRequest, ProcessTimeout, ResourceExhausted
-from workspace_server.domain.models import Sandbox
+from workspace_server.domain.models import ImageConfig, Sandbox
 from workspace_server.domain.paths import sandbox_path
 from workspace_server.services.lifecycle import LifecycleService
 from workspace_server.services.sandboxes import SandboxService
@@ -58,7 +58,7 @@ class ProcessEvent:
     data: dict[str, Any]
 
 
-def base_environment(user: str | None, sandbox: Sandbox, pty: bool) -> dict[str, str]:
+def base_environment(user: str | None, sandbox: Sandbox, pty: bool, image: ImageConfig | None = None) -> dict[str, str]:
     root = user == "root"
     env = {
         "PATH": BASE_PATH,
@@ -71,6 +71,8 @@ def base_environment(user: str | None, sandbox: Sandbox, pty: bool) -> dict[str,
     }
     if pty:
         env["TERM"] = "xterm-256color"
+    if image is not None:  # the image's Env, under the sandbox's and the command's own
+        env.update(image.env)
     env.update(sandbox.env)
     return env
 
@@ -88,7 +90,9 @@ class SpawnArgs:
     pty: dict[str, int] | None
 
 
-def spawn_args(sandbox: Sandbox, command: RunCommand, *, pty: dict[str, int] | None = None) -> SpawnArgs:
+def spawn_args(
+    sandbox: Sandbox, command: RunCommand, *, pty: dict[str, int] | None = None, image: ImageConfig | None = None
+) -> SpawnArgs:
     if not command.command:
         raise InvalidRequest("command must not be empty", field="command")
     if "\x00" in command.command or any("\x00" in a for a in command.args):
@@ -97,14 +101,15 @@ def spawn_args(sandbox: Sandbox, command: RunCommand, *, pty: dict[str, int] | N
         raise InvalidRequest("user must be 'user' or 'root'", field="user")
     if command.timeout is not None and command.timeout <= 0:
         raise InvalidRequest("timeout must be a positive number of seconds", field="timeout")
-    env = base_environment(command.user, sandbox, pty is not None)
+    env = base_environment(command.user, sandbox, pty is not None, image)
     env.update(command.env)
     if any("\x00" in k or "=" in k or not k or "\x00" in v for k, v in env.items()):
         raise InvalidRequest("env names must be non-empty without '=' or NUL; values without NUL", field="env")
+    default_cwd = (image.working_dir if image is not None else None) or "/workspace"
     return SpawnArgs(
         argv=[command.command, *command.args],
         env=env,
-        cwd=sandbox_path(command.cwd, field="cwd") if command.cwd else "/workspace",
+        cwd=sandbox_path(command.cwd, field="cwd") if command.cwd else default_cwd,
         user=command.user or "user",
         timeout=command.timeout,
         stdin=command.stdin is not None or pty is not None,
@@ -134,7 +139,7 @@ class ProcessService:
         self, sandbox_id: str, command: RunCommand, pty: dict[str, int] | None
     ) -> tuple[CommandStream, int]:
         sandbox = self.sandboxes.record(sandbox_id)
-        args = spawn_args(sandbox, command, pty=pty)
+        args = spawn_args(sandbox, command, pty=pty, image=self.sandboxes.image_config(sandbox))
         agent = self.sandboxes.agent(sandbox_id)
         stream = await agent.spawn(args.argv, args.env, args.cwd, args.user, args.timeout, args.stdin, args.pty)
         try:

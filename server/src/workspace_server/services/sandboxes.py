@@ -27,7 +27,7 @@ from workspace_server.domain.errors import (
     ShuttingDown,
     WorkspaceError,
 )
-from workspace_server.domain.models import OnTimeout, ResourceLimits, Sandbox, SandboxState
+from workspace_server.domain.models import ImageConfig, OnTimeout, ResourceLimits, Sandbox, SandboxState
 from workspace_server.domain.templates import TemplateRegistry
 from workspace_server.logs import request_id_var, sandbox_id_var
 from workspace_server.metrics import Metrics
@@ -182,6 +182,20 @@ class SandboxService:
 
     def list(self, state: SandboxState | None = None) -> list[Sandbox]:
         return self.store.list(state)
+
+    def image_config(self, record: Sandbox) -> ImageConfig | None:
+        """The image config of the sandbox's template (None for the built-in ones)."""
+        try:
+            template = self.templates.get(record.template)
+        except WorkspaceError:
+            return None
+        return template.config if template.is_image else None
+
+    def users_of(self, template: str) -> builtins.list[str]:
+        """Sandboxes made from `template` that may run again (paused and stopped ones too: they
+        boot on its layers). Warm ones are not users: they can be discarded."""
+        gone = (SandboxState.DELETING, SandboxState.ERROR)
+        return sorted(r.id for r in self._records.values() if r.template == template and r.state not in gone)
 
     def agent(self, sandbox_id: str) -> SandboxAgent:
         """The agent of a running sandbox, or the error that says why there is none."""
@@ -349,7 +363,12 @@ class SandboxService:
         return None
 
     def _refill(self, template: str, delay: float = 0.0) -> None:
-        if self._closing or self.settings.pool_size <= 0 or template in self._pool_filling:
+        if (
+            self._closing
+            or self.settings.pool_size <= 0
+            or template in self._pool_filling
+            or template not in self._pool
+        ):
             return
         self._pool_filling.add(template)
         self._spawn(self._fill_pool(template, delay))

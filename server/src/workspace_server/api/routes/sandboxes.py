@@ -6,14 +6,7 @@ from fastapi import APIRouter, Body, Depends, Query, Response
 
 from workspace_server.api.deps import Services, services
 from workspace_server.api.errors import ERROR_RESPONSES
-from workspace_server.api.schemas import (
-    CreateSandboxBody,
-    SandboxBody,
-    SandboxList,
-    StateName,
-    TemplateBody,
-    TemplateList,
-)
+from workspace_server.api.schemas import CreateSandboxBody, SandboxBody, SandboxList, StateName
 from workspace_server.domain.models import SandboxState
 from workspace_server.services.sandboxes import CreateRequest
 
@@ -52,10 +45,3 @@ async def delete_sandbox(
 ) -> Response:
     await svc.sandboxes.delete(sandbox_id, force=force)
     return Response(status_code=204)
-
-
-@router.get("/templates", response_model=TemplateList)
-async def list_templates(svc: Annotated[Services, Depends(services)]) -> TemplateList:
-    return TemplateList(
-        templates=[TemplateBody(name=t.name, description=t.description) for t in svc.sandboxes.templates.all()]
-    )

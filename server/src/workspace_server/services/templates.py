@@ -1,0 +1,125 @@
+"""Templates: list, get, import an image archive, delete (refused while sandboxes use it),
+and garbage collection of layers nothing uses any more."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+
+from workspace_server.domain.errors import (
+    ImageTooLarge,
+    InvalidRequest,
+    TemplateExists,
+    TemplateInUse,
+    TemplateNotFound,
+)
+from workspace_server.domain.models import Template
+from workspace_server.domain.templates import TemplateRegistry, canonical_name
+from workspace_server.templates import importer
+from workspace_server.templates.store import TemplateStore
+
+log = logging.getLogger(__name__)
+
+# Unpacking is disk- and CPU-bound: two at a time keep the API responsive.
+CONCURRENT_IMPORTS = 2
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class TemplateService:
+    def __init__(
+        self,
+        registry: TemplateRegistry,
+        store: TemplateStore,
+        max_image_bytes: int,
+        users_of: Callable[[str], list[str]],
+        layers_in_use: Callable[[], Iterable[str]],
+    ) -> None:
+        """`users_of(name)`: ids of live sandboxes made from a template; `layers_in_use()`:
+        the layers live sandboxes have mounted (a replaced template's old ones included)."""
+        self.registry = registry
+        self.store = store
+        self.max_image_bytes = max_image_bytes
+        self._users_of = users_of
+        self._layers_in_use = layers_in_use
+        self._imports = asyncio.Semaphore(CONCURRENT_IMPORTS)
+
+    def all(self) -> list[Template]:
+        return self.registry.all()
+
+    def get(self, name: str) -> Template:
+        return self.registry.get(name)
+
+    def new_name(self, reference: str, replace: bool) -> str:
+        """The canonical name for a new template; TEMPLATE_EXISTS early (before an upload is
+        read) if it is taken and replacing was not asked for. Built-in names are never free."""
+        name = canonical_name(reference)
+        if self.registry.builtin(name) is not None or self.registry.builtin(reference) is not None:
+            raise TemplateExists(name)
+        if not replace and self.store.get(name) is not None:
+            raise TemplateExists(name)
+        return name
+
+    async def import_archive(
+        self, reference: str, body: AsyncIterator[bytes], *, replace: bool = False, description: str = ""
+    ) -> Template:
+        name = self.new_name(reference, replace)
+        async with self._imports:
+            with self.store.scratch() as work, self.store.pins() as pin:
+                archive = work / "upload.tar"
+                await self._receive(body, archive)
+                image = await asyncio.to_thread(
+                    importer.import_archive, archive, self.store, work, self.max_image_bytes, pin
+                )
+                template = Template(
+                    name=name,
+                    description=description,
+                    digest=image.digest,
+                    layers=image.layers,
+                    size=image.size,
+                    created_at=now_iso(),
+                    source="imported",
+                    config=image.config,
+                )
+                self.store.put(template, replace=replace)
+        if replace:
+            await self.collect_garbage()
+        log.info("imported template %s (%s, %d layers, %d bytes)", name, image.digest, len(image.layers), image.size)
+        return template
+
+    async def _receive(self, body: AsyncIterator[bytes], target: Path) -> None:
+        received = 0
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb", buffering=0) as out:
+            async for chunk in body:
+                received += len(chunk)
+                if received > self.max_image_bytes:
+                    raise ImageTooLarge(f"the upload exceeds the maximum image size of {self.max_image_bytes} bytes")
+                out.write(chunk)  # into the page cache: microseconds per chunk
+        if received == 0:
+            raise InvalidRequest("the request body is empty: send an image archive", field="body")
+
+    def add(self, template: Template, *, replace: bool) -> None:
+        self.store.put(template, replace=replace)
+
+    async def delete(self, reference: str) -> None:
+        template = self.registry.get(reference)
+        if not template.is_image:
+            raise InvalidRequest(f"the built-in template {template.name!r} cannot be deleted", field="name")
+        users = self._users_of(template.name)
+        if users:
+            raise TemplateInUse(template.name, users)
+        if not self.store.remove(template.name):
+            raise TemplateNotFound(reference, [t.name for t in self.all()][:50])
+        await self.collect_garbage()
+
+    async def collect_garbage(self) -> None:
+        removed = await asyncio.to_thread(self.store.collect_garbage, list(self._layers_in_use()))
+        if removed:
+            log.info("removed %d unused layer(s)", len(removed))

@@ -1,0 +1,1 @@
+"""Image templates: a content-addressed layer store, import of image archives, snapshots."""

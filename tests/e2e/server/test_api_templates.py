@@ -1,0 +1,380 @@
+"""Image templates over the API: import real archives (an OCI archive of Debian's
+busybox-static, a docker-save archive, a podman-saved image), run sandboxes from them, and
+every kind of bad input refused with a stable code and nothing left behind."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support import images
+from tests.support.images import Entry, Image, layer_tar
+from tests.support.live_server import LiveServer, data_root, start_server, stop_server
+
+
+def import_archive(api: httpx.Client, archive: Path, name: str, **params: Any) -> httpx.Response:
+    with open(archive, "rb") as body:
+        return api.post(
+            "/templates/import",
+            params={"name": name, **params},
+            content=body,
+            headers={"content-type": "application/octet-stream"},
+            timeout=120,
+        )
+
+
+def run(api: httpx.Client, sandbox_id: str, command: str, *args: str, **fields: Any) -> dict[str, Any]:
+    response = api.post(
+        f"/sandboxes/{sandbox_id}/processes/run", json={"command": command, "args": list(args), **fields}
+    )
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+@pytest.fixture(scope="module")
+def busybox(api_module: httpx.Client, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The no-Python image, imported once for the module."""
+    archive = images.oci_archive(
+        Image([images.busybox_layer()], working_dir="/srv", env=["PATH=/bin", "IMAGE_GREETING=hello from the image"]),
+        tmp_path_factory.mktemp("images") / "busybox.tar",
+    )
+    response = import_archive(api_module, archive, "test/busybox:1", replace="true")
+    assert response.status_code == 201, response.text
+    return "test/busybox:1"
+
+
+@pytest.fixture(scope="module")
+def api_module(workspace_server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=workspace_server.url + "/api/v1", timeout=60) as client:
+        yield client
+
+
+@pytest.fixture
+def image_sandbox(api: httpx.Client, busybox: str) -> Iterator[dict[str, Any]]:
+    response = api.post("/sandboxes", json={"template": busybox})
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    yield created
+    api.delete(f"/sandboxes/{created['id']}", params={"force": "true"})
+
+
+def test_imported_template_is_recorded(api: httpx.Client, busybox: str) -> None:
+    template = api.get(f"/templates/{busybox}").json()
+    assert template["name"] == busybox
+    assert template["source"] == "imported"
+    assert template["digest"].startswith("sha256:")
+    assert len(template["layers"]) == 1 and template["layers"][0].startswith("sha256:")
+    assert template["size"] > 1_000_000  # busybox itself
+    assert template["env"]["IMAGE_GREETING"] == "hello from the image"
+    assert template["working_dir"] == "/srv"
+    assert template["created_at"].endswith("Z")
+    assert busybox in [t["name"] for t in api.get("/templates").json()["templates"]]
+    assert api.get("/templates/default").json()["source"] == "builtin"
+
+
+def test_commands_run_in_an_image_without_python(api: httpx.Client, image_sandbox: dict[str, Any]) -> None:
+    sandbox_id = image_sandbox["id"]
+    assert run(api, sandbox_id, "id")["stdout"].startswith("uid=1000(user) gid=1000(user)")
+    assert run(api, sandbox_id, "id", "-u", user="root")["stdout"].strip() == "0"
+    # No Python in the image: the agent runs on a hidden interpreter that commands never see.
+    probe = run(api, sandbox_id, "sh", "-c", "ls /usr/bin/python3 /bin/python3 2>&1; env")
+    assert "No such file" in probe["stdout"]
+    assert "WORKSPACE_AGENT" not in probe["stdout"] and "LD_" not in probe["stdout"]
+    assert run(api, sandbox_id, "sh", "-c", "echo $HOME; test -d /workspace && echo ws")["stdout"].split() == [
+        "/home/user",
+        "ws",
+    ]
+
+
+def test_image_env_and_workdir_are_defaults_that_requests_override(
+    api: httpx.Client, busybox: str, image_sandbox: dict[str, Any]
+) -> None:
+    sandbox_id = image_sandbox["id"]
+    result = run(api, sandbox_id, "sh", "-c", "echo $IMAGE_GREETING; pwd")
+    assert result["stdout"].splitlines() == ["hello from the image", "/srv"]
+    result = run(api, sandbox_id, "sh", "-c", "echo $IMAGE_GREETING; pwd", env={"IMAGE_GREETING": "mine"}, cwd="/tmp")
+    assert result["stdout"].splitlines() == ["mine", "/tmp"]
+    created = api.post("/sandboxes", json={"template": busybox, "env": {"IMAGE_GREETING": "sandbox"}}).json()
+    try:
+        assert run(api, created["id"], "sh", "-c", "echo $IMAGE_GREETING")["stdout"] == "sandbox\n"
+    finally:
+        api.delete(f"/sandboxes/{created['id']}", params={"force": "true"})
+
+
+def test_files_and_root_changes_stay_in_the_sandbox(
+    api: httpx.Client, busybox: str, image_sandbox: dict[str, Any]
+) -> None:
+    sandbox_id = image_sandbox["id"]
+    assert (
+        api.put(f"/sandboxes/{sandbox_id}/files", params={"path": "/workspace/a.txt"}, content=b"data").status_code
+        == 200
+    )
+    assert run(api, sandbox_id, "cat", "/workspace/a.txt")["stdout"] == "data"
+    run(api, sandbox_id, "sh", "-c", "echo changed > /etc/motd && rm /bin/vi", user="root")
+    assert api.get(f"/sandboxes/{sandbox_id}/files", params={"path": "/etc/motd"}).content == b"changed\n"
+    other = api.post("/sandboxes", json={"template": busybox}).json()
+    try:  # the template's files are shared read-only: another sandbox sees the originals
+        assert run(api, other["id"], "cat", "/etc/motd")["stdout"] == "busybox image\n"
+        assert run(api, other["id"], "ls", "/bin/vi")["exit_code"] == 0
+    finally:
+        api.delete(f"/sandboxes/{other['id']}", params={"force": "true"})
+    # A user cannot change what belongs to root in the image.
+    assert run(api, sandbox_id, "sh", "-c", "echo x > /bin/evil")["exit_code"] != 0
+
+
+def test_pty_in_an_image(workspace_server: LiveServer, image_sandbox: dict[str, Any]) -> None:
+    from websockets.sync.client import connect
+
+    url = workspace_server.url.replace("http", "ws") + f"/api/v1/sandboxes/{image_sandbox['id']}/pty?shell=/bin/sh"
+    with connect(url) as socket:
+        ready = socket.recv(timeout=10)
+        assert '"ready"' in str(ready)
+        socket.send(b"echo pty-$((6*7))\n")
+        seen = b""
+        while b"pty-42" not in seen:
+            frame = socket.recv(timeout=10)
+            seen += frame if isinstance(frame, bytes) else frame.encode()
+
+
+def test_docker_archive_layers_and_whiteouts(api: httpx.Client, tmp_path: Path) -> None:
+    top = layer_tar(
+        [
+            Entry("etc/.wh.motd", b""),
+            Entry("home/added.txt", b"from layer two"),
+            Entry("bin/.wh..wh..opq", b""),
+            Entry("bin/busybox", images.BUSYBOX.read_bytes(), mode=0o755),
+            Entry("bin/sh", kind=tarfile.SYMTYPE, link="busybox"),
+            Entry("bin/cat", kind=tarfile.SYMTYPE, link="busybox"),
+            Entry("bin/ls", kind=tarfile.SYMTYPE, link="busybox"),
+            Entry("bin/true", kind=tarfile.SYMTYPE, link="busybox"),
+        ]
+    )
+    archive = images.docker_archive(Image([images.busybox_layer(), top]), tmp_path / "docker.tar")
+    response = import_archive(api, archive, "test/docker-save", replace="true")
+    assert response.status_code == 201, response.text
+    assert len(response.json()["layers"]) == 2
+    created = api.post("/sandboxes", json={"template": "test/docker-save"}).json()
+    try:
+        sandbox_id = created["id"]
+        assert run(api, sandbox_id, "cat", "/home/added.txt")["stdout"] == "from layer two"
+        assert run(api, sandbox_id, "ls", "/etc/motd")["exit_code"] != 0  # whited out
+        assert sorted(run(api, sandbox_id, "ls", "/bin")["stdout"].split()) == ["busybox", "cat", "ls", "sh", "true"]
+    finally:
+        api.delete(f"/sandboxes/{created['id']}", params={"force": "true"})
+    assert api.delete("/templates/test/docker-save").status_code == 204
+
+
+@pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed")
+def test_podman_saved_image(api: httpx.Client, tmp_path: Path) -> None:
+    context = tmp_path / "context"
+    context.mkdir()
+    shutil.copy(images.BUSYBOX, context / "busybox")
+    (context / "Containerfile").write_text(
+        'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+        "RUN mkdir -p /data && echo podman-built > /data/marker\nENV BUILT_BY=podman\nWORKDIR /data\n"
+    )
+    tag = f"localhost/ws-test-podman:{tmp_path.name[-8:]}"
+    try:
+        subprocess.run(
+            ["podman", "build", "-q", "--network=none", "-t", tag, str(context)], check=True, capture_output=True
+        )
+        subprocess.run(["podman", "save", "-o", str(tmp_path / "podman.tar"), tag], check=True, capture_output=True)
+    finally:
+        subprocess.run(["podman", "rmi", "-f", tag], capture_output=True, check=False)
+    response = import_archive(api, tmp_path / "podman.tar", "test/podman", replace="true")
+    assert response.status_code == 201, response.text
+    assert response.json()["env"]["BUILT_BY"] == "podman"
+    created = api.post("/sandboxes", json={"template": "test/podman"}).json()
+    try:
+        result = run(api, created["id"], "sh", "-c", "cat marker; echo $BUILT_BY")
+        assert result["stdout"] == "podman-built\npodman\n"
+    finally:
+        api.delete(f"/sandboxes/{created['id']}", params={"force": "true"})
+    assert api.delete("/templates/test/podman").status_code == 204
+
+
+# ---------------------------------------------------------------------- bad input
+BAD_LAYERS: dict[str, tuple[list[Entry], str]] = {
+    "dotdot": ([Entry("../escape", b"x")], "unsafe_path"),
+    "absolute": ([Entry("/etc/escape", b"x")], "unsafe_path"),
+    "symlink-outside": ([Entry("a/b", kind=tarfile.SYMTYPE, link="../../../etc")], "unsafe_link"),
+    "through-symlink": (
+        [Entry("etc", kind=tarfile.SYMTYPE, link="/etc"), Entry("etc/escape", b"x")],
+        "unsafe_path",
+    ),
+    "hardlink-outside": ([Entry("x", kind=tarfile.LNKTYPE, link="../../etc/passwd")], "unsafe_path"),
+    "hardlink-missing": ([Entry("x", kind=tarfile.LNKTYPE, link="etc/shadow")], "unsafe_link"),
+    "device-node": ([Entry("dev/sda", kind=tarfile.BLKTYPE)], "device_node"),
+    "char-device": ([Entry("dev/mem", kind=tarfile.CHRTYPE)], "device_node"),
+}
+
+
+def store_state(server: LiveServer) -> tuple[list[str], list[str]]:
+    templates = server.data_dir / "templates"
+    return sorted(p.name for p in (templates / "layers").iterdir()), sorted(
+        p.name for p in (templates / "scratch").iterdir()
+    )
+
+
+@pytest.mark.parametrize("case", sorted(BAD_LAYERS))
+def test_unsafe_layers_are_refused(api: httpx.Client, workspace_server: LiveServer, tmp_path: Path, case: str) -> None:
+    entries, reason = BAD_LAYERS[case]
+    before = store_state(workspace_server)
+    archive = images.oci_archive(Image([images.busybox_layer(), layer_tar(entries)]), tmp_path / "bad.tar")
+    response = import_archive(api, archive, f"test/bad-{case}")
+    assert response.status_code == 400, response.text
+    assert response.json()["code"] == "INVALID_IMAGE"
+    assert response.json()["details"]["reason"] == reason
+    assert store_state(workspace_server)[1] == []  # no work left behind
+    assert set(store_state(workspace_server)[0]) <= set(before[0]) | {
+        images.sha256(images.busybox_layer()).split(":")[1]
+    }  # the good layer below may stay (garbage-collected later); the bad one never
+    assert api.get(f"/templates/test/bad-{case}").json()["code"] == "TEMPLATE_NOT_FOUND"
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "code", "reason"),
+    [
+        ("digest-mismatch", 400, "INVALID_IMAGE", "digest_mismatch"),
+        ("broken-gzip", 400, "INVALID_IMAGE", "corrupt"),
+        ("truncated", 400, "INVALID_IMAGE", "corrupt"),
+        ("not-a-tar", 400, "INVALID_IMAGE", "unknown_format"),
+        ("no-manifest", 400, "INVALID_IMAGE", "unknown_format"),
+        ("unknown-media-type", 400, "INVALID_IMAGE", "unsupported_media_type"),
+        ("empty", 400, "INVALID_REQUEST", None),
+    ],
+)
+def test_broken_archives_are_refused(
+    api: httpx.Client,
+    workspace_server: LiveServer,
+    tmp_path: Path,
+    case: str,
+    status: int,
+    code: str,
+    reason: str | None,
+) -> None:
+    path = tmp_path / "bad.tar"
+    good = Image([layer_tar([Entry("hello.txt", b"hello")])])
+    if case == "digest-mismatch":
+        images.oci_archive(good, path, corrupt_blob=True)
+    elif case == "broken-gzip":
+        images.oci_archive(good, path, broken_gzip=True)
+    elif case == "truncated":
+        data = images.oci_archive(Image([images.busybox_layer()]), tmp_path / "whole.tar").read_bytes()
+        path.write_bytes(data[: len(data) // 2])  # inside the busybox layer's blob
+    elif case == "not-a-tar":
+        path.write_bytes(b"this is not an archive\n" * 100)
+    elif case == "no-manifest":
+        path.write_bytes(layer_tar([Entry("hello.txt", b"hello")]))
+    elif case == "unknown-media-type":
+        good.layer_media_type = "application/vnd.example.layer"
+        images.oci_archive(good, path)
+    else:
+        path.write_bytes(b"")
+    response = import_archive(api, path, f"test/broken-{case}")
+    assert response.status_code == status, response.text
+    assert response.json()["code"] == code
+    if reason is not None:
+        assert response.json()["details"]["reason"] == reason
+    assert store_state(workspace_server)[1] == []
+    assert (
+        images.sha256(layer_tar([Entry("hello.txt", b"hello")])).split(":")[1] not in store_state(workspace_server)[0]
+    )
+
+
+@pytest.mark.parametrize("name", ["UPPER", "a b", "../x", "x:", ":tag", "a//b", "-lead", "x" * 300, "name:bad tag"])
+def test_invalid_names_are_refused(api: httpx.Client, tmp_path: Path, name: str) -> None:
+    archive = images.oci_archive(Image([layer_tar([Entry("f", b"x")])]), tmp_path / "a.tar")
+    response = import_archive(api, archive, name)
+    assert response.status_code in (400, 422), response.text
+    assert response.json()["code"] == "INVALID_REQUEST"
+
+
+def test_existing_name_conflicts_unless_replaced(api: httpx.Client, tmp_path: Path) -> None:
+    first = images.oci_archive(Image([layer_tar([Entry("version", b"1")])]), tmp_path / "1.tar")
+    second = images.oci_archive(Image([layer_tar([Entry("version", b"2")])]), tmp_path / "2.tar")
+    assert import_archive(api, first, "test/conflict", replace="true").status_code == 201
+    response = import_archive(api, second, "test/conflict:latest")
+    assert response.status_code == 409 and response.json()["code"] == "TEMPLATE_EXISTS"
+    for builtin in ("default", "workspace-test:latest", "workspace-test"):
+        assert import_archive(api, second, builtin).json()["code"] == "TEMPLATE_EXISTS"
+    replaced = import_archive(api, second, "test/conflict", replace="true")
+    assert replaced.status_code == 201
+    assert replaced.json()["layers"] == [images.sha256(layer_tar([Entry("version", b"2")]))]
+    assert api.delete("/templates/test/conflict").status_code == 204
+
+
+def test_delete_in_use_conflicts_then_layers_are_collected(
+    api: httpx.Client, workspace_server: LiveServer, tmp_path: Path
+) -> None:
+    unique = layer_tar([Entry("unique-to-this-test", tmp_path.name.encode())])
+    archive = images.oci_archive(Image([images.busybox_layer(), unique]), tmp_path / "a.tar")
+    assert import_archive(api, archive, "test/in-use", replace="true").status_code == 201
+    created = api.post("/sandboxes", json={"template": "test/in-use"}).json()
+    response = api.delete("/templates/test/in-use")
+    assert response.status_code == 409
+    assert response.json()["code"] == "TEMPLATE_IN_USE"
+    assert created["id"] in response.json()["details"]["sandboxes"]
+    api.delete(f"/sandboxes/{created['id']}", params={"force": "true"})
+    assert api.delete("/templates/test/in-use").status_code == 204
+    assert images.sha256(unique).split(":")[1] not in store_state(workspace_server)[0]
+    assert api.get("/templates/test/in-use").json()["code"] == "TEMPLATE_NOT_FOUND"
+    assert api.delete("/templates/default").json()["code"] == "INVALID_REQUEST"
+
+
+def test_images_over_the_maximum_size_are_refused(tmp_path: Path) -> None:
+    root = data_root()
+    server = start_server(root / "data", extra=["--pool-size", "0", "--max-image-mb", "1"])
+    try:
+        big = layer_tar([Entry("big", b"\0" * (3 * 1024 * 1024))])  # compresses to almost nothing
+        with httpx.Client(base_url=server.url + "/api/v1", timeout=60) as client:
+            for image in (Image([big], compress=False), Image([big])):
+                archive = images.oci_archive(image, tmp_path / "big.tar")
+                response = import_archive(client, archive, "big")
+                assert response.status_code == 413, response.text
+                assert response.json()["code"] == "IMAGE_TOO_LARGE"
+                assert store_state(server) == ([], [])
+    finally:
+        stop_server(server)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_commands_survive_a_killed_spawner_in_an_image(api: httpx.Client, image_sandbox: dict[str, Any]) -> None:
+    """The slow path (the agent starts commands itself, through choom) and the restarted
+    spawner (a fresh interpreter) both run on the host's interpreter, not the image's."""
+    sandbox_id = image_sandbox["id"]
+    # The user's own agent.py processes: the spawner (the agent itself runs as sandbox root).
+    find = (
+        "for p in /proc/[0-9]*; do [ -O $p ] && grep -q 'agent[.]py' $p/cmdline 2>/dev/null && echo ${p#/proc/}; done"
+    )
+    spawners = run(api, sandbox_id, "sh", "-c", find)["stdout"].split()
+    assert spawners
+    run(api, sandbox_id, "sh", "-c", f"kill -9 {' '.join(spawners)}")
+    for _ in range(20):
+        for _attempt in range(5):  # one sent to the spawner as it dies is refused: "retry the command"
+            response = api.post(
+                f"/sandboxes/{sandbox_id}/processes/run",
+                json={"command": "sh", "args": ["-c", "id -u; cat /proc/self/oom_score_adj"]},
+            )
+            if "retry the command" not in response.text:
+                break
+            time.sleep(0.2)
+        assert response.status_code == 200, response.text
+        assert response.json()["stdout"].split() == ["1000", "500"], response.text
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        respawned = run(api, sandbox_id, "sh", "-c", find)["stdout"].split()
+        if respawned and not set(respawned) & set(spawners):
+            break
+        time.sleep(0.2)
+    else:
+        raise AssertionError("no new spawner started")
