@@ -324,6 +324,9 @@ class KubernetesRuntime:
         pod = self._pods.get(sandbox_id)
         return podstate.view(pod).oom_kills if pod is not None else 0
 
+    def layers_in_use(self) -> list[str]:
+        return []  # image templates (docs/templates.md) are the local runtime's for now
+
     # ------------------------------------------------------------------ lifecycle: what pods cannot do
     async def freeze(self, sandbox_id: str) -> None:
         raise InvalidRequest(NO_PAUSE)
