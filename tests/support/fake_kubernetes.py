@@ -17,6 +17,7 @@ import copy
 import json
 import re
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -253,6 +254,8 @@ class FakeKubernetes:
         self.store = Store()
         self.agent_sandbox = agent_sandbox
         self.requests: Counter[str] = Counter()  # "list pods", "watch pods", "create pods", ...
+        self.request_times: list[tuple[float, str]] = []  # (time.monotonic(), "create pods")
+        self.throttled = 0  # 429s answered
         self.throttle_next = 0
         self.retry_after = 1
         self.url = ""
@@ -395,9 +398,12 @@ class FakeKubernetes:
             "PUT": "update",
             "DELETE": "delete",
         }.get(request.method, request.method)
-        self.requests[f"{verb} {resource}{'/' + subresource if subresource else ''}"] += 1
+        what = f"{verb} {resource}{'/' + subresource if subresource else ''}"
+        self.requests[what] += 1
+        self.request_times.append((time.monotonic(), what))
         if self.throttle_next > 0:
             self.throttle_next -= 1
+            self.throttled += 1
             raise ApiFailure(
                 429,
                 "TooManyRequests",
