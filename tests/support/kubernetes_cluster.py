@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.fake_agent_sandbox import FakeAgentSandboxController
 from tests.support.fake_kubelet import FakeKubelet
 from tests.support.fake_kubernetes import FakeKubernetes
 from tests.support.live_server import LiveServer, data_root, start_server
@@ -50,6 +51,8 @@ def fake_cluster(agent_sandbox: bool = False) -> Iterator[FakeCluster]:
     root = data_root("ws-k8s-")
     api = FakeKubernetes(agent_sandbox=agent_sandbox).start()
     kubelet = FakeKubelet(api, NAMESPACE, root / "nodes")
+    if agent_sandbox:
+        FakeAgentSandboxController(api, NAMESPACE)
     try:
         yield FakeCluster(api, kubelet, root, api.kubeconfig(root / "kubeconfig"))
     finally:

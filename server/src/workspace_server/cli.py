@@ -145,6 +145,9 @@ def serve(
     k8s_qps: Annotated[float, typer.Option(envvar="WORKSPACE_K8S_QPS")] = 20.0,
     k8s_burst: Annotated[int, typer.Option(envvar="WORKSPACE_K8S_BURST")] = 40,
     k8s_orphan_grace: Annotated[float, typer.Option(envvar="WORKSPACE_K8S_ORPHAN_GRACE_SECONDS")] = 120.0,
+    k8s_warm_pool: Annotated[
+        int, typer.Option(envvar="WORKSPACE_K8S_WARM_POOL", help="kubernetes, agent-sandbox mode: SandboxWarmPool size")
+    ] = 2,
 ) -> None:
     """Run the Workspace service (sandboxes on this host, or as pods in a Kubernetes cluster)."""
     import uvicorn
@@ -221,6 +224,8 @@ def serve(
                 qps=k8s_qps,
                 burst=k8s_burst,
                 orphan_grace_seconds=k8s_orphan_grace,
+                warm_pool_replicas=k8s_warm_pool,
+                default_limits=settings.default_limits,
             )
         except (ValueError, OSError) as exc:
             typer.echo(f"error: --runtime kubernetes: {exc}", err=True)

@@ -92,7 +92,9 @@ def test_a_sandbox_is_a_pod_and_a_secret_owned_by_it(cluster: FakeCluster, serve
     assert server.http is not None
     assert server.http.delete(f"/sandboxes/{sandbox_id}").status_code == 204
     # The pod goes, and the garbage collector takes its Secret with it.
-    wait_until(lambda: not cluster.api.run(lambda: [k for k in cluster.api.store.objects if k[2].startswith(sandbox_id)]))
+    wait_until(
+        lambda: not cluster.api.run(lambda: [k for k in cluster.api.store.objects if k[2].startswith(sandbox_id)])
+    )
 
 
 def test_eviction_is_an_error_that_says_so(cluster: FakeCluster, server: Server) -> None:

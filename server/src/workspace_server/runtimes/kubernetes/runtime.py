@@ -28,6 +28,7 @@ from workspace_server.domain.models import ResourceLimits
 from workspace_server.runtimes.base import SandboxEvents, SandboxSpec, StartedSandbox, WorkloadSample
 from workspace_server.runtimes.kubernetes import labels, manifests, podstate
 from workspace_server.runtimes.kubernetes.api import ApiError, Gone, KubernetesApi
+from workspace_server.runtimes.kubernetes.claims import Claims
 from workspace_server.runtimes.kubernetes.settings import KubernetesSettings
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ class KubernetesRuntime:
         self.api = api or KubernetesApi(settings)
         self.selector = manifests.selector(settings)
         self._pods: dict[str, dict[str, Any]] = {}  # sandbox id -> the latest pod object
+        self._pods_by_name: dict[str, dict[str, Any]] = {}  # every pod, warm-pool ones included
+        self.claims: Claims | None = None  # agent-sandbox mode
         self._changed: dict[str, asyncio.Event] = {}  # sandbox id -> set on each change of its pod
         self._resource_version = ""
         self._opened: asyncio.Task[None] | None = None
@@ -87,9 +90,18 @@ class KubernetesRuntime:
 
     async def _open(self) -> None:
         await self.api.open()
+        mode = self.settings.mode
+        if mode == "auto":
+            mode = "agent-sandbox" if await self.api.has_api_group(manifests.EXTENSIONS_GROUP) else "pods"
+            log.info("kubernetes runtime: %s mode (discovery)", mode)
+        if mode == "agent-sandbox":
+            self.claims = Claims(self.api, self.settings, self._notify)
+            await self.claims.prepare(self.settings.warm_pool_replicas, self.settings.default_limits)
         await self._relist()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._watch_loop()))
+        if self.claims is not None:
+            self._tasks.append(loop.create_task(self.claims.watch_loop()))
         self._tasks.append(loop.create_task(self._orphan_loop()))
 
     async def close(self) -> None:
@@ -106,13 +118,25 @@ class KubernetesRuntime:
         self.lists += 1
         items, self._resource_version = await self.api.list_pods(self.selector)
         seen = set()
+        names = set()
         for pod in items:
-            sandbox_id = podstate.view(pod).sandbox_id
+            names.add(pod["metadata"]["name"])
+            sandbox_id = self._sandbox_of(pod)
+            self._pods_by_name[pod["metadata"]["name"]] = pod
             if sandbox_id:
                 seen.add(sandbox_id)
                 self._store(sandbox_id, pod)
+        for name in set(self._pods_by_name) - names:
+            del self._pods_by_name[name]
         for sandbox_id in set(self._pods) - seen:  # deleted while we were not watching
             self._forget(sandbox_id, "the sandbox's pod was deleted")
+
+    def _sandbox_of(self, pod: dict[str, Any]) -> str | None:
+        """Our label on pods of our own; the claim that bound it for a warm-pool pod."""
+        sandbox_id = podstate.view(pod).sandbox_id
+        if sandbox_id is None and self.claims is not None:
+            sandbox_id = self.claims.sandbox_of(pod["metadata"]["name"])
+        return sandbox_id
 
     async def _watch_loop(self) -> None:
         while True:
@@ -143,7 +167,12 @@ class KubernetesRuntime:
             self._resource_version = str(version)
         if event["type"] == "BOOKMARK":
             return
-        sandbox_id = podstate.view(obj).sandbox_id
+        name = obj["metadata"]["name"]
+        if event["type"] == "DELETED":
+            self._pods_by_name.pop(name, None)
+        else:
+            self._pods_by_name[name] = obj
+        sandbox_id = self._sandbox_of(obj)
         if not sandbox_id:
             return
         if event["type"] == "DELETED":
@@ -209,13 +238,43 @@ class KubernetesRuntime:
             log.info("deleting orphaned pod %s (no sandbox of this server owns it)", view.name)
             swept.append(sandbox_id)
             await self.destroy(sandbox_id)
+        if self.claims is not None:
+            for sandbox_id in list(self.claims.claims):
+                if sandbox_id in swept or sandbox_id in self._starting or sandbox_id in self._destroying:
+                    continue
+                if now - self.claims.created(sandbox_id) < self.settings.orphan_grace_seconds:
+                    continue
+                if not self._events.sandbox_known(sandbox_id):
+                    log.info("releasing orphaned claim %s (no sandbox of this server owns it)", sandbox_id)
+                    swept.append(sandbox_id)
+                    await self.destroy(sandbox_id)
         return swept
 
     # ------------------------------------------------------------------ Runtime
     def _address(self, sandbox_id: str, view: podstate.PodView) -> TcpAgentAddress:
-        host = view.pod_ip or ""
         token = labels.agent_token(self.settings.server_key, sandbox_id)
-        return TcpAgentAddress(host, self.settings.agent_port, sandbox_id, token)
+        claimed = self.claims is not None and sandbox_id in self.claims.claims
+        return TcpAgentAddress(
+            view.pod_ip or "", self.settings.agent_port, sandbox_id, token, bind_pod_uid=view.uid if claimed else None
+        )
+
+    async def _claim(self, spec: SandboxSpec) -> StartedSandbox:
+        """agent-sandbox mode: one write (the SandboxClaim); the watches bring the rest."""
+        assert self.claims is not None
+        sandbox_id = spec.sandbox_id
+        self._starting.add(sandbox_id)
+        try:
+            try:
+                await self.claims.claim(sandbox_id, spec.template.name)
+            except ApiError as exc:
+                raise RuntimeFailure(f"the cluster refused the sandbox's claim: {exc.message}") from None
+            view = await self._wait_running(sandbox_id)
+        except BaseException:
+            self._starting.discard(sandbox_id)
+            await asyncio.shield(self.destroy(sandbox_id))
+            raise
+        self._starting.discard(sandbox_id)
+        return StartedSandbox(sandbox_id, self._address(sandbox_id, view), 0)
 
     async def start(self, spec: SandboxSpec) -> StartedSandbox:
         image = self.settings.template_images.get(spec.template.name)
@@ -228,6 +287,8 @@ class KubernetesRuntime:
         if spec.existing_disk:
             raise InvalidRequest(NO_KEPT_FILES)
         await self._ensure_open()
+        if self.claims is not None and not spec.network and spec.limits == self.settings.default_limits:
+            return await self._claim(spec)  # a warm pool's pods have the default limits and no network
         sandbox_id = spec.sandbox_id
         self._starting.add(sandbox_id)
         try:
@@ -257,8 +318,14 @@ class KubernetesRuntime:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.pod_start_timeout
         while True:
-            pod = self._pods.get(sandbox_id)
+            pod = self._pod_of(sandbox_id)
             if pod is None:
+                if self.claims is not None and sandbox_id in self.claims.claims:  # not bound yet
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        raise RuntimeFailure(f"no warm pod was bound to the claim of sandbox {sandbox_id} in time")
+                    await self._changes(sandbox_id, remaining)
+                    continue
                 raise RuntimeFailure(f"the pod of sandbox {sandbox_id} was deleted while it started")
             view = podstate.view(pod)
             if view.failure:
@@ -273,11 +340,21 @@ class KubernetesRuntime:
                 )
             await self._changes(sandbox_id, remaining)
 
+    def _pod_of(self, sandbox_id: str) -> dict[str, Any] | None:
+        if self.claims is not None:
+            name = self.claims.pod_name(sandbox_id)
+            if name is not None:
+                return self._pods_by_name.get(name)
+        return self._pods.get(sandbox_id)
+
     async def destroy(self, sandbox_id: str) -> None:
         await self._ensure_open()
         self._destroying.add(sandbox_id)
         try:
-            await self.api.delete_pod(manifests.pod_name(sandbox_id))
+            if self.claims is not None and sandbox_id in self.claims.claims:
+                await self.claims.release(sandbox_id)  # shutdownPolicy Delete: the pod goes with it
+            else:
+                await self.api.delete_pod(manifests.pod_name(sandbox_id))
         except ApiError as exc:
             raise RuntimeFailure(f"could not delete the pod of sandbox {sandbox_id}: {exc.message}") from None
         finally:
@@ -286,7 +363,7 @@ class KubernetesRuntime:
 
     async def running(self, sandbox_id: str) -> StartedSandbox | None:
         await self._ensure_open()
-        pod = self._pods.get(sandbox_id)
+        pod = self._pod_of(sandbox_id)
         if pod is None:
             return None
         view = podstate.view(pod)
@@ -296,7 +373,7 @@ class KubernetesRuntime:
 
     def lost_reason(self, sandbox_id: str) -> str | None:
         """Why the sandbox's pod is gone or dead, if the cluster has said so."""
-        pod = self._pods.get(sandbox_id)
+        pod = self._pod_of(sandbox_id)
         if pod is None:
             return "the sandbox's pod no longer exists" if self._opened is not None else None
         view = podstate.view(pod)
@@ -307,11 +384,11 @@ class KubernetesRuntime:
         create may still be recording them; the orphan sweep looks at them later)."""
         await self._ensure_open()
         now = self.clock()
-        return sorted(
-            sandbox_id
-            for sandbox_id, pod in self._pods.items()
-            if now - podstate.view(pod).created >= self.settings.orphan_grace_seconds
-        )
+        grace = self.settings.orphan_grace_seconds
+        found = {sandbox_id for sandbox_id, pod in self._pods.items() if now - podstate.view(pod).created >= grace}
+        if self.claims is not None:
+            found.update(s for s in self.claims.claims if now - self.claims.created(s) >= grace)
+        return sorted(found)
 
     @property
     def adjustable_limits(self) -> bool:
@@ -321,7 +398,7 @@ class KubernetesRuntime:
         raise RuntimeFailure("the kubernetes runtime cannot change a running sandbox's limits")
 
     def oom_kills(self, sandbox_id: str) -> int:
-        pod = self._pods.get(sandbox_id)
+        pod = self._pod_of(sandbox_id)
         return podstate.view(pod).oom_kills if pod is not None else 0
 
     def layers_in_use(self) -> list[str]:

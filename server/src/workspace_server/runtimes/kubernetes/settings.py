@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from workspace_server.domain.models import ResourceLimits
 from workspace_server.runtimes.kubernetes import labels
 
 TYPE_CHECKING = False
@@ -42,6 +43,8 @@ class KubernetesSettings:
     burst: int = 40
     mode: str = "pods"  # "agent-sandbox": SandboxClaims; "auto": that when the API group exists
     pod_start_timeout: float = 300.0  # image pulls can take minutes
+    warm_pool_replicas: int = 2  # agent-sandbox mode: each SandboxWarmPool's size
+    default_limits: ResourceLimits = field(default_factory=ResourceLimits)  # agent-sandbox templates' pods
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -103,6 +106,8 @@ def from_options(
     qps: float,
     burst: int,
     orphan_grace_seconds: float,
+    warm_pool_replicas: int = 2,
+    default_limits: ResourceLimits | None = None,
 ) -> KubernetesRuntime:
     """The runtime `workspace serve --runtime kubernetes ...` describes (ValueError if not valid)."""
     from workspace_server.runtimes.kubernetes.runtime import KubernetesRuntime
@@ -123,5 +128,7 @@ def from_options(
         qps=qps,
         burst=burst,
         orphan_grace_seconds=orphan_grace_seconds,
+        warm_pool_replicas=warm_pool_replicas,
+        default_limits=default_limits or ResourceLimits(),
     )
     return KubernetesRuntime(settings)
