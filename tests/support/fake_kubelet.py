@@ -20,6 +20,7 @@ import ctypes
 import os
 import shutil
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,10 @@ from tests.support.fake_kubernetes import FakeKubernetes, now_stamp
 from workspace_server import agent as agent_package
 
 SANDBOX_UID = 1000
+# Pod IPs in use by every fake kubelet of this process: two fake clusters alive at once
+# (a session's and a test's) must not hand out the same address.
+_IPS_IN_USE: set[str] = set()
+_IPS_LOCK = threading.Lock()
 PR_SET_PDEATHSIG = 1
 
 
@@ -81,14 +86,21 @@ class FakeKubelet:
         task.add_done_callback(self._tasks.discard)
 
     def _allocate_ip(self, name: str) -> str:
-        used = set(self.ips.values())
-        for n in range(2, 65000):
-            ip = f"127.0.{n // 250}.{n % 250 + 2}"
-            if ip not in used and (self.reuse_ips or ip not in self.ever_used):
-                self.ips[name] = ip
-                self.ever_used.add(ip)
-                return ip
+        with _IPS_LOCK:
+            for n in range(2, 65000):
+                ip = f"127.0.{n // 250}.{n % 250 + 2}"
+                if ip not in _IPS_IN_USE and (self.reuse_ips or ip not in self.ever_used):
+                    _IPS_IN_USE.add(ip)
+                    self.ips[name] = ip
+                    self.ever_used.add(ip)
+                    return ip
         raise RuntimeError("out of pod IPs")
+
+    def _release_ip(self, name: str) -> None:
+        ip = self.ips.pop(name, None)
+        if ip is not None:
+            with _IPS_LOCK:
+                _IPS_IN_USE.discard(ip)
 
     def _update_status(self, name: str, change: Any) -> None:
         pod = self.api.store.objects.get(("pods", self.namespace, name))
@@ -205,7 +217,7 @@ class FakeKubelet:
 
     async def _monitor(self, name: str, process: asyncio.subprocess.Process) -> None:
         code = await process.wait()
-        self.ips.pop(name, None)
+        self._release_ip(name)
         if name in self.stopping:
             return
         reason = "OOMKilled" if name in self.oom else "Error"
@@ -239,7 +251,7 @@ class FakeKubelet:
         if process is not None and process.returncode is None:
             self._signal_pod(process)
             await process.wait()
-        self.ips.pop(name, None)
+        self._release_ip(name)
 
     async def _stop(self, name: str) -> None:
         await self._kill(name)
