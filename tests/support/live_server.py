@@ -54,8 +54,10 @@ def start_server(
     extra: list[str] | None = None,
     env: dict[str, str] | None = None,
     wrapper: list[str] | None = None,
+    port: int | None = None,
 ) -> LiveServer:
-    port = free_port()
+    """`port`: a given one (a restart that clients must find again at the same address)."""
+    port = port or free_port()
     log_path = data_dir.with_suffix(".log")
     cmd = [
         *(wrapper or []),

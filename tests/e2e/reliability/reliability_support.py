@@ -362,13 +362,21 @@ class Harness:
         self.own_mounts: list[Path] = []  # file systems the test itself mounted (unmounted last)
 
     # -- server lifecycle
-    def start(self, pool_size: int = 0, extra: list[str] | None = None, wrapper: list[str] | None = None) -> LiveServer:
-        """`wrapper` runs the server under a command (say `prlimit --nofile=...`)."""
+    def start(
+        self,
+        pool_size: int = 0,
+        extra: list[str] | None = None,
+        wrapper: list[str] | None = None,
+        same_port: bool = False,
+    ) -> LiveServer:
+        """`wrapper` runs the server under a command (say `prlimit --nofile=...`); `same_port`:
+        listen where the previous server did (its clients reconnect there)."""
         assert self.server is None or self.server.process.poll() is not None, "a server is already running"
         args = ["--pool-size", str(pool_size), *(extra or [])]
+        port = int(self.url.rsplit(":", 1)[1]) if same_port and self.server is not None else None
         for attempt in range(PORT_RETRIES):
             try:
-                self.server = start_server(self.data_dir, extra=args, wrapper=wrapper)
+                self.server = start_server(self.data_dir, extra=args, wrapper=wrapper, port=port)
                 break
             except RuntimeError as exc:
                 if "address already in use" not in str(exc).lower() or attempt == PORT_RETRIES - 1:
