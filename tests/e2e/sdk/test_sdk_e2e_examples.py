@@ -13,7 +13,7 @@ from workspace_sdk import WorkspaceClient
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[3] / "sdk-python" / "examples"
 
-EXAMPLES = ["basic", "async_example", "streaming", "concurrent", "error_handling"]
+EXAMPLES = ["basic", "async_example", "streaming", "concurrent", "error_handling", "background"]
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
