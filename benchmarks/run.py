@@ -28,6 +28,7 @@ if __package__ in (None, ""):  # run as a script: import as the `benchmarks` pac
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from benchmarks import scenarios
+from benchmarks.background import background
 from benchmarks.cli_startup import cli_startup
 from benchmarks.client import Api
 from benchmarks.config import Config
@@ -44,7 +45,18 @@ PROFILE_CPU = {
     "server-stream": "stream.cpu.server",
     "server-write": "files.write_large.cpu.server",
 }
-SCENARIOS = ("baselines", "lifecycle", "commands", "stream", "files", "pty", "cli", "concurrency", "memory")
+SCENARIOS = (
+    "baselines",
+    "lifecycle",
+    "commands",
+    "stream",
+    "background",
+    "files",
+    "pty",
+    "cli",
+    "concurrency",
+    "memory",
+)
 
 
 def log(message: str) -> None:
@@ -204,6 +216,7 @@ def measure(run: Run, selected: set[str], pool_size: int) -> None:
             ),
             ("commands", "process.run round trips", lambda: scenarios.commands(server, cfg)),
             ("stream", "SSE streaming", lambda: scenarios.streaming(server, cfg)),
+            ("background", "background processes and file watching", lambda: background(server, cfg)),
             ("files", "file transfer", lambda: scenarios.files(server, cfg)),
             ("pty", "PTY echo", lambda: scenarios.pty(server, cfg)),
             ("cli", "command line start-up", lambda: cli_startup(server, cfg)),
