@@ -29,9 +29,9 @@ def start(api: Api, sandbox_id: str, command: str, *args: str, **options: Any) -
 
 
 @contextmanager
-def sse(api: Api, path: str, **params: Any) -> Iterator[Iterator[SseEvent]]:
+def sse(api: Api, route: str, **params: Any) -> Iterator[Iterator[SseEvent]]:
     """The events of an SSE route, parsed as they come."""
-    with api.http.stream("GET", f"{API}{path}", params=params) as response:
+    with api.http.stream("GET", f"{API}{route}", params=params) as response:
         if response.status_code >= 400:
             response.read()
             _check(response)
@@ -49,7 +49,9 @@ def follow_to_exit(api: Api, sandbox_id: str, pid: int, offset: int = 0) -> SseT
     parser = SseParser()
     path = f"{API}/sandboxes/{sandbox_id}/processes/{pid}/output"
     with api.http.stream("GET", path, params={"offset": offset}) as response:
-        _check(response) if response.status_code >= 400 else None
+        if response.status_code >= 400:
+            response.read()
+            _check(response)
         for chunk in response.iter_raw():
             for block in parser.blocks(chunk):
                 tally.add_block(block)
