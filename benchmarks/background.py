@@ -132,7 +132,9 @@ def background(server: Server, cfg: Config) -> list[Metric]:
             script = f"yes {STREAM_LINE} | head -c {size}"
             for _ in range(cfg.stream_reps):
                 t0 = time.perf_counter()
-                proc = start(api, sandbox_id, "sh", "-c", script, log_bytes=64 * MIB)
+                # The log holds it all: the writer never waits for a follower, so a smaller
+                # log would lap this one (that is measured by the reliability tests).
+                proc = start(api, sandbox_id, "sh", "-c", script, log_bytes=min(1 << 30, size + MIB))
                 tally = follow_to_exit(api, sandbox_id, int(proc["pid"]))
                 rates["background"].append(mb_per_s(size, time.perf_counter() - t0))
                 expect(tally.exit_code == 0, f"the follower ended without exit 0: {tally}")
