@@ -131,7 +131,8 @@ async def feed_stdin(sandbox_id: str, stream: AgentStream, chunks: AsyncIterable
     """The STDIN operation's conversation; the byte count the agent wrote."""
     try:
         with map_disconnect(sandbox_id):
-            await stream.recv_message()  # "ready", or the error that says why not
+            # No wait for "ready": the data may go at once (the window bounds it), which
+            # saves a round trip; an early refusal ends the stream and is the answer below.
             try:
                 async for chunk in chunks:
                     if chunk:
@@ -139,7 +140,9 @@ async def feed_stdin(sandbox_id: str, stream: AgentStream, chunks: AsyncIterable
                 await stream.send_message(ops.eof())
             except StreamEnded:
                 pass  # the agent stopped early (the process exited...): its answer says why
-            answer = await stream.recv_message()
+            answer = await stream.recv_message()  # "ready", or the error that says why not
+            if answer.get("type") == ops.READY:
+                answer = await stream.recv_message()
         return int(answer.get("written", 0))
     finally:
         stream.close()
