@@ -25,7 +25,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from workspace_server.domain.errors import RuntimeFailure
+from workspace_server.domain.errors import RuntimeFailure, StorageError
 from workspace_server.runtimes.host_commands import run_host_command
 
 FROZEN_MARK = "fs-frozen"  # beside the image while its file system is frozen for a copy
@@ -45,6 +45,8 @@ async def copy_image(source_image: Path, source_mount: Path, target_image: Path)
     try:
         code, out = await run_host_command("cp", "--sparse=always", str(source_image), str(target_image))
         if code != 0:
+            if "No space left" in out:
+                raise StorageError("no space left in the data dir for the fork's copy of the disk")
             raise RuntimeFailure(f"could not copy the sandbox's disk: {out}")
     finally:
         if frozen:
