@@ -418,6 +418,14 @@ async def test_every_seed_exception_is_reachable(flavour: str, server_url: str, 
         await call(client.aclose() if flavour == "async" else client.close())
 
 
+# --- Sandbox Lifecycle ----------------------------------------------------------------------
+
+
+def test_lifecycle_snippet(run_python: RunPython, readme_block: Callable[..., str], server_url: str) -> None:
+    output = run_readme_block(run_python, readme_block("### Sandbox Lifecycle"), server_url)
+    assert re.fullmatch(r"Forked: sbx-[0-9a-f]+ kept\n", output), output
+
+
 # --- Concurrent Usage -----------------------------------------------------------------------
 
 
