@@ -131,6 +131,29 @@ def test_files_and_root_changes_stay_in_the_sandbox(
     assert run(api, sandbox_id, "sh", "-c", "echo x > /bin/evil")["exit_code"] != 0
 
 
+def test_root_changes_survive_stop_and_start_and_are_forked(
+    api: httpx.Client, busybox: str, image_sandbox: dict[str, Any]
+) -> None:
+    """The overlay's upper layer lives on the sandbox's disk: kept by a stop, copied by a fork."""
+    sandbox_id = image_sandbox["id"]
+    run(api, sandbox_id, "sh", "-c", "echo changed > /etc/motd && rm /bin/vi && mkdir /opt/new", user="root")
+    for operation in ("stop", "start", "stop", "start"):
+        response = api.post(f"/sandboxes/{sandbox_id}/{operation}")
+        assert response.status_code == 200, response.text
+    check = "cat /etc/motd; ls /bin/vi 2>/dev/null || echo no-vi; ls -d /opt/new; id -u"
+    expected = "changed\nno-vi\n/opt/new\n0\n"
+    assert run(api, sandbox_id, "sh", "-c", check, user="root")["stdout"] == expected
+    fork = api.post(f"/sandboxes/{sandbox_id}/fork")
+    assert fork.status_code == 201, fork.text
+    try:
+        assert fork.json()["template"] == busybox
+        assert run(api, fork.json()["id"], "sh", "-c", check, user="root")["stdout"] == expected
+        run(api, fork.json()["id"], "sh", "-c", "echo fork > /etc/motd", user="root")
+        assert run(api, sandbox_id, "cat", "/etc/motd")["stdout"] == "changed\n"
+    finally:
+        api.delete(f"/sandboxes/{fork.json()['id']}", params={"force": "true"})
+
+
 def test_pty_in_an_image(workspace_server: LiveServer, image_sandbox: dict[str, Any]) -> None:
     from websockets.sync.client import connect
 
