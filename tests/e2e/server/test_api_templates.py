@@ -402,3 +402,55 @@ def test_commands_survive_a_killed_spawner_in_an_image(api: httpx.Client, image_
         time.sleep(0.2)
     else:
         raise AssertionError("no new spawner started")
+
+
+def test_snapshot_then_a_sandbox_from_it(api: httpx.Client, busybox: str, image_sandbox: dict[str, Any]) -> None:
+    sandbox_id = image_sandbox["id"]
+    assert (
+        api.put(f"/sandboxes/{sandbox_id}/files", params={"path": "/workspace/notes.txt"}, content=b"kept").status_code
+        == 200
+    )
+    run(
+        api,
+        sandbox_id,
+        "sh",
+        "-c",
+        "echo snapshot > /etc/motd; rm /bin/vi; mkdir -p /opt/tool && echo t > /opt/tool/x",
+        user="root",
+    )
+    run(api, sandbox_id, "sh", "-c", "sleep 30 & echo started")  # a process that is frozen meanwhile
+    response = api.post(f"/sandboxes/{sandbox_id}/snapshot", json={"name": "test/snap", "replace": True})
+    assert response.status_code == 201, response.text
+    snap = response.json()
+    assert snap["source"] == "snapshot"
+    parent = api.get(f"/templates/{busybox}").json()
+    assert snap["layers"][:-1] == parent["layers"] and len(snap["layers"]) == len(parent["layers"]) + 1
+    assert snap["env"] == parent["env"]
+    assert run(api, sandbox_id, "echo", "still running")["stdout"] == "still running\n"  # thawed
+    created = api.post("/sandboxes", json={"template": "test/snap"}).json()
+    try:
+        child = created["id"]
+        assert run(api, child, "cat", "/workspace/notes.txt")["stdout"] == "kept"
+        assert run(api, child, "cat", "/etc/motd")["stdout"] == "snapshot\n"
+        assert run(api, child, "ls", "/bin/vi")["exit_code"] != 0  # the deletion is a whiteout
+        assert run(api, child, "cat", "/opt/tool/x")["stdout"] == "t\n"
+        assert run(api, child, "stat", "-c", "%U", "/workspace/notes.txt")["stdout"] == "user\n"  # uids shifted back
+        # A snapshot of a snapshot stacks one more layer.
+        run(api, child, "sh", "-c", "echo two > /workspace/second")
+        again = api.post(f"/sandboxes/{child}/snapshot", json={"name": "test/snap2", "replace": True}).json()
+        assert len(again["layers"]) == len(snap["layers"]) + 1
+        conflict = api.post(f"/sandboxes/{child}/snapshot", json={"name": "test/snap2"})
+        assert conflict.status_code == 409 and conflict.json()["code"] == "TEMPLATE_EXISTS"
+        response = api.delete("/templates/test/snap")
+        assert response.status_code == 409 and response.json()["code"] == "TEMPLATE_IN_USE"
+    finally:
+        api.delete(f"/sandboxes/{created['id']}", params={"force": "true"})
+    assert api.delete("/templates/test/snap2").status_code == 204
+    assert api.delete("/templates/test/snap").status_code == 204
+
+
+def test_snapshot_of_a_builtin_template_sandbox_is_refused(api: httpx.Client, sandbox: dict[str, Any]) -> None:
+    response = api.post(f"/sandboxes/{sandbox['id']}/snapshot", json={"name": "test/nope"})
+    assert response.status_code == 400 and response.json()["code"] == "INVALID_REQUEST"
+    missing = api.post("/sandboxes/sbx-0000000000000000/snapshot", json={"name": "test/nope"})
+    assert missing.status_code == 404 and missing.json()["code"] == "SANDBOX_NOT_FOUND"

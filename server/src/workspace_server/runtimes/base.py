@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from workspace_server.agent_link.address import AgentAddress
@@ -98,6 +99,11 @@ class Runtime(Protocol):
 
     def workload_sample(self, sandbox_id: str) -> WorkloadSample | None:
         """The sandbox's processes and their CPU time now; None if it has none running."""
+        ...
+
+    async def pack_changes(self, sandbox_id: str, target: Path) -> None:
+        """Write what an image sandbox changed (its overlay's upper dir) as a layer tar, with
+        the image's own uids. The caller freezes the sandbox's processes meanwhile."""
         ...
 
     def layers_in_use(self) -> list[str]:

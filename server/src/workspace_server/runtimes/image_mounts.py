@@ -12,6 +12,7 @@ from pathlib import Path
 from workspace_server.domain.errors import RuntimeFailure
 from workspace_server.domain.models import Template
 from workspace_server.runtimes import idmap, image_root, uid_ranges
+from workspace_server.templates import layers
 from workspace_server.templates.store import digest_hex
 
 MNT_DETACH = 2
@@ -59,7 +60,12 @@ class ImageMounts:
             rootfs.mkdir(exist_ok=True)
             # Relative lower paths (from lower_root): many layers fit in the option page.
             lowers = ":".join(str(i) for i in range(len(sources)))
-            options = f"lowerdir={lowers},upperdir={rw / 'upper'},workdir={rw / 'work'}"
+            # No redirects, metadata-only copy-ups or index: the upper dir must hold whole files
+            # and plain whiteouts, as a layer does (a snapshot turns it into one).
+            options = (
+                f"lowerdir={lowers},upperdir={rw / 'upper'},workdir={rw / 'work'},"
+                "redirect_dir=off,metacopy=off,index=off"
+            )
             result = subprocess.run(
                 ["mount", "-t", "overlay", "overlay", "-o", options, str(rootfs)],
                 cwd=lower_root,
@@ -84,6 +90,11 @@ class ImageMounts:
             for target in lower_root.iterdir():
                 if os.path.ismount(target):
                     _libc.umount2(str(target).encode(), MNT_DETACH)
+
+    @staticmethod
+    def pack_changes(upper: Path, target: Path, uid_base: int) -> None:
+        with open(target, "xb") as out:
+            layers.pack_changes(upper, out, uid_base)
 
     def layers_in_use(self, sandboxes_dir: Path) -> list[str]:
         used: set[str] = set()

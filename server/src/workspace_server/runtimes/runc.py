@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from workspace_server import agent as agent_package
-from workspace_server.domain.errors import RuntimeFailure
+from workspace_server.domain.errors import InvalidRequest, RuntimeFailure
 from workspace_server.domain.models import ResourceLimits
 from workspace_server.runtimes import cgroup_limits, egress, image_root, oci_config, shared_dirs, uid_ranges
 from workspace_server.runtimes.base import SandboxSpec, StartedSandbox
@@ -588,6 +588,13 @@ class RuncRuntime(RuncLifecycle):
 
     def layers_in_use(self) -> list[str]:
         return self.images.layers_in_use(self.sandboxes_dir)
+
+    async def pack_changes(self, sandbox_id: str, target: Path) -> None:
+        upper = self._bundle(sandbox_id) / "rw" / "upper"
+        if not os.path.ismount(self._bundle(sandbox_id) / "rootfs") or not upper.is_dir():
+            raise InvalidRequest(f"sandbox {sandbox_id} has no image root to snapshot", field="sandbox_id")
+        base = self.uid_ranges.take(sandbox_id)  # its own range (taken at start): the shift back
+        await asyncio.to_thread(self.images.pack_changes, upper, target, base)
 
     def oom_kills(self, sandbox_id: str) -> int:
         """OOM kills in the sandbox: the agent's cgroup plus the workload's (cgroup v1

@@ -4,6 +4,7 @@ and garbage collection of layers nothing uses any more."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -13,13 +14,15 @@ from pathlib import Path
 from workspace_server.domain.errors import (
     ImageTooLarge,
     InvalidRequest,
+    SandboxNotRunning,
     TemplateExists,
     TemplateInUse,
     TemplateNotFound,
 )
-from workspace_server.domain.models import Template
+from workspace_server.domain.models import SandboxState, Template
 from workspace_server.domain.templates import TemplateRegistry, canonical_name
-from workspace_server.templates import importer
+from workspace_server.services.sandboxes import SandboxService
+from workspace_server.templates import importer, layers
 from workspace_server.templates.store import TemplateStore
 
 log = logging.getLogger(__name__)
@@ -105,8 +108,63 @@ class TemplateService:
         if received == 0:
             raise InvalidRequest("the request body is empty: send an image archive", field="body")
 
-    def add(self, template: Template, *, replace: bool) -> None:
-        self.store.put(template, replace=replace)
+    async def snapshot(
+        self,
+        sandboxes: SandboxService,
+        sandbox_id: str,
+        reference: str,
+        *,
+        replace: bool = False,
+        description: str = "",
+    ) -> Template:
+        """A new template: the sandbox's template with what the sandbox changed as one more
+        layer on top. The sandbox's processes are frozen while its changes are read."""
+        name = self.new_name(reference, replace)
+        record = sandboxes.record(sandbox_id)
+        if record.state not in (SandboxState.RUNNING, SandboxState.PAUSED):
+            raise SandboxNotRunning(sandbox_id, record.state.value)
+        parent = self.registry.get(record.template)
+        if not parent.is_image:
+            raise InvalidRequest(
+                f"sandbox {sandbox_id} runs the built-in template {parent.name!r}: only sandboxes of image "
+                "templates can be snapshotted (import or bootstrap a base image)",
+                field="sandbox_id",
+            )
+        runtime = sandboxes.runtime
+        async with self._imports:
+            with self.store.scratch() as work, self.store.pins() as pin:
+                changes = work / "changes.tar"
+                was_frozen = runtime.frozen(sandbox_id)
+                await runtime.freeze(sandbox_id)
+                try:
+                    await runtime.pack_changes(sandbox_id, changes)
+                finally:
+                    if not was_frozen:
+                        await runtime.thaw(sandbox_id)
+                layer = await asyncio.to_thread(self._store_layer, changes, work / "layer", pin)
+                layers = (*parent.layers, layer.diff_id)
+                template = Template(
+                    name=name,
+                    description=description,
+                    digest="sha256:" + hashlib.sha256("\n".join(layers).encode()).hexdigest(),
+                    layers=layers,
+                    size=parent.size + layer.size,
+                    created_at=now_iso(),
+                    source="snapshot",
+                    config=parent.config,
+                )
+                self.store.put(template, replace=replace)
+        log.info("snapshot of %s saved as template %s (%d bytes changed)", sandbox_id, name, layer.size)
+        return template
+
+    def _store_layer(self, tar: Path, unpacked: Path, pin: Callable[[str], None]) -> layers.UnpackedLayer:
+        """Unpack a layer tar into the store (checked like any archive: it came from a sandbox)."""
+        unpacked.mkdir()
+        with open(tar, "rb") as stream:
+            layer = layers.unpack(stream, unpacked / "fs", compression=None, max_bytes=self.max_image_bytes)
+        pin(layer.diff_id)
+        self.store.commit_layer(unpacked, layer.diff_id, layer.size)
+        return layer
 
     async def delete(self, reference: str) -> None:
         template = self.registry.get(reference)

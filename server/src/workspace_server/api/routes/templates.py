@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from workspace_server.api.deps import Services, services
 from workspace_server.api.errors import ERROR_RESPONSES
-from workspace_server.api.schemas import ShortText, TemplateBody, TemplateList
+from workspace_server.api.schemas import ShortText, SnapshotBody, TemplateBody, TemplateList
 
 router = APIRouter(prefix="/api/v1", tags=["templates"], responses=ERROR_RESPONSES)
 
@@ -48,3 +48,14 @@ async def get_template(name: str, svc: Annotated[Services, Depends(services)]) -
 async def delete_template(name: str, svc: Annotated[Services, Depends(services)]) -> Response:
     await svc.templates.delete(name)
     return Response(status_code=204)
+
+
+@router.post("/sandboxes/{sandbox_id}/snapshot", status_code=201, response_model=TemplateBody, tags=["sandboxes"])
+async def snapshot_sandbox(
+    sandbox_id: str, body: SnapshotBody, svc: Annotated[Services, Depends(services)]
+) -> TemplateBody:
+    """Save what the sandbox changed as a new template (its processes are frozen meanwhile)."""
+    template = await svc.templates.snapshot(
+        svc.sandboxes, sandbox_id, body.name, replace=body.replace, description=body.description
+    )
+    return TemplateBody.of(template)

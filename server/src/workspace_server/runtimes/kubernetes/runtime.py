@@ -20,6 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from workspace_server.agent_link.address import TcpAgentAddress
@@ -403,6 +404,9 @@ class KubernetesRuntime:
 
     def layers_in_use(self) -> list[str]:
         return []  # image templates (docs/templates.md) are the local runtime's for now
+
+    async def pack_changes(self, sandbox_id: str, target: Path) -> None:
+        raise InvalidRequest("snapshots are not available with the kubernetes runtime")
 
     # ------------------------------------------------------------------ lifecycle: what pods cannot do
     async def freeze(self, sandbox_id: str) -> None:
