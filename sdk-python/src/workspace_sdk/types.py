@@ -287,10 +287,24 @@ class PtyInfo:
 
 @dataclass
 class Template:
-    """A template sandboxes can be created from (``client.template.list``)."""
+    """A template sandboxes can be created from (``client.template.list``).
+
+    The built-in templates have only ``name`` and ``description``; image templates (imported,
+    snapshots) also carry their digest, layers (bottom to top), size in bytes, creation time,
+    ``source`` (``"imported"``, ``"snapshot"``, ...) and the image's ``env``, ``working_dir``
+    and ``user`` (commands' defaults).
+    """
 
     name: str
     description: str | None = None
+    digest: str | None = None
+    layers: list[str] = field(default_factory=list)
+    size: int = 0
+    created_at: str | None = None
+    source: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    working_dir: str | None = None
+    user: str | None = None
 
 
 LocalPath: TypeAlias = str | os.PathLike[str]

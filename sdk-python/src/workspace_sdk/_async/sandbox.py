@@ -8,7 +8,8 @@ import time
 from .._exceptions import SandboxNotFoundError, WaitTimeoutError, WorkspaceError
 from .._primitives import async_sleep
 from .._protocol import sandbox as protocol
-from ..types import CreateSandboxParams, ForkSandboxParams, OnTimeout, Sandbox, SandboxState
+from .._protocol import template as template_protocol
+from ..types import CreateSandboxParams, ForkSandboxParams, OnTimeout, Sandbox, SandboxState, Template
 from ._api_client import AsyncAPIClient
 
 
@@ -44,6 +45,12 @@ class AsyncSandboxService:
         except SandboxNotFoundError:
             return False
         return True
+
+    async def snapshot(self, sandbox_id: str, name: str, *, replace: bool = False, description: str = "") -> Template:
+        """Save what the sandbox changed as a new template ``name`` (its processes are frozen
+        meanwhile, then go on). The sandbox must run an image template."""
+        data = await self._api.request_json(template_protocol.snapshot_request(sandbox_id, name, replace, description))
+        return template_protocol.parse_template(data)
 
     async def delete(self, sandbox_id: str, force: bool = False) -> None:
         """Delete the sandbox. Without ``force`` its processes get SIGTERM and a short grace
