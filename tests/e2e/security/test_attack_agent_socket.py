@@ -162,7 +162,10 @@ def restarted() -> Iterator[Restarted]:
                 fake = sh(
                     client,
                     attackers[trick]["id"],
-                    f"setsid python3 -c '{FAKE_AGENT}' {trick} </dev/null & sleep 0.5; "
+                    # Wait for the fake's "planted" (a fixed sleep lost the race on a loaded host).
+                    f"setsid python3 -c '{FAKE_AGENT}' {trick} </dev/null >/tmp/fake.out 2>&1 & "
+                    "for i in $(seq 600); do grep -q planted /tmp/fake.out && break; sleep 0.05; done; "
+                    "cat /tmp/fake.out; "
                     "python3 -c 'import os, stat; "
                     'print(stat.S_ISSOCK(os.lstat("/run/workspace/agent.sock").st_mode))\'',
                     user="root",
