@@ -21,6 +21,7 @@ from workspace_server.api import http_limits
 from workspace_server.config import Settings
 from workspace_server.domain.errors import WorkspaceError
 from workspace_server.domain.models import ResourceLimits
+from workspace_server.domain.templates import canonical_name
 from workspace_server.runtimes.base import Runtime
 from workspace_server.runtimes.egress import parse_allowed
 
@@ -91,6 +92,14 @@ def serve(
             help="Seconds a request body may stop arriving before the connection is closed",
         ),
     ] = 60.0,
+    pool: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="WORKSPACE_POOL",
+            help="Keep N warm sandboxes of TEMPLATE too (TEMPLATE=N; repeat it, or separate with commas), "
+            "e.g. an imported image's name",
+        ),
+    ] = None,
     max_image_mb: Annotated[
         int,
         typer.Option(envvar="WORKSPACE_MAX_IMAGE_MB", help="Largest image archive, and largest unpacked image, in MiB"),
@@ -160,6 +169,11 @@ def serve(
     except ValueError as exc:
         typer.echo(f"error: --network-allow: {exc}", err=True)
         raise typer.Exit(2) from None
+    try:
+        pool_templates = parse_pools(pool or [])
+    except ValueError as exc:
+        typer.echo(f"error: --pool: {exc}", err=True)
+        raise typer.Exit(2) from None
     settings = Settings(
         data_dir=data_dir.resolve(),
         host=host,
@@ -175,6 +189,7 @@ def serve(
         request_head_timeout=request_head_timeout,
         request_body_idle_timeout=request_body_idle_timeout,
         max_image_bytes=max_image_mb * 1024 * 1024,
+        pool_templates=pool_templates,
         default_limits=ResourceLimits(
             cpu=default_cpu, memory_mb=default_memory_mb, pids=default_pids, disk_mb=default_disk_mb
         ),
@@ -253,6 +268,23 @@ def serve(
         timeout_keep_alive=75,
         **http_limits.uvicorn_protocols(connection_limits),
     )
+
+
+def parse_pools(values: list[str]) -> tuple[tuple[str, int], ...]:
+    """`TEMPLATE=N` items (comma-separated too) as (canonical template name, N)."""
+    pools: dict[str, int] = {}
+    for item in (part.strip() for value in values for part in value.split(",")):
+        if not item:
+            continue
+        name, sep, count = item.rpartition("=")
+        if not sep or not count.isdigit() or not name:
+            raise ValueError(f"{item!r} is not TEMPLATE=N")
+        try:
+            canonical = name if name == "default" else canonical_name(name)
+        except WorkspaceError as exc:
+            raise ValueError(exc.message) from None
+        pools[canonical] = int(count)
+    return tuple(pools.items())
 
 
 @app.command()

@@ -21,6 +21,8 @@ class Settings:
     )
     max_sandboxes: int = 500
     pool_size: int = 2
+    # Warm sandboxes of other templates, as (template name, count): `--pool TEMPLATE=N`.
+    pool_templates: tuple[tuple[str, int], ...] = ()
     default_timeout: int | None = None
     max_json_body: int = 1024 * 1024
     max_upload_bytes: int = 64 * 1024 * 1024 * 1024

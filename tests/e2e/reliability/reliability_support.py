@@ -337,7 +337,8 @@ def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
 
 def pool_full(h: Harness, per_template: int) -> bool:
     """The warm pool holds `per_template` ready sandboxes for every template (per /metrics)."""
-    templates = [t["name"] for t in httpx.get(h.api_url + "/templates", timeout=10).json()["templates"]]
+    listed = httpx.get(h.api_url + "/templates", timeout=10).json()["templates"]
+    templates = [t["name"] for t in listed if t.get("source", "builtin") == "builtin"]  # images: --pool only
     samples = metric_samples(httpx.get(h.url + "/metrics", timeout=10).text)
     return all(samples.get(("workspace_pool_size", (("template", t),))) == per_template for t in templates)
 

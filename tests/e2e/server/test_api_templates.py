@@ -454,3 +454,57 @@ def test_snapshot_of_a_builtin_template_sandbox_is_refused(api: httpx.Client, sa
     assert response.status_code == 400 and response.json()["code"] == "INVALID_REQUEST"
     missing = api.post("/sandboxes/sbx-0000000000000000/snapshot", json={"name": "test/nope"})
     assert missing.status_code == 404 and missing.json()["code"] == "SANDBOX_NOT_FOUND"
+
+
+def test_warm_pool_of_an_operator_named_template(tmp_path: Path) -> None:
+    """`--pool TEMPLATE=N`: filled once the template is imported, serves creates, and is
+    refilled from the new layers when the template is replaced."""
+    from tests.e2e.reliability.reliability_support import metric_samples
+
+    root = data_root()
+    server = start_server(root / "data", extra=["--pool-size", "0", "--pool", "test/pooled=1"])
+
+    def warm() -> float:
+        samples = metric_samples(httpx.get(server.url + "/metrics", timeout=10).text)
+        return samples.get(("workspace_pool_size", (("template", "test/pooled:latest"),)), 0.0)
+
+    def pool_creates() -> float:
+        samples = metric_samples(httpx.get(server.url + "/metrics", timeout=10).text)
+        return sum(
+            v
+            for (name, labels), v in samples.items()
+            if name.endswith("create_seconds_count") and ("source", "pool") in labels
+        )
+
+    def wait_warm() -> None:
+        deadline = time.monotonic() + 30
+        while warm() < 1:
+            assert time.monotonic() < deadline, "the pool of test/pooled did not fill"
+            time.sleep(0.1)
+
+    try:
+        with httpx.Client(base_url=server.url + "/api/v1", timeout=60) as client:
+            archive = images.busybox_oci_archive(tmp_path / "busybox.tar")
+            assert import_archive(client, archive, "test/pooled").status_code == 201
+            wait_warm()
+            before = pool_creates()
+            created = client.post("/sandboxes", json={"template": "test/pooled"}).json()
+            assert pool_creates() == before + 1
+            assert run(client, created["id"], "cat", "/etc/motd")["stdout"] == "busybox image\n"
+            client.delete(f"/sandboxes/{created['id']}", params={"force": "true"})
+            wait_warm()
+            changed = Image([images.busybox_layer(), layer_tar([Entry("etc/motd", b"replaced\n")])])
+            assert (
+                import_archive(
+                    client, images.oci_archive(changed, tmp_path / "v2.tar"), "test/pooled", replace="true"
+                ).status_code
+                == 201
+            )
+            time.sleep(0.5)
+            wait_warm()
+            created = client.post("/sandboxes", json={"template": "test/pooled"}).json()
+            assert run(client, created["id"], "cat", "/etc/motd")["stdout"] == "replaced\n"
+            client.delete(f"/sandboxes/{created['id']}", params={"force": "true"})
+    finally:
+        stop_server(server)
+        shutil.rmtree(root, ignore_errors=True)

@@ -56,6 +56,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None, checked: bool
             settings.max_image_bytes,
             users_of=sandbox_service.users_of,
             layers_in_use=chosen.layers_in_use,
+            on_changed=sandbox_service.pool_template_changed,
         )
         metrics.track_states(sandbox_service.counts_by_state)
         lifecycle_service = LifecycleService(sandbox_service)

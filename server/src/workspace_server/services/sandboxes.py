@@ -25,6 +25,7 @@ from workspace_server.domain.errors import (
     SandboxNotFound,
     SandboxNotRunning,
     ShuttingDown,
+    TemplateNotFound,
     WorkspaceError,
 )
 from workspace_server.domain.models import ImageConfig, OnTimeout, ResourceLimits, Sandbox, SandboxState
@@ -114,7 +115,9 @@ class SandboxService:
         # from the background loop until it works, so none is ever left running untracked.
         # The value says whether its record goes once it is reclaimed.
         self._unreclaimed: dict[str, bool] = {}
-        self._pool: dict[str, list[Warm]] = {name: [] for name in templates.names()}
+        self._pool_sizes = dict.fromkeys(templates.names(), settings.pool_size)
+        self._pool_sizes.update(dict(settings.pool_templates))
+        self._pool: dict[str, list[Warm]] = {name: [] for name in self._pool_sizes}
         self._pool_filling: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -363,12 +366,7 @@ class SandboxService:
         return None
 
     def _refill(self, template: str, delay: float = 0.0) -> None:
-        if (
-            self._closing
-            or self.settings.pool_size <= 0
-            or template in self._pool_filling
-            or template not in self._pool
-        ):
+        if self._closing or self._pool_sizes.get(template, 0) <= 0 or template in self._pool_filling:
             return
         self._pool_filling.add(template)
         self._spawn(self._fill_pool(template, delay))
@@ -378,9 +376,12 @@ class SandboxService:
             # Starting a sandbox costs CPU; right after a claim that CPU is better spent on the
             # claimed sandbox's first commands.
             await asyncio.sleep(delay)
-            while not self._closing and len(self._pool[template]) < self.settings.pool_size:
+            while not self._closing and len(self._pool[template]) < self._pool_sizes[template]:
                 sandbox_id = new_sandbox_id()
-                spec = SandboxSpec(sandbox_id, self.templates.get(template), self.settings.default_limits, False)
+                try:
+                    spec = SandboxSpec(sandbox_id, self.templates.get(template), self.settings.default_limits, False)
+                except TemplateNotFound:
+                    return  # not imported yet: pool_template_changed fills it once it is
                 try:
                     started = await self.runtime.start(spec)
                     connection = await AgentConnection.connect(
@@ -404,6 +405,18 @@ class SandboxService:
         finally:
             self._pool_filling.discard(template)
             self.metrics.pool_size.labels(template=template).set(len(self._pool[template]))
+
+    def pool_template_changed(self, template: str) -> None:
+        """An image template was imported, replaced or deleted: warm sandboxes of its old
+        layers go, and the pool is filled again if the operator asked for one."""
+        pool = self._pool.get(template)
+        if pool is None:
+            return
+        stale, pool[:] = list(pool), []
+        for warm in stale:
+            self._spawn(self._discard_warm(warm))
+        self.metrics.pool_size.labels(template=template).set(0)
+        self._refill(template, delay=POOL_REFILL_DELAY)
 
     async def _discard_warm(self, warm: Warm) -> None:
         await warm.connection.close()

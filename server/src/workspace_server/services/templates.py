@@ -43,6 +43,7 @@ class TemplateService:
         max_image_bytes: int,
         users_of: Callable[[str], list[str]],
         layers_in_use: Callable[[], Iterable[str]],
+        on_changed: Callable[[str], None] = lambda name: None,
     ) -> None:
         """`users_of(name)`: ids of live sandboxes made from a template; `layers_in_use()`:
         the layers live sandboxes have mounted (a replaced template's old ones included)."""
@@ -51,6 +52,7 @@ class TemplateService:
         self.max_image_bytes = max_image_bytes
         self._users_of = users_of
         self._layers_in_use = layers_in_use
+        self._on_changed = on_changed  # the warm pool drops sandboxes of a replaced template
         self._imports = asyncio.Semaphore(CONCURRENT_IMPORTS)
 
     def all(self) -> list[Template]:
@@ -91,6 +93,7 @@ class TemplateService:
                     config=image.config,
                 )
                 self.store.put(template, replace=replace)
+        self._on_changed(name)
         if replace:
             await self.collect_garbage()
         log.info("imported template %s (%s, %d layers, %d bytes)", name, image.digest, len(image.layers), image.size)
@@ -154,6 +157,7 @@ class TemplateService:
                     config=parent.config,
                 )
                 self.store.put(template, replace=replace)
+        self._on_changed(name)
         log.info("snapshot of %s saved as template %s (%d bytes changed)", sandbox_id, name, layer.size)
         return template
 
@@ -175,6 +179,7 @@ class TemplateService:
             raise TemplateInUse(template.name, users)
         if not self.store.remove(template.name):
             raise TemplateNotFound(reference, [t.name for t in self.all()][:50])
+        self._on_changed(template.name)
         await self.collect_garbage()
 
     async def collect_garbage(self) -> None:
