@@ -104,6 +104,9 @@ def serve(
         int,
         typer.Option(envvar="WORKSPACE_MAX_IMAGE_MB", help="Largest image archive, and largest unpacked image, in MiB"),
     ] = 16384,
+    session_ttl: Annotated[
+        int, typer.Option(envvar="WORKSPACE_SESSION_TTL", min=1, help="Seconds a web console sign-in lasts")
+    ] = 12 * 3600,
     network_allow: Annotated[
         list[str] | None,
         typer.Option(
@@ -190,6 +193,7 @@ def serve(
         request_body_idle_timeout=request_body_idle_timeout,
         max_image_bytes=max_image_mb * 1024 * 1024,
         pool_templates=pool_templates,
+        session_seconds=float(session_ttl),
         default_limits=ResourceLimits(
             cpu=default_cpu, memory_mb=default_memory_mb, pids=default_pids, disk_mb=default_disk_mb
         ),

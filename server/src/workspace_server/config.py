@@ -43,6 +43,8 @@ class Settings:
     max_connections_per_peer: int | None = None
     request_head_timeout: float = 20.0
     request_body_idle_timeout: float = 60.0
+    # How long a console sign-in lasts (the session cookie's Max-Age, enforced here too).
+    session_seconds: float = 12 * 3600
     # Ranges sandboxes with network=true may reach although they are private or the host's
     # own (runtimes/egress.py); everything else non-public is rejected.
     network_allow: tuple[ipaddress.IPv4Network, ...] = ()

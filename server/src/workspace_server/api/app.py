@@ -13,7 +13,9 @@ from workspace_server.api.deps import Services
 from workspace_server.api.errors import install_error_handlers
 from workspace_server.api.middleware import GuardMiddleware
 from workspace_server.api.routes import files, health, lifecycle, processes, pty, sandboxes, templates
+from workspace_server.api.sessions import SessionStore
 from workspace_server.config import Settings
+from workspace_server.console import routes as console
 from workspace_server.domain.templates import TemplateRegistry
 from workspace_server.metrics import Metrics
 from workspace_server.runtimes.base import Runtime
@@ -98,14 +100,19 @@ def create_app(settings: Settings, runtime: Runtime | None = None, checked: bool
         description="Self-hosted sandboxes: create, run commands, stream output, files, PTYs.",
     )
     install_error_handlers(app)
+    sessions = SessionStore(settings.session_seconds)
+    app.state.settings = settings
+    app.state.sessions = sessions
     for module in (health, sandboxes, templates, lifecycle, processes, files, pty):
         app.include_router(module.router)
     app.include_router(pty.socket_router)
+    app.include_router(console.router)
     app.add_middleware(
         GuardMiddleware,
         api_key=settings.api_key,
         max_json_body=settings.max_json_body,
         max_upload=settings.max_upload_bytes,
         bind_host=settings.host,
+        sessions=sessions,
     )
     return app

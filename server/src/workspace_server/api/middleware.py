@@ -1,4 +1,5 @@
-"""ASGI middleware: API-key auth, request-size limits, request ids for the logs."""
+"""ASGI middleware: API-key or console-session auth, cross-site refusal, request-size limits,
+request ids for the logs."""
 
 from __future__ import annotations
 
@@ -11,9 +12,14 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from workspace_server.api.sessions import SessionStore, cookie_value
 from workspace_server.logs import request_id_var, sandbox_id_var
 
 OPEN_PATHS = {"/healthz"}
+# The console's pages, scripts and sign-in form: public files, no data. Its API calls go to
+# /api/v1 with the session cookie.
+CONSOLE_PREFIX = "/ui"
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 MAX_HEADER_BYTES = 32 * 1024
 UPLOAD_PATH = re.compile(r"^/api/v1/sandboxes/[^/]+/files$")
 STDIN_PATH = re.compile(r"^/api/v1/sandboxes/[^/]+/processes/[^/]+/stdin$")  # streamed like an upload
@@ -68,12 +74,33 @@ def hostname_of(value: str) -> str:
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
 
 
+def is_open_path(path: str) -> bool:
+    return path in OPEN_PATHS or path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/")
+
+
+def same_origin(scope: Scope) -> bool:
+    """Whether the request says it comes from a page of this very server (scheme, host and
+    port): browsers send `Origin` on every WebSocket handshake and on POST, PUT and DELETE."""
+    origin, host = _header(scope, b"origin"), _header(scope, b"host")
+    if origin is None or host is None:
+        return False
+    scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
+    return origin.strip().lower() == f"{scheme}://{host.strip().lower()}"
+
+
 class GuardMiddleware:
     def __init__(
-        self, app: ASGIApp, api_key: str | None, max_json_body: int, max_upload: int, bind_host: str = "127.0.0.1"
+        self,
+        app: ASGIApp,
+        api_key: str | None,
+        max_json_body: int,
+        max_upload: int,
+        bind_host: str = "127.0.0.1",
+        sessions: SessionStore | None = None,
     ) -> None:
         self.app = app
         self.api_key = api_key
+        self.sessions = sessions
         self.allowed_hosts = LOOPBACK_NAMES | {bind_host.lower().strip("[]")}
         self.max_json_body = max_json_body
         self.max_upload = max_upload
@@ -87,6 +114,28 @@ class GuardMiddleware:
             return f"cross-site request from {origin!r} refused; without an API key only local pages are served"
         if origin == "null":
             return "requests from opaque origins are refused without an API key"
+        return None
+
+    def _refusal(self, scope: Scope) -> tuple[int, str, str] | None:
+        """Why a request to a keyed server is refused, or None. The key may come in a header
+        or, for the console, as a session cookie; a cookie is sent by the browser on its own,
+        so a cookie-authenticated WebSocket or changing request must also come from one of
+        this server's own pages (SameSite=Strict alone would let another port of the same
+        host, a different origin but the same site, use it)."""
+        assert self.api_key is not None
+        key = presented_key(scope)
+        if key is not None:
+            if hmac.compare_digest(key.encode(), self.api_key.encode()):
+                return None
+            return 401, "UNAUTHORIZED", "invalid API key"
+        token = cookie_value(_header(scope, b"cookie"))
+        if token is None or self.sessions is None or not self.sessions.valid(token):
+            problem = "session expired or signed out: sign in again" if token else "missing or invalid API key"
+            return 401, "UNAUTHORIZED", f"{problem} (Authorization: Bearer KEY or X-API-Key: KEY)"
+        changing = scope["type"] == "websocket" or scope.get("method") not in SAFE_METHODS
+        if changing and not same_origin(scope):
+            problem = "cross-site request refused: a console session serves this server's own pages"
+            return 403, "PERMISSION_DENIED", problem
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -116,14 +165,14 @@ class GuardMiddleware:
                 else:
                     await _reject_http(send, 403, "PERMISSION_DENIED", problem)
                 return
-        if self.api_key is not None and path not in OPEN_PATHS:
-            key = presented_key(scope)
-            if key is None or not hmac.compare_digest(key.encode(), self.api_key.encode()):
-                message = "missing or invalid API key (Authorization: Bearer KEY or X-API-Key: KEY)"
+        if self.api_key is not None and not is_open_path(path):
+            refusal = self._refusal(scope)
+            if refusal is not None:
+                status, code, message = refusal
                 if scope["type"] == "websocket":
-                    await reject_websocket(receive, send, 4401, "UNAUTHORIZED", message)
+                    await reject_websocket(receive, send, 4000 + status, code, message)
                 else:
-                    await _reject_http(send, 401, "UNAUTHORIZED", message)
+                    await _reject_http(send, status, code, message)
                 return
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)

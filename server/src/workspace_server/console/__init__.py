@@ -1,0 +1,1 @@
+"""The web console at /ui: static pages that use the REST API with a session cookie."""
