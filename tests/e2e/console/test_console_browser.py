@@ -211,8 +211,16 @@ def test_console_flow_with_an_api_key(keyed_server: LiveServer, browser: Browser
     page.locator("#template-rows tr", has_text="workspace-test:latest").wait_for()
     screenshot(page, "04-templates")
 
-    # Delete the sandbox from its page: back to the list, gone from the server.
+    # Lifecycle buttons follow the state: pause, then resume.
     page.goto(keyed_server.url + f"/ui/#/sandboxes/{sandbox_id}")
+    page.click("#sandbox-actions button[data-action=pause]")
+    page.locator("#state", has_text="paused").wait_for()
+    assert api.get(f"/sandboxes/{sandbox_id}").json()["state"] == "paused"
+    page.click("#sandbox-actions button[data-action=resume]")
+    page.locator("#state", has_text="running").wait_for()
+    page.locator("#sandbox-actions button[data-action=pause]").wait_for()
+
+    # Delete the sandbox from its page: back to the list, gone from the server.
     page.click("#sandbox-actions button[data-action=delete]")
     wait_js(page, "location.hash === '#/'")
     page.locator("#sandbox-rows tr", has_text=sandbox_id).wait_for(state="detached")

@@ -46,6 +46,8 @@ PAGE_HEADERS = {
 # A wrong key costs the guesser this long (sign-in attempts are not otherwise limited).
 FAILED_SIGN_IN_DELAY = 0.5
 SANDBOX_ACTION = re.compile(r"^/api/v1/sandboxes/\{sandbox_id\}/([a-z_]+)$")
+# Lifecycle actions the console has buttons for (they need no input), when the server has them.
+BUTTON_ACTIONS = {"pause", "resume", "stop", "start", "fork"}
 
 
 def settings_of(request: Request) -> Settings:
@@ -122,14 +124,13 @@ async def features(request: Request) -> dict[str, Any]:
     (sandbox lifecycle actions, template routes)."""
     actions: set[str] = set()
     template_routes: set[str] = set()
-    for route in request.app.routes:
-        path = getattr(route, "path", "")
-        methods = getattr(route, "methods", None) or set()
+    # The API's own document (FastAPI builds it once and caches it) lists its routes.
+    for path, operations in request.app.openapi().get("paths", {}).items():
         match = SANDBOX_ACTION.match(path)
-        if match and "POST" in methods and match.group(1) not in ("files", "processes", "pty"):
+        if match and "post" in operations and match.group(1) in BUTTON_ACTIONS:
             actions.add(match.group(1))
         if path.startswith("/api/v1/templates"):
-            template_routes.update(f"{method} {path}" for method in methods)
+            template_routes.update(f"{method.upper()} {path}" for method in operations)
     return {"sandbox_actions": sorted(actions), "template_routes": sorted(template_routes)}
 
 

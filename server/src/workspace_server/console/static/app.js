@@ -53,9 +53,15 @@ function route() {
 
 // --- sandboxes -----------------------------------------------------------------------------
 
+// Which lifecycle actions make sense in which state (those the server has are shown).
+const ACTIONS_BY_STATE = { running: ["pause", "stop", "fork"], paused: ["resume", "stop", "fork"], stopped: ["start", "fork"] };
+
+export function actionsFor(state) {
+  return (ACTIONS_BY_STATE[state] || []).filter((action) => consoleState.features.sandbox_actions.includes(action));
+}
+
 function actionButtons(sandbox) {
-  const actions = consoleState.features.sandbox_actions.filter((action) => action !== "kill");
-  return actions
+  return actionsFor(sandbox.state)
     .map((action) => `<button class="quiet" data-action="${escapeHtml(action)}" data-id="${escapeHtml(sandbox.id)}">${escapeHtml(action)}</button>`)
     .join("");
 }

@@ -1,5 +1,6 @@
 // One sandbox: its state, a terminal, its processes (kill) and a file browser.
 import { api, age, escapeHtml, humanBytes, limits, toast } from "./api.js";
+import { actionsFor } from "./app.js";
 import { openTerminal } from "./terminal.js";
 
 const POLL_MS = 3000;
@@ -24,10 +25,16 @@ export function show(main, sandboxId, consoleState) {
   let session = null;
 
   const actions = document.getElementById("sandbox-actions");
-  actions.innerHTML =
-    consoleState.features.sandbox_actions
-      .map((action) => `<button class="quiet" data-action="${escapeHtml(action)}">${escapeHtml(action)}</button>`)
-      .join("") + `<button class="danger" data-action="delete">Delete sandbox</button>`;
+  let shownState = null;
+  const showActions = (state) => {
+    if (state === shownState) return;
+    shownState = state;
+    actions.innerHTML =
+      actionsFor(state)
+        .map((action) => `<button class="quiet" data-action="${escapeHtml(action)}">${escapeHtml(action)}</button>`)
+        .join("") + `<button class="danger" data-action="delete">Delete sandbox</button>`;
+  };
+  showActions(null);
   actions.addEventListener("click", async (event) => {
     const button = event.target.closest("button[data-action]");
     if (!button) return;
@@ -55,6 +62,7 @@ export function show(main, sandboxId, consoleState) {
       const state = document.getElementById("state");
       state.textContent = sandbox.state;
       state.className = "state " + sandbox.state;
+      showActions(sandbox.state);
       document.getElementById("summary").textContent =
         `${sandbox.template} · ${limits(sandbox)} · created ${age(sandbox.created_at)} ago` + (sandbox.expires_at ? ` · expires ${sandbox.expires_at}` : "");
       document.getElementById("process-rows").innerHTML =
