@@ -145,8 +145,9 @@ class FakeKubelet:
             (fs / directory).mkdir(parents=True, exist_ok=True)
         for link, target in (("bin", "usr/bin"), ("lib", "usr/lib"), ("lib64", "usr/lib64"), ("sbin", "usr/sbin")):
             (fs / link).symlink_to(target)
-        for writable in ("workspace", "tmp", "home/user", "var/tmp"):
-            os.chown(fs / writable, SANDBOX_UID, SANDBOX_UID)
+        for volume in spec["volumes"]:  # emptyDirs: writable by fsGroup (the sandbox user here)
+            if "emptyDir" in volume and volume["name"] != "agent" and volume["name"] in mounts:
+                os.chown(fs / mounts[volume["name"]].lstrip("/"), SANDBOX_UID, SANDBOX_UID)
         (fs / "tmp").chmod(0o1777)
         (fs / "var/tmp").chmod(0o1777)
         ip = self._allocate_ip(name)

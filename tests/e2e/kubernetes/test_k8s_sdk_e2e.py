@@ -4,6 +4,13 @@ sandbox pods run as a non-root user (the `restricted` Pod Security Standard)."""
 
 from __future__ import annotations
 
+from tests.e2e.sdk.test_sdk_e2e_background import (  # noqa: F401
+    test_a_client_disconnect_never_kills_the_process,
+    test_disconnect_then_reconnect_at_an_offset_byte_for_byte,
+    test_start_runs_detached_and_events_carry_contiguous_offsets,
+    test_stdin_round_trip_through_cat_and_clear_errors,
+    test_timeout_kills_the_process_and_says_so,
+)
 from tests.e2e.sdk.test_sdk_e2e_files import (  # noqa: F401
     large_file,
     test_copy_between_sandboxes_by_streaming,

@@ -42,7 +42,13 @@ TERMINATION_GRACE_SECONDS = 5
 API_GROUP = "agents.x-k8s.io"  # agent-sandbox: Sandbox
 EXTENSIONS_GROUP = "extensions.agents.x-k8s.io"  # SandboxTemplate, SandboxClaim, SandboxWarmPool
 AGENT_SANDBOX_VERSION = "v1alpha1"
-WRITABLE_DIRS = (("workspace", "/workspace"), ("home", "/home/user"), ("tmp", "/tmp"), ("var-tmp", "/var/tmp"))
+WRITABLE_DIRS = (
+    ("workspace", "/workspace"),
+    ("home", "/home/user"),
+    ("tmp", "/tmp"),
+    ("var-tmp", "/var/tmp"),
+    ("agent-run", "/run/workspace"),  # the agent's own state (background processes' logs)
+)
 
 
 def pod_name(sandbox_id: str) -> str:

@@ -118,7 +118,7 @@ def view(pod: dict[str, Any]) -> PodView:
         pod_ip=status.get("podIP") or None,
         created=_epoch(metadata.get("creationTimestamp")),
         deleting=bool(metadata.get("deletionTimestamp")),
-        agent_running=bool((container.get("state") or {}).get("running")),
+        agent_running="running" in (container.get("state") or {}),
         failure=failure(pod),
         oom_kills=oom,
     )
