@@ -8,6 +8,7 @@ from typing import Any
 from workspace_server.domain.models import ResourceLimits
 from workspace_server.runtimes import uid_ranges
 from workspace_server.runtimes.base import SandboxSpec
+from workspace_server.runtimes.user_namespace import MESSAGE_QUEUE_BYTES, PENDING_SIGNALS
 
 # Every sandbox runs in its own user namespace, mapped onto a host uid range of its own
 # (uid_ranges.py): root inside is the range's first uid, the sandbox user (uid 1000) that
@@ -97,6 +98,26 @@ NAMESPACE_CLONE_FLAGS = [
     0x40000000,  # CLONE_NEWNET
 ]
 ENOSYS = 38
+# Not needed in a sandbox, and bound by no per-user or per-sandbox quota: Linux AIO contexts
+# come from one host-wide pool (fs.aio-max-nr), so one sandbox could take them all; io_uring
+# is a large kernel attack surface (Docker's default profile denies it too). ENOSYS: "not
+# supported here", so programs fall back (libaio users to threads, glibc's POSIX AIO never
+# used these).
+UNSUPPORTED_SYSCALLS = [
+    "io_setup",
+    "io_destroy",
+    "io_submit",
+    "io_cancel",
+    "io_getevents",
+    "io_pgetevents",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+]
+# Pseudo-terminals per sandbox: its own devpts instance with `max=`. All non-initial
+# instances share kernel.pty.max - kernel.pty.reserve (3072 by default), so one sandbox
+# alone can never use them up.
+PTY_MAX = 128
 
 
 def seccomp_profile() -> dict[str, Any]:
@@ -104,6 +125,7 @@ def seccomp_profile() -> dict[str, Any]:
         {"names": DENIED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
         # clone3 passes its flags in memory seccomp cannot read: make libc fall back to clone.
         {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS},
+        {"names": UNSUPPORTED_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS},
     ]
     for flag in NAMESPACE_CLONE_FLAGS:
         syscalls.append(
@@ -147,6 +169,12 @@ def bind(source: Path | str, destination: str, *, readonly: bool) -> dict[str, A
     return {"destination": destination, "type": "bind", "source": str(source), "options": options}
 
 
+def process_rlimits(nofile: int = 4096) -> list[tuple[str, int]]:
+    """Every sandbox process's rlimits (soft = hard). Message-queue bytes and pending
+    signals are per uid inside; user_namespace.py caps the sandbox's total the same way."""
+    return [("NOFILE", nofile), ("MSGQUEUE", MESSAGE_QUEUE_BYTES), ("SIGPENDING", PENDING_SIGNALS)]
+
+
 def build_config(
     spec: SandboxSpec,
     *,
@@ -159,7 +187,9 @@ def build_config(
     rootfs: Path | str = "rootfs",
     python: str = "/usr/bin/python3",
     nofile: int = 4096,
+    user_namespace: str | None = None,
 ) -> dict[str, Any]:
+    """`user_namespace`: the path of a namespace to join (user_namespace.py), else runc makes one."""
     limits = spec.limits
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
@@ -173,7 +203,7 @@ def build_config(
             "destination": "/dev/pts",
             "type": "devpts",
             "source": "devpts",
-            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", f"max={PTY_MAX}"],
         },
         {
             "destination": "/dev/shm",
@@ -220,7 +250,13 @@ def build_config(
             "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"],
             "cwd": "/",
             "capabilities": dict.fromkeys(("bounding", "effective", "permitted"), AGENT_CAPABILITIES),
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
+            # Joining a namespace owned by the sandbox's uid, runc (host root) may not set the
+            # init's rlimits (EPERM): it then inherits them from runc (process_rlimits()).
+            **(
+                {}
+                if user_namespace
+                else {"rlimits": [{"type": f"RLIMIT_{n}", "hard": v, "soft": v} for n, v in process_rlimits(nofile)]}
+            ),
             "noNewPrivileges": True,
             "oomScoreAdj": 0,  # commands get COMMAND_OOM_SCORE_ADJ: the OOM killer picks them first
         },
@@ -230,7 +266,10 @@ def build_config(
         "linux": {
             "uidMappings": [{"containerID": 0, "hostID": host_uid, "size": uid_ranges.RANGE_SIZE}],
             "gidMappings": [{"containerID": 0, "hostID": host_uid, "size": uid_ranges.RANGE_SIZE}],
-            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "user", "cgroup")],
+            "namespaces": [
+                {"type": "user", "path": user_namespace} if user_namespace else {"type": "user"},
+                *({"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")),
+            ],
             "cgroupsPath": cgroups_path,
             "resources": resources,
             "maskedPaths": MASKED_PATHS,

@@ -38,6 +38,7 @@ from workspace_server.runtimes.cgroups import sandbox_cgroup_parent
 from workspace_server.runtimes.host_commands import run_host_command
 from workspace_server.runtimes.image_mounts import ImageMounts
 from workspace_server.runtimes.runc_lifecycle import DISK_IMAGE, RuncLifecycle
+from workspace_server.runtimes.user_namespace import owned_user_namespace
 
 log = logging.getLogger(__name__)
 
@@ -332,46 +333,51 @@ class RuncRuntime(RuncLifecycle):
                 rootfs = await asyncio.to_thread(self.images.mount, bundle, rw, spec.template, host_uid)
             elif not spec.existing_disk:
                 await asyncio.to_thread(self._populate_writable, rw, host_uid)
-            config = oci_config.build_config(
-                spec,
-                writable_dir=rw,
-                run_dir=rw / "run",
-                agent_dir=self.agent_dir,
-                etc_dir=self.etc_dir,
-                rootfs=self.rootfs_dir,
-                cgroups_path=f"{self.cgroup_parent}/{spec.sandbox_id}",
-                host_uid=host_uid,
-            )
-            if spec.template.is_image:
-                config = image_root.image_config(config, rootfs)
-            (bundle / "config.json").write_text(json.dumps(config))
-            pid_file = bundle / "init.pid"
-            # The agent's stdout and stderr (and runc's own errors): a file on the sandbox's
-            # own disk image, so whatever sandbox root writes to them counts against disk_mb
-            # and never lands on the host's disk.
-            agent_log = await asyncio.to_thread(_fresh_agent_log, rw / "run" / AGENT_LOG)
-            workload_procs = -1
-            try:
-                workload_procs = await asyncio.to_thread(self._make_workload_cgroup, spec)
-                code, _ = await run_host_command(
-                    self.runc,
-                    "--root",
-                    str(self.state_dir),
-                    "run",
-                    "--detach",
-                    "--bundle",
-                    str(bundle),
-                    "--pid-file",
-                    str(pid_file),
-                    spec.sandbox_id,
-                    stdin=workload_procs,
-                    output=agent_log,
+            async with owned_user_namespace(host_uid) as user_namespace:
+                config = oci_config.build_config(
+                    spec,
+                    writable_dir=rw,
+                    run_dir=rw / "run",
+                    agent_dir=self.agent_dir,
+                    etc_dir=self.etc_dir,
+                    rootfs=self.rootfs_dir,
+                    cgroups_path=f"{self.cgroup_parent}/{spec.sandbox_id}",
+                    host_uid=host_uid,
+                    user_namespace=user_namespace,
                 )
-                tail = b"" if code == 0 else os.pread(agent_log, 2000, max(0, os.fstat(agent_log).st_size - 2000))
-            finally:
-                if workload_procs >= 0:
-                    os.close(workload_procs)
-                os.close(agent_log)
+                if spec.template.is_image:
+                    config = image_root.image_config(config, rootfs)
+                (bundle / "config.json").write_text(json.dumps(config))
+                pid_file = bundle / "init.pid"
+                # The agent's stdout and stderr (and runc's own errors): a file on the sandbox's
+                # own disk image, so whatever sandbox root writes to them counts against disk_mb
+                # and never lands on the host's disk.
+                agent_log = await asyncio.to_thread(_fresh_agent_log, rw / "run" / AGENT_LOG)
+                workload_procs = -1
+                try:
+                    workload_procs = await asyncio.to_thread(self._make_workload_cgroup, spec)
+                    code, _ = await run_host_command(
+                        "prlimit",  # inherited by the sandbox's init (oci_config.process_rlimits)
+                        *(f"--{name.lower()}={value}:{value}" for name, value in oci_config.process_rlimits()),
+                        "--",
+                        self.runc,
+                        "--root",
+                        str(self.state_dir),
+                        "run",
+                        "--detach",
+                        "--bundle",
+                        str(bundle),
+                        "--pid-file",
+                        str(pid_file),
+                        spec.sandbox_id,
+                        stdin=workload_procs,
+                        output=agent_log,
+                    )
+                    tail = b"" if code == 0 else os.pread(agent_log, 2000, max(0, os.fstat(agent_log).st_size - 2000))
+                finally:
+                    if workload_procs >= 0:
+                        os.close(workload_procs)
+                    os.close(agent_log)
             if code != 0:
                 raise RuntimeFailure(f"runc could not start the sandbox: {tail.decode(errors='replace').strip()}")
             host_pid = int(pid_file.read_text().strip())
