@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import os
 import statistics
 import sys
 import time
@@ -162,7 +163,9 @@ def main() -> None:
     text = (
         "# Kubernetes runtime (tier 2: fake API server + fake kubelet running the real agent)\n\n"
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.iterations} iterations, "
-        f"{args.sandboxes} sandboxes for the restart.\n\n"
+        f"{args.sandboxes} sandboxes for the restart; load average at the end "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (the baseline ran in the same minutes, "
+        "under the same load).\n\n"
         "| Metric | Kubernetes runtime | Baseline (same run) | Result |\n|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )
     RESULTS.parent.mkdir(exist_ok=True)
