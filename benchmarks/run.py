@@ -27,7 +27,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: import as the `benchmarks` package, from the repo root
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from benchmarks import scenarios
+from benchmarks import nfs, scenarios
 from benchmarks.background import background
 from benchmarks.cli_startup import cli_startup
 from benchmarks.client import Api
@@ -56,6 +56,7 @@ SCENARIOS = (
     "cli",
     "concurrency",
     "memory",
+    "nfs",
 )
 
 
@@ -170,9 +171,9 @@ class Run:
             self.notes.append(f"{name} failed: {type(exc).__name__}: {str(exc)[:400]}")
         log(f"{name}: {time.perf_counter() - started:.1f} s")
 
-    def server(self, name: str, pool_size: int) -> Server:
-        log(f"starting the {name} server (--pool-size {pool_size})")
-        server = start_server(name, self.root, pool_size)
+    def server(self, name: str, pool_size: int, extra: list[str] | None = None) -> Server:
+        log(f"starting the {name} server (--pool-size {pool_size} {' '.join(extra or [])})")
+        server = start_server(name, self.root, pool_size, extra=extra)
         self.servers.append(server)
         with Api(server.url) as api:
             if not api.wait_pool(pool_size, timeout=120):
@@ -204,7 +205,7 @@ def measure(run: Run, selected: set[str], pool_size: int) -> None:
     if "baselines" in selected:
         run.attempt("baseline: runc alone", lambda: scenarios.runc_baseline(cfg, run.root))
         run.attempt("baseline: podman", lambda: scenarios.podman_baseline(cfg, run.root))
-    on_pool_server = selected - {"baselines"}
+    on_pool_server = selected - {"baselines", "nfs"}
     if on_pool_server:
         server = run.server("pool", pool_size)
         steps: list[tuple[str, str, Callable[[], list[Metric]]]] = [
@@ -228,6 +229,13 @@ def measure(run: Run, selected: set[str], pool_size: int) -> None:
             if scenario in selected:
                 run.attempt(title, action)
         run.teardown(server)
+    if "nfs" in selected:
+        with_nfs = run.server("nfs", pool_size, nfs.nfs_flags())
+        plain = run.server("plain", pool_size)
+        run.attempt("NFS: export cost at create", lambda: nfs.create_cost(with_nfs, plain, cfg))
+        run.teardown(plain)
+        run.attempt("NFS: 256 MiB through NFS", lambda: nfs.transfer(with_nfs, cfg))
+        run.teardown(with_nfs)
     if "lifecycle" in selected:
         cold = run.server("cold", 0)
         run.attempt("lifecycle, cold", lambda: scenarios.lifecycle(cold, cfg, "cold"))

@@ -71,7 +71,9 @@ class Server:
             return ""
 
 
-def server_command(port: int, data_dir: Path, pool_size: int, profile_dir: Path | None) -> list[str]:
+def server_command(
+    port: int, data_dir: Path, pool_size: int, profile_dir: Path | None, extra: list[str] | None = None
+) -> list[str]:
     args = [
         "serve",
         "--host",
@@ -84,6 +86,7 @@ def server_command(port: int, data_dir: Path, pool_size: int, profile_dir: Path 
         str(pool_size),
         "--log-level",
         "WARNING",
+        *(extra or []),
     ]
     if profile_dir is not None:
         return [sys.executable, "-m", "benchmarks.profiled_server", str(profile_dir), *args]
@@ -94,14 +97,19 @@ def server_command(port: int, data_dir: Path, pool_size: int, profile_dir: Path 
 
 
 def start_server(
-    name: str, root: Path, pool_size: int, profile_dir: Path | None = None, timeout: float = 60.0
+    name: str,
+    root: Path,
+    pool_size: int,
+    profile_dir: Path | None = None,
+    timeout: float = 60.0,
+    extra: list[str] | None = None,
 ) -> Server:
     data_dir = root / f"data-{name}"
     log_path = root / f"server-{name}.log"
     port = free_port()
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            server_command(port, data_dir, pool_size, profile_dir),
+            server_command(port, data_dir, pool_size, profile_dir, extra),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -30,6 +30,9 @@ TARGETS: list[Target] = [
     Target("file read, 256 MiB", "files.read_large", 300, at_most=False),
     Target("server RSS growth during the 256 MiB write", "files.write_large.rss", 64, at_most=True),
     Target("server RSS growth during the 256 MiB read", "files.read_large.rss", 64, at_most=True),
+    Target("NFS write, 256 MiB (userspace client)", "nfs.write", 100, at_most=False),
+    Target("NFS read, 256 MiB (userspace client)", "nfs.read", 100, at_most=False),
+    Target("export added at sandbox start (create p50, NFS on − off)", "nfs.create_added", 20, at_most=True),
     Target("idle memory per sandbox (cgroup + server RSS growth)", "mem.idle_per_sandbox", 16, at_most=True),
     Target(
         "create → first command vs `podman run` (warm pool)",

@@ -4,7 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # tmux: the tests drive `workspace shell` through a real terminal; chromium: they drive the
 # web console in a real browser (headless, through Playwright; no browser download).
-APT_PACKAGES=(make curl runc python3 python3-venv slirp4netns nftables iproute2 procps util-linux e2fsprogs mount tmux skopeo busybox-static chromium)
+# nfs-ganesha, dbus-daemon: `serve --nfs`; libnfs-utils: the NFS tests' userspace client.
+APT_PACKAGES=(make curl runc python3 python3-venv slirp4netns nftables iproute2 procps util-linux e2fsprogs mount tmux
+  skopeo busybox-static chromium nfs-ganesha nfs-ganesha-vfs dbus-daemon libnfs-utils)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -22,6 +24,10 @@ CONSOLE=server/src/workspace_server/console
 if ! cmp -s "$CONSOLE/package-lock.json" "$CONSOLE/node_modules/.installed-from-lock" 2>/dev/null; then
   (cd "$CONSOLE" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
   cp "$CONSOLE/package-lock.json" "$CONSOLE/node_modules/.installed-from-lock"
+fi
+# `workspace serve --nfs` runs its own nfs-ganesha; the distribution's service would hold port 2049.
+if command -v systemctl >/dev/null && systemctl is-enabled nfs-ganesha >/dev/null 2>&1; then
+  systemctl disable --now nfs-ganesha >/dev/null 2>&1 || true
 fi
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi

@@ -22,6 +22,7 @@ from workspace_server.config import Settings
 from workspace_server.domain.errors import WorkspaceError
 from workspace_server.domain.models import ResourceLimits
 from workspace_server.domain.templates import canonical_name
+from workspace_server.nfs import settings as nfs_settings
 from workspace_server.runtimes.base import Runtime
 from workspace_server.runtimes.egress import parse_allowed
 
@@ -160,6 +161,20 @@ def serve(
     k8s_warm_pool: Annotated[
         int, typer.Option(envvar="WORKSPACE_K8S_WARM_POOL", help="kubernetes, agent-sandbox mode: SandboxWarmPool size")
     ] = 2,
+    nfs: Annotated[
+        bool, typer.Option(envvar="WORKSPACE_NFS", help="Serve running sandboxes' /workspace over NFSv4 (nfs-ganesha)")
+    ] = False,
+    nfs_listen: Annotated[
+        str, typer.Option(envvar="WORKSPACE_NFS_LISTEN", help="ADDR:PORT the NFS server listens on")
+    ] = nfs_settings.DEFAULT_LISTEN,
+    nfs_clients: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="WORKSPACE_NFS_CLIENTS",
+            help="A client range (CIDR) allowed to use NFS; repeat it, or separate ranges with commas. "
+            "Default: loopback only. Required to listen beyond loopback",
+        ),
+    ] = None,
 ) -> None:
     """Run the Workspace service (sandboxes on this host, or as pods in a Kubernetes cluster)."""
     import uvicorn
@@ -177,6 +192,19 @@ def serve(
     except ValueError as exc:
         typer.echo(f"error: --pool: {exc}", err=True)
         raise typer.Exit(2) from None
+    nfs_config = None
+    if nfs and runtime_name != "local":
+        typer.echo("error: --nfs serves sandboxes' disks from this host: it needs --runtime local", err=True)
+        raise typer.Exit(2)
+    if nfs:
+        try:
+            nfs_host, nfs_port = nfs_settings.parse_listen(nfs_listen)
+            clients = nfs_settings.parse_clients(nfs_clients or [])
+            nfs_settings.check_exposure(nfs_host, clients)
+        except ValueError as exc:
+            typer.echo(f"error: --nfs: {exc}", err=True)
+            raise typer.Exit(2) from None
+        nfs_config = nfs_settings.NfsSettings(nfs_host, nfs_port, clients or nfs_settings.LOOPBACK_CLIENTS)
     settings = Settings(
         data_dir=data_dir.resolve(),
         host=host,
@@ -194,6 +222,7 @@ def serve(
         max_image_bytes=max_image_mb * 1024 * 1024,
         pool_templates=pool_templates,
         session_seconds=float(session_ttl),
+        nfs=nfs_config,
         default_limits=ResourceLimits(
             cpu=default_cpu, memory_mb=default_memory_mb, pids=default_pids, disk_mb=default_disk_mb
         ),

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workspace_server.domain.models import ResourceLimits
+from workspace_server.nfs.settings import NfsSettings
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class Settings:
     # Ranges sandboxes with network=true may reach although they are private or the host's
     # own (runtimes/egress.py); everything else non-public is rejected.
     network_allow: tuple[ipaddress.IPv4Network, ...] = ()
+    # Serve running sandboxes' /workspace over NFSv4 (nfs/); None: off.
+    nfs: NfsSettings | None = None
 
     @property
     def loopback_only(self) -> bool:

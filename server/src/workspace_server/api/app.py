@@ -16,8 +16,10 @@ from workspace_server.api.routes import files, health, lifecycle, processes, pty
 from workspace_server.api.sessions import SessionStore
 from workspace_server.config import Settings
 from workspace_server.console import routes as console
+from workspace_server.domain.errors import RuntimeFailure
 from workspace_server.domain.templates import TemplateRegistry
 from workspace_server.metrics import Metrics
+from workspace_server.nfs.exports import NfsExports
 from workspace_server.runtimes.base import Runtime
 from workspace_server.services.background import BackgroundProcessService
 from workspace_server.services.files import FileService
@@ -39,6 +41,17 @@ def default_runtime(settings: Settings) -> Runtime:
     return RuncRuntime(settings.data_dir, runc=settings.runc, network_allow=settings.network_allow)
 
 
+def nfs_exports(settings: Settings, runtime: Runtime) -> NfsExports | None:
+    if settings.nfs is None:
+        return None
+    locate = getattr(runtime, "host_workspace", None)
+    if locate is None:
+        raise RuntimeFailure(
+            f"--nfs needs sandboxes whose /workspace is on this host; the {runtime.name} runtime's is not"
+        )
+    return NfsExports(settings.nfs, settings.data_dir / "nfs", locate)
+
+
 def create_app(settings: Settings, runtime: Runtime | None = None, checked: bool = False) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,7 +64,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None, checked: bool
         template_store = TemplateStore(settings.data_dir / "templates")
         template_store.open()
         registry = TemplateRegistry(images=template_store)
-        sandbox_service = SandboxService(settings, store, chosen, registry, metrics)
+        exports = nfs_exports(settings, chosen)
+        if exports is not None:
+            await exports.start()
+            log.info("nfs: serving sandboxes' /workspace under %s", exports.settings.url("/sandboxes"))
+        sandbox_service = SandboxService(settings, store, chosen, registry, metrics, exports)
         template_service = TemplateService(
             registry,
             template_store,
@@ -75,7 +92,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None, checked: bool
             templates=template_service,
             metrics=metrics,
         )
-        await sandbox_service.start()
+        try:
+            await sandbox_service.start()
+        except BaseException:
+            if exports is not None:
+                await exports.close()
+            raise
         lifecycle_service.start_background()
         log.info(
             "runtime=%s data_dir=%s templates=%s pool_size=%d",
@@ -91,6 +113,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None, checked: bool
             yield
         finally:
             await sandbox_service.shutdown()
+            if exports is not None:
+                await exports.close()
             store.close()
 
     app = FastAPI(

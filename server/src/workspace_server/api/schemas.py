@@ -87,7 +87,9 @@ class SandboxBody(BaseModel):
     name: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
     metadata: dict[str, str] = Field(default_factory=dict)
-    nfs_url: str | None = None
+    nfs_url: str | None = Field(
+        None, description="nfs://HOST:PORT/sandboxes/ID: its /workspace over NFSv4 while it runs (server flag --nfs)"
+    )
     timeout: int | None = None
     error_message: str | None = None
     expires_at: str | None = None
@@ -115,6 +117,7 @@ class SandboxBody(BaseModel):
             name=sandbox.name,
             env=sandbox.env,
             metadata=sandbox.metadata,
+            nfs_url=sandbox.nfs_url,
             timeout=sandbox.timeout,
             error_message=sandbox.error_message,
             expires_at=expires,

@@ -83,6 +83,7 @@ class Sandbox:
     error_message: str | None = None
     host_pid: int | None = None
     oom_kills: int = 0  # live figure from the runtime, not stored
+    nfs_url: str | None = None  # live: set while its /workspace is exported, not stored
 
     def with_state(self, state: SandboxState, updated_at: str, error_message: str | None = None) -> Sandbox:
         return replace(self, state=state, updated_at=updated_at, error_message=error_message)

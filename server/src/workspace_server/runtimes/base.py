@@ -137,3 +137,13 @@ class ClusterRuntime(Protocol):
     def lost_reason(self, sandbox_id: str) -> str | None: ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class HostWorkspace:
+    """Where a sandbox's /workspace lives on the host, and the host uid/gid of its user
+    (what an NFS export squashes every access to)."""
+
+    path: Path
+    uid: int
+    gid: int

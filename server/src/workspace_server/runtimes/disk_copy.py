@@ -51,6 +51,17 @@ async def copy_image(source_image: Path, source_mount: Path, target_image: Path)
     finally:
         if frozen:
             await thaw_file_system(source_mount)
+    await give_own_uuid(target_image)
+
+
+async def give_own_uuid(image: Path) -> None:
+    """A copied ext4 image gets a UUID of its own: copies would share it, and with it the
+    file system id that tools tell file systems apart by (nfs-ganesha skips a second file
+    system with a known id, so it could not export the copy). Instant on images made with
+    metadata_csum_seed (no checksum to rewrite)."""
+    code, out = await run_host_command("tune2fs", "-U", "random", str(image))
+    if code != 0:
+        raise RuntimeFailure(f"could not give the sandbox's disk a UUID of its own: {out}")
 
 
 async def thaw_file_system(mount: Path) -> None:

@@ -32,8 +32,8 @@ from typing import Any
 from workspace_server import agent as agent_package
 from workspace_server.domain.errors import InvalidRequest, RuntimeFailure
 from workspace_server.domain.models import ResourceLimits
-from workspace_server.runtimes import cgroup_limits, egress, image_root, oci_config, shared_dirs, uid_ranges
-from workspace_server.runtimes.base import SandboxSpec, StartedSandbox
+from workspace_server.runtimes import cgroup_limits, disk_copy, egress, image_root, oci_config, shared_dirs, uid_ranges
+from workspace_server.runtimes.base import HostWorkspace, SandboxSpec, StartedSandbox
 from workspace_server.runtimes.cgroups import sandbox_cgroup_parent
 from workspace_server.runtimes.host_commands import run_host_command
 from workspace_server.runtimes.image_mounts import ImageMounts
@@ -288,6 +288,18 @@ class RuncRuntime(RuncLifecycle):
             raise RuntimeFailure(f"runc {args[0]} failed: {text}")
         return code, text
 
+    def host_workspace(self, sandbox_id: str) -> HostWorkspace | None:
+        """The sandbox's /workspace on the host (the disk image's workspace/ dir), for NFS.
+        None unless the disk is mounted and workspace/ is a real directory there: the
+        sandbox cannot reach the disk's root, but nothing under it is taken on trust."""
+        root = self.uid_ranges.start_of(sandbox_id)
+        rw = self._bundle(sandbox_id) / "rw"
+        workspace = rw / "workspace"
+        if root is None or not os.path.ismount(rw) or workspace.is_symlink() or not workspace.is_dir():
+            return None
+        user = root + oci_config.SANDBOX_UID
+        return HostWorkspace(workspace, user, user)
+
     def _prepare_bundle(self, spec: SandboxSpec) -> Path:
         bundle = self._bundle(spec.sandbox_id)
         bundle.mkdir()
@@ -461,7 +473,8 @@ class RuncRuntime(RuncLifecycle):
                 "-m",
                 "0",
                 "-O",
-                "^has_journal",
+                # csum_seed: a copy's UUID can then change without rewriting every checksum
+                "^has_journal,metadata_csum_seed",
                 "-E",
                 "lazy_itable_init=1,lazy_journal_init=1,nodiscard,root_owner=0:0",
                 str(partial),
@@ -483,6 +496,7 @@ class RuncRuntime(RuncLifecycle):
         code, out = await run_host_command("cp", "--sparse=always", str(blank), str(image))
         if code != 0:
             raise RuntimeFailure(f"could not make the sandbox's disk: {out}")
+        await disk_copy.give_own_uuid(image)
         await self._mount_image(image, mountpoint)
         mountpoint.chmod(0o755)
         shutil.rmtree(mountpoint / "lost+found", ignore_errors=True)

@@ -52,5 +52,10 @@ class UidRanges:
         if index is not None:
             self._held[sandbox_id] = index
 
+    def start_of(self, sandbox_id: str) -> int | None:
+        """The first host uid of the sandbox's range, if it holds one."""
+        index = self._held.get(sandbox_id)
+        return range_start(index) if index is not None else None
+
     def give_back(self, sandbox_id: str) -> None:
         self._held.pop(sandbox_id, None)

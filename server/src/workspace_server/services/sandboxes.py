@@ -32,6 +32,7 @@ from workspace_server.domain.models import ImageConfig, OnTimeout, ResourceLimit
 from workspace_server.domain.templates import TemplateRegistry
 from workspace_server.logs import request_id_var, sandbox_id_var
 from workspace_server.metrics import Metrics
+from workspace_server.nfs.base import WorkspaceExports
 from workspace_server.runtimes.base import ClusterRuntime, Runtime, SandboxSpec
 from workspace_server.services.activity import Activity
 from workspace_server.services.gates import Gates
@@ -101,13 +102,20 @@ async def warm_up(agent: SandboxAgent) -> None:
 
 class SandboxService:
     def __init__(
-        self, settings: Settings, store: SandboxStore, runtime: Runtime, templates: TemplateRegistry, metrics: Metrics
+        self,
+        settings: Settings,
+        store: SandboxStore,
+        runtime: Runtime,
+        templates: TemplateRegistry,
+        metrics: Metrics,
+        exports: WorkspaceExports | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.runtime = runtime
         self.templates = templates
         self.metrics = metrics
+        self.exports = exports  # NFS: running sandboxes' /workspace, when the server serves it
         self._connections: dict[str, AgentConnection] = {}
         self._records: dict[str, Sandbox] = {}
         self._deleting: set[str] = set()
@@ -174,7 +182,7 @@ class SandboxService:
         record = self.record(sandbox_id)
         if record.state in CONNECTED_STATES:
             record = replace(record, oom_kills=self.runtime.oom_kills(sandbox_id))
-        return record
+        return self._with_nfs_url(record)
 
     def record(self, sandbox_id: str) -> Sandbox:
         """The stored record only: cheap, for the request path of other services."""
@@ -184,7 +192,30 @@ class SandboxService:
         return record
 
     def list(self, state: SandboxState | None = None) -> list[Sandbox]:
-        return self.store.list(state)
+        return [self._with_nfs_url(record) for record in self.store.list(state)]
+
+    def _with_nfs_url(self, record: Sandbox) -> Sandbox:
+        if self.exports is None or record.state not in CONNECTED_STATES:
+            return record
+        return replace(record, nfs_url=self.exports.url(record.id))
+
+    async def _export(self, sandbox_id: str) -> None:
+        """Serve a running sandbox's /workspace over NFS (a failure is logged, never fatal:
+        the sandbox works without it and its nfs_url stays null)."""
+        if self.exports is not None:
+            try:
+                await self.exports.export(sandbox_id)
+            except Exception:
+                log.exception("nfs: could not export sandbox %s", sandbox_id)
+
+    async def _withdraw(self, sandbox_id: str) -> None:
+        """Stop serving its /workspace: before its processes stop or its disk is unmounted
+        (ganesha holds files of it open)."""
+        if self.exports is not None:
+            try:
+                await self.exports.withdraw(sandbox_id)
+            except Exception:
+                log.exception("nfs: could not withdraw the export of %s", sandbox_id)
 
     def image_config(self, record: Sandbox) -> ImageConfig | None:
         """The image config of the sandbox's template (None for the built-in ones)."""
@@ -283,8 +314,9 @@ class SandboxService:
                 self.store.delete(record.id)
             await self._destroy(record.id)
             raise
+        await self._export(record.id)
         self.metrics.create_seconds.labels(source="pool" if warm else "cold").observe(time.perf_counter() - started)
-        return record
+        return self._with_nfs_url(record)
 
     async def _start_cold(self, record: Sandbox, template_name: str) -> Sandbox:
         self.store.put(record)
@@ -525,6 +557,7 @@ class SandboxService:
                 await connection.close()
             for callback in self._on_sandbox_gone:
                 callback(sandbox_id)
+            await self._withdraw(sandbox_id)
             if not await self._destroy(sandbox_id):
                 # Still holds host resources: stays listed (deleting) until the background
                 # retry tears it down and drops the record.
@@ -548,7 +581,7 @@ class SandboxService:
         return record
 
     def mark_running(self, record: Sandbox) -> Sandbox:
-        return self._mark_running(record)
+        return self._with_nfs_url(self._mark_running(record))
 
     def records(self) -> builtins.list[Sandbox]:
         return list(self._records.values())
@@ -562,6 +595,7 @@ class SandboxService:
         connection = self._connections.pop(sandbox_id, None)
         for callback in self._on_sandbox_gone:
             callback(sandbox_id)
+        await self._withdraw(sandbox_id)
         if connection is not None:
             connection.set_disconnect_handler(None)
             await connection.close()
@@ -583,6 +617,7 @@ class SandboxService:
                 raise RuntimeFailure(f"sandbox {record.id} started but its agent never answered") from exc
             raise
         self._connections[record.id] = connection
+        await self._export(record.id)
         return replace(record, host_pid=started.host_pid)
 
     # ------------------------------------------------------------------ restart
@@ -634,6 +669,7 @@ class SandboxService:
             await self.runtime.freeze(record.id)
         else:
             await self.runtime.thaw(record.id)
+        await self._export(record.id)
         log.info("re-adopted sandbox %s (%s)", record.id, state.value)
 
     async def _keep_files_only(self, record: Sandbox, reason: str | None) -> None:
