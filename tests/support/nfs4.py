@@ -461,7 +461,7 @@ class Nfs4Client:
         if isinstance(chunks, bytes):
             chunks = iter([chunks[i : i + CHUNK] for i in range(0, len(chunks), CHUNK)] or [b""])
         handle = self.open(path, write=True, create=True, mode=mode)
-        offset, in_flight = 0, 0
+        offset, in_flight, failed = 0, 0, True
         try:
             for chunk in chunks:
                 if not chunk:
@@ -470,18 +470,30 @@ class Nfs4Client:
                 offset += len(chunk)
                 in_flight += 1
                 if in_flight >= PIPELINE:
-                    self._results(self._receive()[1])
                     in_flight -= 1
+                    self._results(self._receive()[1])
             while in_flight:
-                self._results(self._receive()[1])
                 in_flight -= 1
+                self._results(self._receive()[1])
             c = Packer()
             c.u64(0)
             c.u32(0)
             self.compound([self.putfh(handle.fh), self.op(OP_COMMIT, c)])
+            failed = False
         finally:
-            if not in_flight:
+            # Always CLOSE, as a real client does (a write refused midway included): an open
+            # the server keeps holds the file, and its blocks, until the lease runs out.
+            while in_flight:
+                in_flight -= 1
+                try:
+                    self._results(self._receive()[1])
+                except NfsError:
+                    pass
+            try:
                 self.close_file(handle)
+            except NfsError:
+                if not failed:
+                    raise
         return offset
 
     def read_file(self, path: str) -> Iterator[bytes]:
