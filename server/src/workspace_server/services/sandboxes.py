@@ -50,6 +50,8 @@ STOPPED_ON_RESTART = "the server restarted while the sandbox was starting again"
 DISK_MISSING = "the sandbox's disk is missing"
 # States that hold memory (and count towards max_sandboxes).
 LIVE_STATES = (SandboxState.STARTING, SandboxState.RUNNING, SandboxState.PAUSED)
+# What max_sandboxes counts: every state whose sandbox still holds processes or is being torn down.
+HOLDING_STATES = (*LIVE_STATES, SandboxState.STOPPING, SandboxState.DELETING)
 # States whose agent link is up: file operations and the process list work in both.
 CONNECTED_STATES = (SandboxState.RUNNING, SandboxState.PAUSED)
 
@@ -123,6 +125,7 @@ class SandboxService:
         # from the background loop until it works, so none is ever left running untracked.
         # The value says whether its record goes once it is reclaimed.
         self._unreclaimed: dict[str, bool] = {}
+        self._claims_in_flight = 0
         self._pool_sizes = dict.fromkeys(templates.names(), settings.pool_size)
         self._pool_sizes.update(dict(settings.pool_templates))
         self._pool: dict[str, list[Warm]] = {name: [] for name in self._pool_sizes}
@@ -259,10 +262,17 @@ class SandboxService:
                 raise InvalidRequest(f"{field_name} must be between {low} and {high}", field=field_name)
         return limits
 
+    def holding(self) -> int:
+        """Sandboxes holding host resources beyond their disk: live ones, those being stopped
+        or deleted, pool claims still getting their limits, and teardowns being retried."""
+        counted = sum(1 for r in self._records.values() if r.state in HOLDING_STATES)
+        retried = sum(1 for i in self._unreclaimed if i not in self._records)
+        return counted + retried + self._claims_in_flight
+
     def check_capacity(self) -> None:
         if self._closing:
             raise ShuttingDown("the server is shutting down")
-        live = sum(1 for r in self._records.values() if r.state in LIVE_STATES)
+        live = self.holding()
         if live >= self.settings.max_sandboxes:
             raise ResourceExhausted(f"the server already runs {live} sandboxes (max_sandboxes)")
 
@@ -297,7 +307,11 @@ class SandboxService:
         )
         warm = self._claim_warm(template.name) if self._pool_serves(limits, network) else None
         if warm is not None and limits != self.settings.default_limits:
-            warm = await self._fit(warm, limits)
+            self._claims_in_flight += 1  # counted while its limits are rewritten (no record yet)
+            try:
+                warm = await self._fit(warm, limits)
+            finally:
+                self._claims_in_flight -= 1
         if warm is not None:
             record = replace(record, id=warm.sandbox_id, host_pid=warm.host_pid)
             self._adopt(record, warm.connection)
