@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from workspace_server.domain.errors import ResourceExhausted
@@ -48,3 +50,25 @@ def test_every_range_stays_inside_32_bit_uids() -> None:
     assert uid_ranges.range_start(uid_ranges.RANGES - 1) + RANGE_SIZE < 2**31
     assert uid_ranges.range_index(uid_ranges.range_start(7)) == 7
     assert uid_ranges.range_index(FIRST_HOST_UID - RANGE_SIZE) is None
+
+
+def test_two_servers_sharing_the_host_registry_never_share_a_range(tmp_path: Path) -> None:
+    registry = tmp_path / "registry"
+    first_dir, second_dir = tmp_path / "one" / "sandboxes", tmp_path / "two" / "sandboxes"
+    for directory, sandbox_id in ((first_dir, "sbx-a"), (second_dir, "sbx-b"), (second_dir, "sbx-c")):
+        (directory / sandbox_id).mkdir(parents=True)
+    first, second = UidRanges(registry, first_dir), UidRanges(registry, second_dir)
+    taken = {first.take("sbx-a"), second.take("sbx-b"), second.take("sbx-c")}
+    assert len(taken) == 3
+    second.give_back("sbx-b")
+    assert first.take("sbx-a") == FIRST_HOST_UID
+
+
+def test_a_claim_whose_sandbox_is_gone_is_taken_over(tmp_path: Path) -> None:
+    registry = tmp_path / "registry"
+    dead, live = tmp_path / "dead" / "sandboxes", tmp_path / "live" / "sandboxes"
+    (dead / "sbx-gone").mkdir(parents=True)
+    (live / "sbx-new").mkdir(parents=True)
+    assert UidRanges(registry, dead).take("sbx-gone") == FIRST_HOST_UID
+    (dead / "sbx-gone").rmdir()  # its server died and its bundle went with the data dir
+    assert UidRanges(registry, live).take("sbx-new") == FIRST_HOST_UID

@@ -199,7 +199,7 @@ class RuncRuntime(RuncLifecycle):
         self.rootfs_dir = self.shared_dir / "rootfs-unpublished"
         self.cgroup_parent = sandbox_cgroup_parent()
         self._blank_disk_lock = asyncio.Lock()
-        self.uid_ranges = uid_ranges.UidRanges()
+        self.uid_ranges = uid_ranges.UidRanges(uid_ranges.HOST_REGISTRY, self.sandboxes_dir)
         self.images = ImageMounts(self.shared_dir, data_dir / "templates" / "layers")
 
     # ------------------------------------------------------------------ setup
