@@ -62,6 +62,15 @@ def serve(
         ),
     ] = 600.0,
     log_level: Annotated[str, typer.Option(envvar="WORKSPACE_LOG_LEVEL")] = "INFO",
+    error_retention: Annotated[
+        float,
+        typer.Option(
+            envvar="WORKSPACE_ERROR_RETENTION",
+            min=0,
+            help="Seconds a sandbox in error (agent lost, create cut short) is kept, listed by state, before "
+            "it is deleted",
+        ),
+    ] = 3600.0,
     max_connections: Annotated[
         int | None,
         typer.Option(
@@ -216,6 +225,7 @@ def serve(
         process_log_bytes=process_log_bytes,
         process_retention_seconds=process_retention,
         max_connections=max_connections,
+        error_retention_seconds=error_retention,
         max_connections_per_peer=max_connections_per_peer,
         request_head_timeout=request_head_timeout,
         request_body_idle_timeout=request_body_idle_timeout,

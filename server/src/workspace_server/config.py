@@ -32,7 +32,8 @@ class Settings:
     max_image_bytes: int = 16 * 1024 * 1024 * 1024
     keepalive_seconds: float = 15.0
     agent_connect_timeout: float = 20.0
-    stopped_retention_seconds: float = 3600.0
+    # A sandbox in `error` (its agent lost, a create cut short) is deleted after this long.
+    error_retention_seconds: float = 3600.0
     shutdown_grace_seconds: float = 10.0
     # Background processes: each one's output log on the sandbox's disk keeps this many of
     # its most recent bytes; an exited one is remembered this long.

@@ -22,6 +22,7 @@ from workspace_server.runtimes.base import WorkloadSample
 from workspace_server.services.sandboxes import (
     CreateRequest,
     SandboxService,
+    epoch,
     new_sandbox_id,
     now_iso,
     timeout_policy,
@@ -61,6 +62,7 @@ class LifecycleService:
         self.runtime = sandboxes.runtime
         self._acting: set[str] = set()  # sandboxes whose timeout action is under way
         self._cpu: dict[str, WorkloadSample] = {}
+        self.error_retention = sandboxes.settings.error_retention_seconds
 
     def start_background(self) -> None:
         self.sandboxes.background(self._timeout_loop())
@@ -252,6 +254,8 @@ class LifecycleService:
                 expired = record.expires_at is not None and record.expires_at <= now
                 if record.state == SandboxState.ERROR and expired:
                     self._act(record, "its timeout expired")
+                elif record.state == SandboxState.ERROR and now - epoch(record.updated_at) > self.error_retention:
+                    self._act(record, f"it has been in error for {self.error_retention:g} s (its retention)")
                 if record.state != SandboxState.RUNNING:
                     continue
                 if expired:

@@ -722,3 +722,8 @@ def timeout_policy(request: CreateRequest) -> tuple[OnTimeout, int | None]:
     if request.idle_timeout is not None and request.idle_timeout <= 0:
         raise InvalidRequest("idle_timeout must be a positive number of seconds", field="idle_timeout")
     return on_timeout, request.idle_timeout
+
+
+def epoch(iso: str) -> float:
+    """A record's timestamp (`now_iso()`) as Unix time."""
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
