@@ -64,8 +64,9 @@ class Api:
         return [str(s["id"]) for s in body["sandboxes"]]
 
     def templates(self) -> list[str]:
+        """The built-in templates (image templates have a warm pool only when named: --pool)."""
         body = _check(self.http.get(f"{API}/templates")).json()
-        return [str(t["name"]) for t in body["templates"]]
+        return [str(t["name"]) for t in body["templates"] if t.get("source", "builtin") == "builtin"]
 
     def pool_sizes(self) -> dict[str, float] | None:
         """Warm sandboxes per template from /metrics; None if the gauge is not exported."""

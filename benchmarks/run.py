@@ -37,6 +37,7 @@ from benchmarks.profile_analysis import annotate_with_cpu
 from benchmarks.report import Metric, Report, evaluate_all, render_markdown, report_to_json
 from benchmarks.server import Server, delete_all, start_server, stop_server
 from benchmarks.targets import TARGETS
+from benchmarks.templates import POOL_ARGS, template_benchmarks
 
 REPO = Path(__file__).resolve().parents[1]
 # Profile sections and the unprofiled CPU cost per op the main run measured for them.
@@ -57,6 +58,7 @@ SCENARIOS = (
     "concurrency",
     "memory",
     "nfs",
+    "templates",
 )
 
 
@@ -236,6 +238,10 @@ def measure(run: Run, selected: set[str], pool_size: int) -> None:
         run.teardown(plain)
         run.attempt("NFS: 256 MiB through NFS", lambda: nfs.transfer(with_nfs, cfg))
         run.teardown(with_nfs)
+    if "templates" in selected:
+        server = run.server("templates", 1, list(POOL_ARGS))
+        run.attempt("image templates", lambda: template_benchmarks(server, cfg, run.root))
+        run.teardown(server)
     if "lifecycle" in selected:
         cold = run.server("cold", 0)
         run.attempt("lifecycle, cold", lambda: scenarios.lifecycle(cold, cfg, "cold"))

@@ -7,6 +7,11 @@ from benchmarks.report import Target
 TARGETS: list[Target] = [
     Target("create → first command p50, warm pool", "lifecycle.pool.create_to_first", 10, at_most=True),
     Target("create → first command p50, cold (--pool-size 0)", "lifecycle.cold.create_to_first", 50, at_most=True),
+    Target("create → first command p50, imported image, warm pool", "templates.warm_to_first", 10, at_most=True),
+    Target("cold create → first command, image over default (p50s)", "templates.cold_ratio", 1.3, at_most=True),
+    Target("import of a 100 MB docker-save archive p50 (ms)", "templates.import_100mb", 5000, at_most=True),
+    Target("disk added by 10 sandboxes of a 500 MB template (MiB)", "templates.du_10_sandboxes", 10, at_most=True),
+    Target("idle memory per image sandbox (MiB)", "templates.idle_memory", 16, at_most=True),
     Target("pause p50", "lifecycle_ops.pause", 10, at_most=True),
     Target("resume p50", "lifecycle_ops.resume", 10, at_most=True),
     Target("stop p50", "lifecycle_ops.stop", 50, at_most=True),

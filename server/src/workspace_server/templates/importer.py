@@ -14,7 +14,7 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from workspace_server.domain.errors import ImageTooLarge, InvalidImage, RuntimeFailure
 from workspace_server.domain.models import ImageConfig
@@ -98,6 +98,8 @@ def to_oci_layout(archive: Path, layout: Path, work: Path) -> None:
                 str(work),
                 "copy",
                 "--quiet",
+                # Layers as plain tars: skopeo would gzip them for us to gunzip at once.
+                "--dest-oci-accept-uncompressed-layers",
                 f"{transport}:{archive}",
                 f"oci:{layout}:image",
             ],
@@ -191,6 +193,18 @@ def image_config(config: dict[str, Any]) -> ImageConfig:
     )
 
 
+def _compression(blob: BinaryIO) -> str | None:
+    """What the blob is, from its first bytes, as container engines decide: skopeo may write
+    an uncompressed layer under a gzip media type."""
+    magic = blob.read(4)
+    blob.seek(0)
+    if magic.startswith(b"\x1f\x8b"):
+        return "gzip"
+    if magic == b"\x28\xb5\x2f\xfd":
+        raise InvalidImage("unsupported_media_type", "a layer is zstd-compressed, which is not supported")
+    return None
+
+
 def import_layout(
     layout: Path, store: TemplateStore, work: Path, max_bytes: int, pin: Callable[[str], None]
 ) -> ImportedImage:
@@ -224,7 +238,7 @@ def import_layout(
             result = layers.unpack(
                 blob,
                 unpacked / "fs",
-                compression=LAYER_TYPES[descriptor["mediaType"]],
+                compression=_compression(blob),
                 max_bytes=max_bytes - total,
                 expect_digest=str(descriptor["digest"]),
                 expect_diff_id=diff_id,

@@ -245,13 +245,12 @@ def unpack(
     """Unpack one layer stream into `target` (which must not exist). On any error `target`
     may hold a partial tree: the caller unpacks into a scratch dir and removes it."""
     outer = HashingReader(stream)
-    raw: Any = outer
+    inner = outer  # an uncompressed stream has one digest: hash it once
     if compression == "gzip":
-        raw = gzip.GzipFile(fileobj=cast(IO[bytes], outer), mode="rb")
-    inner = HashingReader(raw)
+        inner = HashingReader(gzip.GzipFile(fileobj=cast(IO[bytes], outer), mode="rb"))
     writer = LayerWriter(target, max_bytes)
     try:
-        with tarfile.open(fileobj=inner, mode="r|") as archive:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=inner, mode="r|", bufsize=CHUNK) as archive:  # type: ignore[call-overload]
             for member in _members(archive):
                 data = archive.extractfile(member) if member.isreg() else None
                 writer.apply(member, data)

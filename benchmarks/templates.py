@@ -1,0 +1,193 @@
+"""Image templates: create → first command from an imported image (warm pool, and cold
+beside the `default` template's cold create in the same loop), import of a 100 MB
+`docker save` archive, the disk 10 sandboxes of a 500 MB template add, and the idle memory
+of image sandboxes. Runs on a server of its own with `--pool bench/busybox=1`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.client import Api, _check
+from benchmarks.config import Config
+from benchmarks.procfs import cgroup_memory, rss_bytes
+from benchmarks.report import Metric
+from benchmarks.scenarios import latency
+from benchmarks.server import Server
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # tests/support/images.py writes the archives
+
+from tests.support import images  # noqa: E402
+from tests.support.images import Entry, Image, layer_tar  # noqa: E402
+
+TEMPLATES = "Image templates"
+API = "/api/v1"
+POOLED = "bench/busybox"
+POOL_ARGS = ("--pool", f"{POOLED}=1")
+MIB = 1024 * 1024
+IMPORT_MB = 100
+LARGE_TEMPLATE_MB = 500
+DISK_SANDBOXES = 10
+
+
+def import_archive(api: Api, archive: Path, name: str) -> dict[str, object]:
+    with open(archive, "rb") as body:
+        response = api.http.post(
+            f"{API}/templates/import",
+            params={"name": name, "replace": "true"},
+            content=body,
+            headers={"content-type": "application/octet-stream"},
+            timeout=900,
+        )
+    result: dict[str, object] = _check(response).json()
+    return result
+
+
+def random_layer(megabytes: int, name: str) -> bytes:
+    return layer_tar([Entry(name, os.urandom(megabytes * MIB))])
+
+
+def wait_warm(api: Api, template: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sizes = api.pool_sizes() or {}
+        if sizes.get(template, 0) >= 1:
+            return
+        time.sleep(0.02)
+
+
+def du_kib(path: Path) -> int:
+    # -x: not into the mounted roots and disks (the merged view would count the layers)
+    result = subprocess.run(["du", "-skx", str(path)], capture_output=True, text=True, check=True)
+    return int(result.stdout.split()[0])
+
+
+def template_benchmarks(server: Server, cfg: Config, scratch: Path) -> list[Metric]:
+    rounds = max(5, cfg.lifecycle_iterations)
+    warm: list[float] = []
+    warm_default: list[float] = []
+    cold_image: list[float] = []
+    cold_default: list[float] = []
+    imports: list[float] = []
+    metrics: list[Metric] = []
+    with Api(server.url) as api:
+        import_archive(api, images.busybox_oci_archive(scratch / "busybox.tar"), POOLED)
+        canonical = f"{POOLED}:latest"
+        for i in range(rounds + 2):
+            for template, pool, samples in ((POOLED, canonical, warm), ("default", "default", warm_default)):
+                wait_warm(api, pool)
+                t0 = time.perf_counter()
+                sandbox_id = str(api.create(template=template)["id"])
+                api.run(sandbox_id, "true")
+                t1 = time.perf_counter()
+                api.delete(sandbox_id)
+                if i >= 2:
+                    samples.append(t1 - t0)
+        # Another disk size than the default: never from the pool, for either template.
+        for i in range(rounds + 2):
+            for template, samples in (("default", cold_default), (POOLED, cold_image)):
+                t0 = time.perf_counter()
+                sandbox_id = str(api.create(template=template, disk_mb=1000)["id"])
+                api.run(sandbox_id, "true")
+                t1 = time.perf_counter()
+                api.delete(sandbox_id)
+                if i >= 2:
+                    samples.append(t1 - t0)
+        archive = images.docker_archive(Image([random_layer(IMPORT_MB, "data.bin")]), scratch / "import.tar")
+        for i in range(3):
+            t0 = time.perf_counter()
+            import_archive(api, archive, f"bench/import-{i}")
+            imports.append(time.perf_counter() - t0)
+            _check(api.http.delete(f"{API}/templates/bench/import-{i}"))
+        archive.unlink()
+        metrics += [
+            latency(
+                "templates.warm_default",
+                TEMPLATES,
+                "create → first command, default template, warm pool (same loop)",
+                warm_default,
+                short="default warm",
+            ),
+            latency(
+                "templates.warm_to_first",
+                TEMPLATES,
+                "create → first command, imported busybox image, warm pool",
+                warm,
+                baselines=("templates.warm_default",),
+            ),
+            latency(
+                "templates.cold_default",
+                TEMPLATES,
+                "cold create → first command, default template (same loop)",
+                cold_default,
+                short="default cold",
+            ),
+            latency(
+                "templates.cold_image",
+                TEMPLATES,
+                "cold create → first command, imported busybox image",
+                cold_image,
+                baselines=("templates.cold_default",),
+            ),
+            Metric(
+                key="templates.cold_ratio",
+                section=TEMPLATES,
+                label="cold image create over cold default create (p50s)",
+                unit="x",
+                value=sorted(cold_image)[len(cold_image) // 2] / sorted(cold_default)[len(cold_default) // 2],
+            ),
+            latency(
+                "templates.import_100mb",
+                TEMPLATES,
+                f"import of a {IMPORT_MB} MB docker-save archive (upload, skopeo, unpack)",
+                imports,
+            ),
+        ]
+        metrics += disk_and_memory(server, api, scratch)
+    return metrics
+
+
+def disk_and_memory(server: Server, api: Api, scratch: Path) -> list[Metric]:
+    large = Image([images.busybox_layer(), random_layer(LARGE_TEMPLATE_MB, "large.bin")])
+    archive = images.docker_archive(large, scratch / "large.tar")
+    import_archive(api, archive, "bench/large")
+    archive.unlink()
+    sandboxes = server.data_dir / "sandboxes"
+    time.sleep(0.5)
+    before = du_kib(sandboxes)
+    rss_before = rss_bytes(server.pid)
+    ids = [str(api.create(template="bench/large")["id"]) for _ in range(DISK_SANDBOXES)]
+    try:
+        for sandbox_id in ids:
+            api.run(sandbox_id, "true")
+        time.sleep(3.0)
+        added = du_kib(sandboxes) - before
+        memories = [cgroup_memory(server.sandbox_cgroups / sandbox_id).usage for sandbox_id in ids]
+        rss_after = rss_bytes(server.pid)
+    finally:
+        for sandbox_id in ids:
+            api.delete(sandbox_id)
+        _check(api.http.delete(f"{API}/templates/bench/large"))
+    per_sandbox = (sum(memories) + max(0, rss_after - rss_before)) / len(ids)
+    return [
+        Metric(
+            key="templates.du_10_sandboxes",
+            section=TEMPLATES,
+            label=f"disk added by {DISK_SANDBOXES} sandboxes of a {LARGE_TEMPLATE_MB} MB template (du)",
+            unit="MiB",
+            value=added / 1024,
+            note="sandbox bundles: sparse disk images with the overlay upper dirs; the layers are shared",
+        ),
+        Metric(
+            key="templates.idle_memory",
+            section=TEMPLATES,
+            label=f"idle memory per image sandbox, {DISK_SANDBOXES} up",
+            unit="MiB",
+            value=per_sandbox / MIB,
+            note="sandbox memory cgroup usage + server RSS growth, per sandbox",
+        ),
+    ]
