@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from workspace_server.api.errors import http_status
 from workspace_server.domain.errors import InvalidStateTransition
 from workspace_server.domain.lifecycle import RULES, Operation, check
 from workspace_server.domain.models import SandboxState as S
@@ -28,7 +29,7 @@ def test_every_operation_from_every_state(operation: Operation, state: S) -> Non
     else:
         with pytest.raises(InvalidStateTransition) as refused:
             check(operation, "sbx-1", state)
-        assert refused.value.http_status == 409
+        assert http_status(refused.value) == 409
         assert refused.value.details == {"sandbox_id": "sbx-1", "operation": operation.value, "state": state.value}
         assert refused.value.message.startswith(f"cannot {operation.value} sandbox sbx-1: it is {state.value}; ")
 

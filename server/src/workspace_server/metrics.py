@@ -23,6 +23,8 @@ class _StateCollector(Collector):
 
 
 class Metrics:
+    """The server's Prometheus metrics, on a registry of its own."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.create_seconds = Histogram(

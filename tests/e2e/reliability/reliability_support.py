@@ -23,13 +23,16 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 from websockets.asyncio.client import connect
 
+from tests.support.http_api import asse_events as asse_events
+from tests.support.http_api import run, wait_until
+from tests.support.http_api import sse_events as sse_events
 from tests.support.live_server import LiveServer, start_server
 
 T = TypeVar("T")
@@ -183,18 +186,6 @@ def pid_alive(pid: int) -> bool:
 # --------------------------------------------------------------------------- waiting
 
 
-def wait_until(predicate: Callable[[], T], timeout: float, interval: float = 0.05, what: str = "condition") -> T:
-    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what} (last value: {value!r})")
-        time.sleep(interval)
-
-
 def settle(probe: Callable[[], int], target: int, timeout: float = 5.0) -> int:
     """`probe()`, once it is back at or under `target` (or whatever it is after `timeout`)."""
     deadline = time.monotonic() + timeout
@@ -238,15 +229,6 @@ def create(client: httpx.Client, **body: Any) -> dict[str, Any]:
     return created
 
 
-def run(client: httpx.Client, sandbox_id: str, command: str, *args: str, **options: Any) -> dict[str, Any]:
-    response = client.post(
-        f"/sandboxes/{sandbox_id}/processes/run", json={"command": command, "args": list(args), **options}
-    )
-    assert response.status_code == 200, response.text
-    result: dict[str, Any] = response.json()
-    return result
-
-
 def sh(client: httpx.Client, sandbox_id: str, script: str, **options: Any) -> str:
     result = run(client, sandbox_id, "sh", "-c", script, **options)
     assert result["exit_code"] == 0, result
@@ -282,27 +264,6 @@ def assert_running_means_usable(client: httpx.Client) -> list[str]:
             f"{sandbox_id} is reported running but does not answer: {result.status_code} {result.text}"
         )
     return running
-
-
-def sse_events(lines: Iterable[str]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(event, data) pairs from Server-Sent Events lines; comment lines are skipped."""
-    name = "message"
-    for line in lines:
-        if line.startswith("event:"):
-            name = line[6:].strip()
-        elif line.startswith("data:"):
-            yield name, json.loads(line[5:].strip())
-            name = "message"
-
-
-async def asse_events(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    name = "message"
-    async for line in lines:
-        if line.startswith("event:"):
-            name = line[6:].strip()
-        elif line.startswith("data:"):
-            yield name, json.loads(line[5:].strip())
-            name = "message"
 
 
 async def pty_round_trip(ws_url: str, timeout: float) -> None:

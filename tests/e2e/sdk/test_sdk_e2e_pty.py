@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
-import time
 
+from tests.support.http_api import async_wait_until, wait_until
 from workspace_sdk import AsyncWorkspaceClient, PtyOptions, WorkspaceClient
 
 # The shell computes the marker, so seeing it proves a round trip (not just the echoed input).
 MARKER_COMMAND = "echo marker-$((6 * 7))-ok\n"
 MARKER = b"marker-42-ok"
+PTY_WAIT = 15.0
 
 
 class Collected:
@@ -29,22 +29,6 @@ class Collected:
             return needle in self.data
 
 
-def wait_until(predicate: object, timeout: float = 15.0) -> None:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting for PTY output"
-        time.sleep(0.05)
-
-
-async def async_wait_until(predicate: object, timeout: float = 15.0) -> None:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting for PTY output"
-        await asyncio.sleep(0.05)
-
-
 def test_sync_pty_marker_round_trip(client: WorkspaceClient, sandbox_id: str) -> None:
     output = Collected()
     callback_threads: set[str] = set()
@@ -57,7 +41,7 @@ def test_sync_pty_marker_round_trip(client: WorkspaceClient, sandbox_id: str) ->
         assert pty.pty_id and pty.pid > 0
         pty.on_data(on_data)
         pty.write(MARKER_COMMAND)
-        wait_until(lambda: output.has(MARKER))
+        wait_until(lambda: output.has(MARKER), PTY_WAIT, what="PTY output")
         assert pty.pty_id in {p.pty_id for p in client.pty.list(sandbox_id)}
         pty.write("exit 3\n")
         assert pty.wait(timeout=15) == 3
@@ -71,7 +55,7 @@ async def test_async_pty_marker_round_trip(aclient: AsyncWorkspaceClient, sandbo
     async with await aclient.pty.connect(sandbox_id, PtyOptions(cols=100, rows=30, shell="/bin/bash")) as pty:
         pty.on_data(output)
         await pty.write(MARKER_COMMAND.encode())
-        await async_wait_until(lambda: output.has(MARKER))
+        await async_wait_until(lambda: output.has(MARKER), PTY_WAIT, what="PTY output")
         await pty.kill()
         assert await pty.wait(timeout=15) is not None
     assert pty.closed
@@ -82,13 +66,13 @@ def test_detach_and_reattach_replays_output(client: WorkspaceClient, sandbox_id:
     pty = client.pty.connect(sandbox_id)
     pty.on_data(first)
     pty.write(MARKER_COMMAND)
-    wait_until(lambda: first.has(MARKER))
+    wait_until(lambda: first.has(MARKER), PTY_WAIT, what="PTY output")
     pty.close()  # detach: the shell keeps running
 
     replay = Collected()
     with client.pty.attach(sandbox_id, pty.pty_id) as again:
         again.on_data(replay)
-        wait_until(lambda: replay.has(MARKER))
+        wait_until(lambda: replay.has(MARKER), PTY_WAIT, what="PTY output")
         assert again.pty_id == pty.pty_id
         again.kill()
         again.wait(timeout=15)
@@ -100,7 +84,7 @@ def test_rest_resize_and_kill(client: WorkspaceClient, sandbox_id: str) -> None:
         pty.on_data(output)
         client.pty.resize(sandbox_id, pty.pty_id, 132, 43)
         pty.write("stty size\n")
-        wait_until(lambda: output.has(b"43 132"))
+        wait_until(lambda: output.has(b"43 132"), PTY_WAIT, what="PTY output")
         client.pty.kill(sandbox_id, pty.pty_id)
         assert pty.wait(timeout=15) is not None
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from tests.support import http_api
+
 # Every error the service reports carries one of these codes (docs/api.md).
 ERROR_CODES = {
     "INVALID_REQUEST",
@@ -74,16 +76,9 @@ def run(
     stdin: str | None = None,
     expect_status: int | None = 200,
 ) -> dict[str, Any]:
-    """Run one command; returns the decoded JSON answer (result or error envelope)."""
-    body: dict[str, Any] = {"command": command, "args": list(args), "user": user, "timeout": timeout}
-    if stdin is not None:
-        body["stdin"] = stdin
-    response = api.post(f"/sandboxes/{sandbox_id}/processes/run", json=body, timeout=timeout + 30)
-    if expect_status is not None:
-        assert response.status_code == expect_status, response.text
-    answer: dict[str, Any] = response.json()
-    answer["http_status"] = response.status_code
-    return answer
+    """Run one command as `user` within `timeout`; the decoded JSON answer (result or error envelope)."""
+    options: dict[str, Any] = {"user": user, "timeout": timeout} | ({} if stdin is None else {"stdin": stdin})
+    return http_api.run(api, sandbox_id, command, *args, expect_status=expect_status, **options)
 
 
 def sh(

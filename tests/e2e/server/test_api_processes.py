@@ -8,19 +8,15 @@ from typing import Any
 
 import httpx
 
+from tests.support import http_api
+
 
 def run(api: httpx.Client, sandbox: dict[str, Any], **body: Any) -> httpx.Response:
     return api.post(f"/sandboxes/{sandbox['id']}/processes/run", json=body)
 
 
 def sse_events(lines: httpx.Response | Iterator[str]) -> list[tuple[str, dict[str, Any]]]:
-    events, name = [], ""
-    for line in lines.iter_lines() if isinstance(lines, httpx.Response) else lines:
-        if line.startswith("event: "):
-            name = line[7:]
-        elif line.startswith("data: "):
-            events.append((name, json.loads(line[6:])))
-    return events
+    return list(http_api.sse_events(lines.iter_lines() if isinstance(lines, httpx.Response) else lines))
 
 
 def test_exit_code_stdout_stderr(api: httpx.Client, sandbox: dict[str, Any]) -> None:

@@ -44,25 +44,47 @@ F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 RESOLVED_CACHE_MAX = 4096
 
 
-class Process:
-    """A command we started: its pid and our ends of its stdio (raw fds)."""
+class Launch:
+    """A checked spawn request and the stdio made for it: our ends and the child's ends."""
 
     def __init__(
         self,
-        pid: int,
         argv: List[str],
-        out_fd: int,
-        err_fd: Optional[int],
-        in_fd: Optional[int],
+        executable: str,
+        env: Dict[str, str],
+        cwd: str,
+        as_root: bool,
         pty: bool,
-        popen: "Optional[subprocess.Popen[bytes]]" = None,
+        ours: "Tuple[int, Optional[int], Optional[int]]",
+        theirs: "Tuple[int, int, int]",
     ) -> None:
-        self.pid = pid
         self.argv = argv
-        self.out_fd = out_fd
-        self.err_fd = err_fd
-        self.in_fd = in_fd
+        self.executable = executable
+        self.env = env
+        self.cwd = cwd
+        self.as_root = as_root
         self.pty = pty
+        self.ours = ours  # (stdout, stderr, stdin); a pty's master is stdout and stdin
+        self.theirs = theirs  # (stdin, stdout, stderr)
+
+    def close_ours(self) -> None:
+        for fd in set(self.ours):
+            if fd is not None:
+                os.close(fd)
+
+    def close_theirs(self) -> None:
+        for fd in set(self.theirs):
+            os.close(fd)
+
+
+class Process:
+    """A command we started: its pid and our ends of its stdio (raw fds)."""
+
+    def __init__(self, pid: int, launch: Launch, popen: "Optional[subprocess.Popen[bytes]]" = None) -> None:
+        self.pid = pid
+        self.argv = launch.argv
+        self.out_fd, self.err_fd, self.in_fd = launch.ours
+        self.pty = launch.pty
         self.popen = popen
         self.exit_code: Optional[int] = None
         self.signal: Optional[int] = None  # the signal that killed it
@@ -118,39 +140,6 @@ def _read_only_lookup(path_var: str, found_dir: str) -> bool:
         if entry == found_dir:
             return True
     return False
-
-
-class Launch:
-    """A checked spawn request and the stdio made for it: our ends and the child's ends."""
-
-    def __init__(
-        self,
-        argv: List[str],
-        executable: str,
-        env: Dict[str, str],
-        cwd: str,
-        as_root: bool,
-        pty: bool,
-        ours: "Tuple[int, Optional[int], Optional[int]]",
-        theirs: "Tuple[int, int, int]",
-    ) -> None:
-        self.argv = argv
-        self.executable = executable
-        self.env = env
-        self.cwd = cwd
-        self.as_root = as_root
-        self.pty = pty
-        self.ours = ours  # (stdout, stderr, stdin); a pty's master is stdout and stdin
-        self.theirs = theirs  # (stdin, stdout, stderr)
-
-    def close_ours(self) -> None:
-        for fd in set(self.ours):
-            if fd is not None:
-                os.close(fd)
-
-    def close_theirs(self) -> None:
-        for fd in set(self.theirs):
-            os.close(fd)
 
 
 def make_stdio(
@@ -253,8 +242,7 @@ class Commands:
 
         def start() -> int:
             pid, popen = self._start_child(launch)
-            out_fd, err_fd, in_fd = launch.ours
-            holder["p"] = Process(pid, launch.argv, out_fd, err_fd, in_fd, launch.pty, popen)
+            holder["p"] = Process(pid, launch, popen)
             self.spawner.watch(pid, on_exit)
             return pid
 

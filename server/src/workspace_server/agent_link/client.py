@@ -9,11 +9,12 @@ Services use this class and never the wire framing or the operation dicts.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from workspace_server.agent import ops, wire
+from workspace_server.agent_link.address import AgentAddress
 from workspace_server.agent_link.connection import (
     AgentConnection,
     AgentDisconnected,
@@ -72,18 +73,45 @@ def map_disconnect(sandbox_id: str, reason: str | None = None) -> Iterator[None]
 
 
 class SandboxAgent:
-    """One sandbox's agent, as the services see it."""
+    """One sandbox's agent, as the services see it: its link's life (connect, alive,
+    close, who hears a disconnect) and one method per operation."""
 
     def __init__(self, sandbox_id: str, connection: AgentConnection) -> None:
         self.sandbox_id = sandbox_id
-        self.connection = connection
+        self._connection = connection
+
+    @classmethod
+    async def connect(
+        cls,
+        sandbox_id: str,
+        address: AgentAddress,
+        timeout: float,
+        on_disconnect: Callable[[], Awaitable[None]] | None = None,
+    ) -> SandboxAgent:
+        """Connect (retrying while the agent starts) and say hello; AgentNotConnected if it
+        does not answer within `timeout`."""
+        with map_disconnect(sandbox_id, "the sandbox agent did not answer"):
+            connection = await AgentConnection.connect(address, timeout, on_disconnect)
+        return cls(sandbox_id, connection)
+
+    @property
+    def alive(self) -> bool:
+        return self._connection.alive
+
+    def set_disconnect_handler(self, on_disconnect: Callable[[], Awaitable[None]] | None) -> None:
+        """Who hears that the link dropped (a pool sandbox changes hands when it is claimed)."""
+        self._connection.set_disconnect_handler(on_disconnect)
+
+    async def close(self) -> None:
+        """Close the link without reporting a disconnect (we chose to go)."""
+        await self._connection.close()
 
     def _mapped(self, reason: str | None = None) -> contextlib.AbstractContextManager[None]:
         return map_disconnect(self.sandbox_id, reason)
 
     async def _open(self, request: dict[str, Any]) -> AgentStream:
         with self._mapped():
-            return await self.connection.open(request)
+            return await self._connection.open(request)
 
     async def _request(self, request: dict[str, Any]) -> dict[str, Any]:
         """A one-answer operation."""

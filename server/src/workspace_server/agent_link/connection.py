@@ -69,7 +69,7 @@ class AgentStream:
         self.closed = False  # we sent CLOSE
 
     # -- used by the connection's reader
-    def _deliver(self, frame: Frame, size: int = 0) -> None:
+    def deliver(self, frame: Frame, size: int = 0) -> None:
         """Queue a frame; `size` is a MSG frame's payload size (its JSON is decoded already)."""
         if frame[0] == wire.MSG:
             self._message_sizes.append(size)
@@ -87,11 +87,11 @@ class AgentStream:
             raise wire.ProtocolError(f"stream {self.id}: too many unread frames from the agent")
         self._frames.put_nowait(frame)
 
-    def _add_credit(self, amount: int) -> None:
+    def add_credit(self, amount: int) -> None:
         self._send_credit += amount
         self._credit_changed.set()
 
-    def _disconnect(self) -> None:
+    def disconnect(self) -> None:
         self._frames.put_nowait(_DISCONNECTED)
         self._credit_changed.set()
 
@@ -185,6 +185,10 @@ async def open_socket_safely(socket_path: str) -> tuple[asyncio.StreamReader, as
 
 
 class AgentConnection:
+    """One multiplexed link to a sandbox's agent: a reader task dispatches the agent's frames
+    to their streams (every frame checked: the agent is untrusted), and `open` starts an
+    operation's stream. A dropped link is reported once, to `on_disconnect`."""
+
     def __init__(
         self,
         reader: asyncio.StreamReader,
@@ -282,13 +286,13 @@ class AgentConnection:
                 if stream is None:
                     continue
                 if kind == wire.MSG:
-                    stream._deliver((kind, wire.decode_json(payload)), len(payload))
+                    stream.deliver((kind, wire.decode_json(payload)), len(payload))
                 elif kind in (wire.OUT, wire.ERR):
-                    stream._deliver((kind, payload))
+                    stream.deliver((kind, payload))
                 elif kind == wire.CREDIT:
-                    stream._add_credit(wire.decode_credit(payload))
+                    stream.add_credit(wire.decode_credit(payload))
                 elif kind == wire.CLOSE:
-                    stream._deliver((kind, None))
+                    stream.deliver((kind, None))
                     self._streams.pop(stream_id, None)
                 else:
                     raise wire.ProtocolError(f"unexpected frame kind {kind} from agent")
@@ -304,7 +308,7 @@ class AgentConnection:
             return
         self.alive = False
         for stream in list(self._streams.values()):
-            stream._disconnect()
+            stream.disconnect()
         self._streams.clear()
         with contextlib.suppress(Exception):
             self._writer.close()

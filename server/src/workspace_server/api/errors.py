@@ -16,6 +16,49 @@ from workspace_server.domain.errors import WorkspaceError, out_of_files
 
 log = logging.getLogger(__name__)
 
+# The HTTP status of every error code (docs/api.md's table; a test checks they agree).
+HTTP_STATUS: dict[str, int] = {
+    "INVALID_REQUEST": 400,
+    "COMMAND_NOT_FOUND": 400,
+    "NOT_A_DIRECTORY": 400,
+    "IS_A_DIRECTORY": 400,
+    "UNAUTHORIZED": 401,
+    "PERMISSION_DENIED": 403,
+    "NOT_FOUND": 404,
+    "SANDBOX_NOT_FOUND": 404,
+    "TEMPLATE_NOT_FOUND": 404,
+    "FILE_NOT_FOUND": 404,
+    "PROCESS_NOT_FOUND": 404,
+    "PTY_NOT_FOUND": 404,
+    "METHOD_NOT_ALLOWED": 405,
+    "PROCESS_TIMEOUT": 408,
+    "SANDBOX_NOT_RUNNING": 409,
+    "SANDBOX_PAUSED": 409,
+    "INVALID_STATE_TRANSITION": 409,
+    "TEMPLATE_EXISTS": 409,
+    "TEMPLATE_IN_USE": 409,
+    "INVALID_IMAGE": 400,
+    "IMAGE_TOO_LARGE": 413,
+    "FILE_EXISTS": 409,
+    "TAG_IN_USE": 409,
+    "STDIN_CLOSED": 409,
+    "DIRECTORY_NOT_EMPTY": 409,
+    "PAYLOAD_TOO_LARGE": 413,
+    "RESOURCE_EXHAUSTED": 429,
+    "HEADERS_TOO_LARGE": 431,
+    "INTERNAL": 500,
+    "AGENT_NOT_CONNECTED": 503,
+    "SHUTTING_DOWN": 503,
+    "DISK_QUOTA_EXCEEDED": 507,
+    "STORAGE_ERROR": 507,
+}
+
+
+def http_status(error: WorkspaceError) -> int:
+    return HTTP_STATUS.get(error.code, 500)
+
+
+# The error code of a status the framework raises by itself (routing, body parsing).
 HTTP_CODES = {
     400: "INVALID_REQUEST",
     401: "UNAUTHORIZED",
@@ -71,9 +114,10 @@ def _clean_validation_errors(errors: list[Any]) -> list[dict[str, Any]]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(WorkspaceError)
     async def workspace_error(_: Request, exc: WorkspaceError) -> JSONResponse:
-        if exc.http_status >= 500:
+        status = http_status(exc)
+        if status >= 500:
             log.warning("%s: %s", exc.code, exc.message)
-        return error_response(exc.code, exc.message, exc.http_status, exc.details)
+        return error_response(exc.code, exc.message, status, exc.details)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -101,13 +145,13 @@ def install_error_handlers(app: FastAPI) -> None:
             log.exception("unexpected error")
             return error_response("INTERNAL", f"internal error: {type(exc).__name__}", 500)
         log.warning("%s", exhausted.message)
-        return error_response(exhausted.code, exhausted.message, exhausted.http_status)
+        return error_response(exhausted.code, exhausted.message, http_status(exhausted))
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         exhausted = out_of_files(exc)
         if exhausted is not None:
             log.warning("%s", exhausted.message)
-            return error_response(exhausted.code, exhausted.message, exhausted.http_status)
+            return error_response(exhausted.code, exhausted.message, http_status(exhausted))
         log.exception("unexpected error")
         return error_response("INTERNAL", f"internal error: {type(exc).__name__}", 500)

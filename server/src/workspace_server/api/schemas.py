@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from workspace_server.domain.models import Sandbox, Template
+from workspace_server.domain.models import OnTimeout, Sandbox, SandboxState, Template
 
 ShortText = Annotated[str, StringConstraints(max_length=256)]
 EnvName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
@@ -16,8 +16,6 @@ PathText = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 Arg = Annotated[str, StringConstraints(max_length=131072)]
 MetaValue = Annotated[str, StringConstraints(max_length=4096)]
 Timeout = Annotated[int, Field(gt=0, le=30 * 24 * 3600)]
-StateName = Literal["starting", "running", "paused", "stopping", "stopped", "deleting", "error"]
-OnTimeoutName = Literal["delete", "stop", "pause"]
 
 
 class StrictModel(BaseModel):
@@ -42,7 +40,7 @@ class CreateSandboxBody(StrictModel):
     disk_mb: Annotated[int, Field(gt=0, le=1 << 24)] | None = None
     network: bool | None = None
     on_timeout: Annotated[
-        OnTimeoutName | None, Field(description="What the timeout and the idle timeout do (default delete)")
+        OnTimeout | None, Field(description="What the timeout and the idle timeout do (default delete)")
     ] = None
     idle_timeout: Annotated[
         Timeout | None,
@@ -61,7 +59,7 @@ class ForkSandboxBody(StrictModel):
     env: Annotated[dict[EnvName, EnvValue], Field(max_length=256)] | None = None
     metadata: Annotated[dict[ShortText, MetaValue], Field(max_length=256)] | None = None
     timeout: Timeout | None = None
-    on_timeout: OnTimeoutName | None = None
+    on_timeout: OnTimeout | None = None
     idle_timeout: Timeout | None = None
     auto_resume: bool | None = None
     cpu: Annotated[float, Field(gt=0, le=1024)] | None = None
@@ -72,7 +70,7 @@ class ForkSandboxBody(StrictModel):
 
 class SetTimeoutBody(StrictModel):
     timeout: Annotated[Timeout, Field(description="Seconds from now until on_timeout fires")]
-    on_timeout: OnTimeoutName | None = None
+    on_timeout: OnTimeout | None = None
     idle_timeout: Annotated[
         int | None, Field(ge=0, le=30 * 24 * 3600, description="A new idle timeout; 0 turns it off")
     ] = None
@@ -81,7 +79,7 @@ class SetTimeoutBody(StrictModel):
 class SandboxBody(BaseModel):
     id: str
     template: str
-    state: StateName
+    state: SandboxState
     created_at: str
     updated_at: str
     name: str | None = None
@@ -99,7 +97,7 @@ class SandboxBody(BaseModel):
     disk_mb: int
     network: bool
     oom_kills: int = Field(0, description="Processes the OOM killer ended in this sandbox (memory_mb reached)")
-    on_timeout: OnTimeoutName = "delete"
+    on_timeout: OnTimeout = OnTimeout.DELETE
     idle_timeout: int | None = None
     auto_resume: bool = True
 
@@ -111,7 +109,7 @@ class SandboxBody(BaseModel):
         return cls(
             id=sandbox.id,
             template=sandbox.template,
-            state=sandbox.state.value,
+            state=sandbox.state,
             created_at=sandbox.created_at,
             updated_at=sandbox.updated_at,
             name=sandbox.name,
@@ -127,7 +125,7 @@ class SandboxBody(BaseModel):
             disk_mb=sandbox.limits.disk_mb,
             network=sandbox.network,
             oom_kills=sandbox.oom_kills,
-            on_timeout=sandbox.on_timeout.value,
+            on_timeout=sandbox.on_timeout,
             idle_timeout=sandbox.idle_timeout,
             auto_resume=sandbox.auto_resume,
         )

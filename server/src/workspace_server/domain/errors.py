@@ -1,46 +1,10 @@
-"""Domain errors. Each carries a stable code; the API maps codes to HTTP statuses from
-one table, and the SDK maps the same codes to exceptions."""
+"""Domain errors. Each carries a stable code (docs/api.md lists them); the API maps codes
+to HTTP statuses (api/errors.py), and the SDK maps the same codes to exceptions."""
 
 from __future__ import annotations
 
 import errno
 from typing import Any
-
-HTTP_STATUS: dict[str, int] = {
-    "INVALID_REQUEST": 400,
-    "COMMAND_NOT_FOUND": 400,
-    "NOT_A_DIRECTORY": 400,
-    "IS_A_DIRECTORY": 400,
-    "UNAUTHORIZED": 401,
-    "PERMISSION_DENIED": 403,
-    "NOT_FOUND": 404,
-    "SANDBOX_NOT_FOUND": 404,
-    "TEMPLATE_NOT_FOUND": 404,
-    "FILE_NOT_FOUND": 404,
-    "PROCESS_NOT_FOUND": 404,
-    "PTY_NOT_FOUND": 404,
-    "METHOD_NOT_ALLOWED": 405,
-    "PROCESS_TIMEOUT": 408,
-    "SANDBOX_NOT_RUNNING": 409,
-    "SANDBOX_PAUSED": 409,
-    "INVALID_STATE_TRANSITION": 409,
-    "TEMPLATE_EXISTS": 409,
-    "TEMPLATE_IN_USE": 409,
-    "INVALID_IMAGE": 400,
-    "IMAGE_TOO_LARGE": 413,
-    "FILE_EXISTS": 409,
-    "TAG_IN_USE": 409,
-    "STDIN_CLOSED": 409,
-    "DIRECTORY_NOT_EMPTY": 409,
-    "PAYLOAD_TOO_LARGE": 413,
-    "RESOURCE_EXHAUSTED": 429,
-    "HEADERS_TOO_LARGE": 431,
-    "INTERNAL": 500,
-    "AGENT_NOT_CONNECTED": 503,
-    "SHUTTING_DOWN": 503,
-    "DISK_QUOTA_EXCEEDED": 507,
-    "STORAGE_ERROR": 507,
-}
 
 
 class WorkspaceError(Exception):
@@ -54,10 +18,6 @@ class WorkspaceError(Exception):
             self.code = code
         self.message = message
         self.details = details
-
-    @property
-    def http_status(self) -> int:
-        return HTTP_STATUS.get(self.code, 500)
 
     def envelope(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message, "details": self.details}

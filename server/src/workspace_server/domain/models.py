@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import secrets
+from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 
+from workspace_server.domain.errors import InvalidRequest
 
+
+# The one list of sandbox state names (the API's schemas and routes use this enum too); the
+# transitions between states are in domain/lifecycle.py.
 class SandboxState(str, Enum):
-    """Every state a sandbox can be in; the transitions between them are in domain/lifecycle.py."""
+    """The state of a sandbox."""
 
     STARTING = "starting"  # being created, or booted again on its kept disk (start)
     RUNNING = "running"
@@ -26,12 +31,42 @@ class OnTimeout(str, Enum):
     PAUSE = "pause"
 
 
+LIMIT_MINIMUMS = {"cpu": 0.05, "memory_mb": 32, "pids": 8, "disk_mb": 8}
+
+
 @dataclass(frozen=True)
 class ResourceLimits:
+    """What a sandbox may use: CPUs, memory (MiB, without swap), processes, disk (MiB)."""
+
     cpu: float = 1.0
     memory_mb: int = 512
     pids: int = 256
     disk_mb: int = 1024
+
+    @classmethod
+    def requested(
+        cls,
+        default: ResourceLimits,
+        maximum: ResourceLimits,
+        *,
+        cpu: float | None = None,
+        memory_mb: int | None = None,
+        pids: int | None = None,
+        disk_mb: int | None = None,
+    ) -> ResourceLimits:
+        """The limits a create asks for, each one not given taken from `default`; each must
+        lie between its minimum and `maximum`'s (InvalidRequest names the first that does not)."""
+        limits = cls(
+            cpu=default.cpu if cpu is None else cpu,
+            memory_mb=default.memory_mb if memory_mb is None else memory_mb,
+            pids=default.pids if pids is None else pids,
+            disk_mb=default.disk_mb if disk_mb is None else disk_mb,
+        )
+        for limit in fields(cls):
+            value, low, high = getattr(limits, limit.name), LIMIT_MINIMUMS[limit.name], getattr(maximum, limit.name)
+            if not low <= value <= high:
+                raise InvalidRequest(f"{limit.name} must be between {low} and {high}", field=limit.name)
+        return limits
 
 
 @dataclass(frozen=True)
@@ -62,8 +97,14 @@ class Template:
         return bool(self.layers)
 
 
+def new_sandbox_id() -> str:
+    return "sbx-" + secrets.token_hex(8)
+
+
 @dataclass
 class Sandbox:
+    """A sandbox's record: what it was created with and where its life stands."""
+
     id: str
     template: str
     state: SandboxState

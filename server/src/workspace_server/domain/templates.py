@@ -45,6 +45,8 @@ class ImageTemplates(Protocol):
 
 
 class TemplateRegistry:
+    """The templates sandboxes can be made from, by name."""
+
     def __init__(
         self, templates: tuple[Template, ...] = BUILTIN_TEMPLATES, images: ImageTemplates | None = None
     ) -> None:

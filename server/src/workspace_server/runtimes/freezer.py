@@ -20,7 +20,8 @@ from pathlib import Path
 from workspace_server.domain.errors import RuntimeFailure
 from workspace_server.runtimes.base import WorkloadSample
 
-FREEZER_ROOT = Path("/sys/fs/cgroup/freezer")
+CONTROLLER = "freezer"  # sandboxes' freezer cgroups: runtimes/cgroups.py SandboxCgroups.directory
+FREEZER_ROOT = Path("/sys/fs/cgroup") / CONTROLLER
 WORKLOAD = "workload"
 MOVE_PASSES = 1000
 SETTLE_SECONDS = 2.0  # a process in uninterruptible sleep freezes once it wakes

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -32,9 +31,9 @@ from typing import Any
 from workspace_server import agent as agent_package
 from workspace_server.domain.errors import InvalidRequest, RuntimeFailure
 from workspace_server.domain.models import ResourceLimits
-from workspace_server.runtimes import cgroup_limits, disk_copy, egress, image_root, oci_config, shared_dirs, uid_ranges
+from workspace_server.runtimes import disk_copy, egress, image_root, oci_config, shared_dirs, uid_ranges
 from workspace_server.runtimes.base import HostWorkspace, SandboxSpec, StartedSandbox
-from workspace_server.runtimes.cgroups import sandbox_cgroup_parent
+from workspace_server.runtimes.cgroups import SandboxCgroups
 from workspace_server.runtimes.host_commands import run_host_command
 from workspace_server.runtimes.image_mounts import ImageMounts
 from workspace_server.runtimes.runc_lifecycle import DISK_IMAGE, RuncLifecycle
@@ -141,10 +140,6 @@ def build_etc(target: Path, source: Path = Path("/etc")) -> None:
         (target / name).write_text(content)
 
 
-CGROUP_DRAIN_SECONDS = 10.0
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-MEMORY_CGROUP_ROOT = CGROUP_ROOT / "memory"
-WORKLOAD_CGROUP = "workload"
 INIT_EXIT_WAIT = 2.0
 
 
@@ -169,14 +164,10 @@ def _fresh_agent_log(path: Path) -> int:
     return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
 
 
-def _cgroup_pids(path: Path) -> list[int]:
-    try:
-        return [int(line) for line in (path / "cgroup.procs").read_text().split()]
-    except (OSError, ValueError):
-        return []
-
-
 class RuncRuntime(RuncLifecycle):
+    """The local runtime (the Runtime protocol): each sandbox an OCI bundle under the data
+    dir, run by runc; cgroups through SandboxCgroups, pause/stop/fork in RuncLifecycle."""
+
     name = "runc"
 
     def __init__(
@@ -197,7 +188,7 @@ class RuncRuntime(RuncLifecycle):
         self.etc_dir = self.shared_dir / "etc-unpublished"
         self.agent_dir = self.shared_dir / "agent-unpublished"
         self.rootfs_dir = self.shared_dir / "rootfs-unpublished"
-        self.cgroup_parent = sandbox_cgroup_parent()
+        self.cgroups = SandboxCgroups()
         self._blank_disk_lock = asyncio.Lock()
         self.uid_ranges = uid_ranges.UidRanges(uid_ranges.HOST_REGISTRY, self.sandboxes_dir)
         self.images = ImageMounts(self.shared_dir, data_dir / "templates" / "layers")
@@ -353,7 +344,7 @@ class RuncRuntime(RuncLifecycle):
                     agent_dir=self.agent_dir,
                     etc_dir=self.etc_dir,
                     rootfs=self.rootfs_dir,
-                    cgroups_path=f"{self.cgroup_parent}/{spec.sandbox_id}",
+                    cgroups_path=self.cgroups.path(spec.sandbox_id),
                     host_uid=host_uid,
                     user_namespace=user_namespace,
                 )
@@ -367,7 +358,7 @@ class RuncRuntime(RuncLifecycle):
                 agent_log = await asyncio.to_thread(_fresh_agent_log, rw / "run" / AGENT_LOG)
                 workload_procs = -1
                 try:
-                    workload_procs = await asyncio.to_thread(self._make_workload_cgroup, spec)
+                    workload_procs = await asyncio.to_thread(self.cgroups.make_workload, spec.sandbox_id, spec.limits)
                     code, _ = await run_host_command(
                         "prlimit",  # inherited by the sandbox's init (oci_config.process_rlimits)
                         *(f"--{name.lower()}={value}:{value}" for name, value in oci_config.process_rlimits()),
@@ -403,56 +394,12 @@ class RuncRuntime(RuncLifecycle):
             raise
         return StartedSandbox(spec.sandbox_id, self.agent_socket(spec.sandbox_id), host_pid)
 
-    def _memory_cgroup(self, sandbox_id: str) -> Path:
-        return self._cgroup(MEMORY_CGROUP_ROOT, sandbox_id)
-
-    def _cgroup(self, hierarchy: Path, sandbox_id: str) -> Path:
-        return hierarchy / self.cgroup_parent.lstrip("/") / sandbox_id
-
     @property
     def adjustable_limits(self) -> bool:
-        """cgroup v1 only (cgroup_limits.py): on v2 a create with other limits starts cold."""
-        return MEMORY_CGROUP_ROOT.is_dir()
+        return self.cgroups.adjustable_limits
 
     async def apply_limits(self, sandbox_id: str, current: ResourceLimits, wanted: ResourceLimits) -> None:
-        if not self.adjustable_limits:
-            raise RuntimeFailure("this host's cgroups cannot change a running sandbox's limits")
-        memory = self._memory_cgroup(sandbox_id)
-        writes = cgroup_limits.limit_writes(
-            memory,
-            memory / WORKLOAD_CGROUP,
-            self._cgroup(CGROUP_ROOT / "cpu", sandbox_id),
-            self._cgroup(CGROUP_ROOT / "pids", sandbox_id),
-            current,
-            wanted,
-            has_memsw=(memory / cgroup_limits.MEMSW_LIMIT).exists(),
-        )
-        await asyncio.to_thread(cgroup_limits.write_all, writes)  # lowering memory may reclaim
-
-    def _make_workload_cgroup(self, spec: SandboxSpec) -> int:
-        """The sandbox's processes get a memory cgroup of their own, below the sandbox's,
-        limited to memory_mb; the agent stays in the sandbox's, which has a reserve on top.
-        So a memory hog, however it spreads itself or lowers its OOM score, is OOM-killed
-        within its own cgroup and never takes the agent with it.
-
-        Returns a write handle on the workload's cgroup.procs, handed to the agent as its
-        stdin: the kernel checks a write there against the credentials of whoever *opened*
-        it (host root), so the agent can move the processes it starts into the workload and
-        needs no view of the host's cgroupfs. It only ever moves processes *into* it."""
-        if not MEMORY_CGROUP_ROOT.is_dir():  # not cgroup v1: everything shares the sandbox's limit
-            return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        workload = self._memory_cgroup(spec.sandbox_id) / WORKLOAD_CGROUP
-        workload.mkdir(parents=True, exist_ok=True)
-        # No swap either: the same limit on memory plus swap, where the kernel accounts it.
-        cgroup_limits.write_all(
-            cgroup_limits.memory_writes(
-                workload,
-                cgroup_limits.NO_LIMIT,
-                oci_config.workload_memory_bytes(spec.limits),
-                has_memsw=(workload / cgroup_limits.MEMSW_LIMIT).exists(),
-            )
-        )
-        return os.open(workload / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+        await self.cgroups.apply_limits(sandbox_id, current, wanted)
 
     async def _blank_disk(self, size_mb: int) -> Path:
         """A freshly formatted, empty ext4 image of size_mb, made once per size and kept in
@@ -543,10 +490,6 @@ class RuncRuntime(RuncLifecycle):
 
     async def destroy(self, sandbox_id: str) -> None:
         bundle = self._bundle(sandbox_id)
-        network_pid = bundle / "network.pid"
-        if network_pid.exists():
-            with contextlib.suppress(ValueError, OSError):
-                os.kill(int(network_pid.read_text()), signal.SIGKILL)
         await self._end_processes(sandbox_id)
         await asyncio.to_thread(self.images.unmount, bundle)  # the overlay's upper lives on rw
         rw = bundle / "rw"
@@ -555,7 +498,7 @@ class RuncRuntime(RuncLifecycle):
             if code != 0:
                 await run_host_command("umount", "--lazy", str(rw))
         await asyncio.to_thread(shutil.rmtree, bundle, True)
-        if await self._remove_cgroups(sandbox_id):
+        if await self.cgroups.remove(sandbox_id):
             self.uid_ranges.give_back(sandbox_id)  # nothing of it is left: no process, no file
 
     async def _stop_init(self, bundle: Path) -> None:
@@ -576,36 +519,6 @@ class RuncRuntime(RuncLifecycle):
         while loop.time() < deadline and _is_running(pid):
             await asyncio.sleep(0.002)
 
-    def _cgroup_dirs(self, sandbox_id: str) -> list[Path]:
-        """The sandbox's cgroups in every hierarchy, children (the workload) before parents."""
-        found = []
-        for controller in sorted(p.name for p in CGROUP_ROOT.iterdir()) if CGROUP_ROOT.is_dir() else []:
-            path = self._cgroup(CGROUP_ROOT / controller, sandbox_id)
-            if path.is_dir():
-                found += [Path(d) for d, _, _ in os.walk(path, topdown=False)]
-        return found
-
-    async def _remove_cgroups(self, sandbox_id: str) -> bool:
-        """`runc delete --force` is satisfied once init is a zombie; processes busy at their
-        CPU quota can take a while to die after that. Kill what is left, wait until the
-        cgroups are empty, and only then remove them. False if some would not die."""
-        deadline = asyncio.get_running_loop().time() + CGROUP_DRAIN_SECONDS
-        while True:
-            remaining = self._cgroup_dirs(sandbox_id)
-            for path in remaining:
-                for pid in _cgroup_pids(path):
-                    with contextlib.suppress(OSError):
-                        os.kill(pid, signal.SIGKILL)
-                with contextlib.suppress(OSError):
-                    path.rmdir()
-            remaining = [p for p in remaining if p.is_dir()]
-            if not remaining:
-                return True
-            if asyncio.get_running_loop().time() > deadline:
-                log.warning("could not remove cgroups %s: processes would not die", remaining)
-                return False
-            await asyncio.sleep(0.02)
-
     def layers_in_use(self) -> list[str]:
         return self.images.layers_in_use(self.sandboxes_dir)
 
@@ -617,19 +530,7 @@ class RuncRuntime(RuncLifecycle):
         await asyncio.to_thread(self.images.pack_changes, upper, target, base)
 
     def oom_kills(self, sandbox_id: str) -> int:
-        """OOM kills in the sandbox: the agent's cgroup plus the workload's (cgroup v1
-        counts each cgroup's own kills only)."""
-        total = 0
-        sandbox = self._memory_cgroup(sandbox_id)
-        for control in (sandbox / "memory.oom_control", sandbox / WORKLOAD_CGROUP / "memory.oom_control"):
-            try:
-                for line in control.read_text().splitlines():
-                    key, _, value = line.partition(" ")
-                    if key == "oom_kill":
-                        total += int(value)
-            except (OSError, ValueError):
-                pass
-        return total
+        return self.cgroups.oom_kills(sandbox_id)
 
     async def running(self, sandbox_id: str) -> StartedSandbox | None:
         code, out = await self._runc("state", sandbox_id, check=False)

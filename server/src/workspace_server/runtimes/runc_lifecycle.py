@@ -15,6 +15,7 @@ from pathlib import Path
 from workspace_server.domain.errors import RuntimeFailure
 from workspace_server.runtimes import disk_copy, freezer, uid_ranges
 from workspace_server.runtimes.base import WorkloadSample
+from workspace_server.runtimes.cgroups import SandboxCgroups
 from workspace_server.runtimes.host_commands import run_host_command
 from workspace_server.runtimes.image_mounts import ImageMounts
 
@@ -40,21 +41,16 @@ def unmount(target: Path) -> str:
 class RuncLifecycle:
     uid_ranges: uid_ranges.UidRanges
     images: ImageMounts
+    cgroups: SandboxCgroups
 
     # ---- provided by RuncRuntime
     def _bundle(self, sandbox_id: str) -> Path:
-        raise NotImplementedError
-
-    def _cgroup(self, hierarchy: Path, sandbox_id: str) -> Path:
         raise NotImplementedError
 
     async def _runc(self, *args: str, check: bool = True) -> tuple[int, str]:
         raise NotImplementedError
 
     async def _stop_init(self, bundle: Path) -> None:
-        raise NotImplementedError
-
-    async def _remove_cgroups(self, sandbox_id: str) -> bool:
         raise NotImplementedError
 
     async def destroy(self, sandbox_id: str) -> None:
@@ -77,7 +73,12 @@ class RuncLifecycle:
         raise RuntimeFailure(f"could not mount the sandbox's disk: {out}")
 
     async def _end_processes(self, sandbox_id: str) -> None:
+        """The network helper, then init and every process of the sandbox (runc delete)."""
         bundle = self._bundle(sandbox_id)
+        network_pid = bundle / "network.pid"
+        if network_pid.exists():
+            with contextlib.suppress(ValueError, OSError):
+                os.kill(int(network_pid.read_text()), signal.SIGKILL)
         with contextlib.suppress(RuntimeFailure):
             await self.thaw(sandbox_id)  # frozen processes cannot die
         if not await self._kill_init(sandbox_id):
@@ -128,7 +129,7 @@ class RuncLifecycle:
             os.close(pidfd)
 
     def _freezer(self, sandbox_id: str) -> Path:
-        return self._cgroup(freezer.FREEZER_ROOT, sandbox_id)
+        return self.cgroups.directory(freezer.CONTROLLER, sandbox_id)
 
     def _init_pid(self, sandbox_id: str) -> int:
         try:
@@ -165,10 +166,6 @@ class RuncLifecycle:
         """Everything goes but the bundle's disk image and config.json (which holds the uid
         range: the files on the disk belong to it, so the range stays this sandbox's)."""
         bundle = self._bundle(sandbox_id)
-        network_pid = bundle / "network.pid"
-        if network_pid.exists():
-            with contextlib.suppress(ValueError, OSError):
-                os.kill(int(network_pid.read_text()), signal.SIGKILL)
         await self._end_processes(sandbox_id)
         await asyncio.to_thread(self.images.unmount, bundle)  # an image's overlay: its upper lives on rw
         rw = bundle / "rw"
@@ -185,7 +182,7 @@ class RuncLifecycle:
             raise RuntimeFailure(f"could not unmount the sandbox's disk: {error}")
         for name in ("init.pid", "network.pid"):
             (bundle / name).unlink(missing_ok=True)
-        if not await self._remove_cgroups(sandbox_id):
+        if not await self.cgroups.remove(sandbox_id):
             raise RuntimeFailure("some of the sandbox's processes would not die")
 
     async def copy_disk(self, source_id: str, target_id: str) -> None:

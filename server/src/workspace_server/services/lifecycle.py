@@ -17,13 +17,12 @@ from dataclasses import dataclass, replace
 
 from workspace_server.domain.errors import InvalidStateTransition, SandboxPaused, WorkspaceError
 from workspace_server.domain.lifecycle import Operation, check
-from workspace_server.domain.models import OnTimeout, Sandbox, SandboxState
+from workspace_server.domain.models import OnTimeout, Sandbox, SandboxState, new_sandbox_id
 from workspace_server.runtimes.base import WorkloadSample
 from workspace_server.services.sandboxes import (
     CreateRequest,
     SandboxService,
     epoch,
-    new_sandbox_id,
     now_iso,
     timeout_policy,
 )
@@ -165,13 +164,11 @@ class LifecycleService:
         source = sandboxes.record(source_id)
         check(Operation.FORK, source_id, source.state)
         sandboxes.check_capacity()
-        limits = sandboxes._limits(
-            CreateRequest(
-                cpu=request.cpu if request.cpu is not None else source.limits.cpu,
-                memory_mb=request.memory_mb if request.memory_mb is not None else source.limits.memory_mb,
-                pids=request.pids if request.pids is not None else source.limits.pids,
-                disk_mb=source.limits.disk_mb,
-            )
+        limits = sandboxes.limits(
+            cpu=request.cpu if request.cpu is not None else source.limits.cpu,
+            memory_mb=request.memory_mb if request.memory_mb is not None else source.limits.memory_mb,
+            pids=request.pids if request.pids is not None else source.limits.pids,
+            disk_mb=source.limits.disk_mb,
         )
         on_timeout, idle_timeout = timeout_policy(
             CreateRequest(

@@ -44,6 +44,9 @@ def check_size(cols: int, rows: int) -> None:
 
 
 class PtyService:
+    """Interactive terminals: each one a command on a pty whose output a pump task keeps in a
+    scrollback and fans out to the attached clients."""
+
     def __init__(self, sandboxes: SandboxService, processes: ProcessService) -> None:
         self.sandboxes = sandboxes
         self.processes = processes

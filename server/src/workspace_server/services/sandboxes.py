@@ -6,16 +6,15 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import contextvars
 import logging
-import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from typing import Any
 
-from workspace_server.agent_link.client import CommandEnded, CommandExit, CommandFailed, SandboxAgent
-from workspace_server.agent_link.connection import AgentConnection, AgentDisconnected
+from workspace_server.agent_link.address import AgentAddress
+from workspace_server.agent_link.client import SandboxAgent
 from workspace_server.config import Settings
 from workspace_server.domain.errors import (
     AgentNotConnected,
@@ -25,10 +24,9 @@ from workspace_server.domain.errors import (
     SandboxNotFound,
     SandboxNotRunning,
     ShuttingDown,
-    TemplateNotFound,
     WorkspaceError,
 )
-from workspace_server.domain.models import ImageConfig, OnTimeout, ResourceLimits, Sandbox, SandboxState
+from workspace_server.domain.models import ImageConfig, OnTimeout, ResourceLimits, Sandbox, SandboxState, new_sandbox_id
 from workspace_server.domain.templates import TemplateRegistry
 from workspace_server.logs import request_id_var, sandbox_id_var
 from workspace_server.metrics import Metrics
@@ -36,13 +34,16 @@ from workspace_server.nfs.base import WorkspaceExports
 from workspace_server.runtimes.base import ClusterRuntime, Runtime, SandboxSpec
 from workspace_server.services.activity import Activity
 from workspace_server.services.gates import Gates
+from workspace_server.services.pool import WarmPool
+from workspace_server.services.tasks import BackgroundTasks
 from workspace_server.store.sqlite import SandboxStore
 
 log = logging.getLogger(__name__)
 
 EXPIRY_TICK = 0.1
 RECLAIM_INTERVAL = 1.0
-POOL_REFILL_DELAY = 0.3
+SHUTDOWN_GRACE = 2.0  # how long a graceful delete lets commands exit after SIGTERM
+RECONNECT_TIMEOUT = 2.0  # a sandbox that outlived the server: its agent is up or lost
 AGENT_LOST = "the sandbox agent disconnected: the sandbox's init exited or was killed"
 AGENT_LOST_ON_RESTART = "the sandbox's processes did not survive the server restart"
 STARTING_ON_RESTART = "the server restarted while the sandbox was starting"
@@ -77,32 +78,14 @@ class CreateRequest:
     auto_resume: bool | None = None
 
 
-@dataclass
-class Warm:
-    """A started sandbox with its agent connected, not yet handed to anyone."""
-
-    sandbox_id: str
-    template: str
-    connection: AgentConnection
-    host_pid: int
-
-
-async def warm_up(agent: SandboxAgent) -> None:
-    """Run one command in a pool sandbox before handing it out: the agent's worker threads
-    and the user spawner's first start are then paid in the background, not by the user's
-    first command (measured: its p50 over the second command's went from 1.3 ms to 0.8 ms)."""
-    stream = await agent.spawn(["/bin/true"], {"PATH": "/usr/bin:/bin"}, "/", "user", 10, False, None)
-    try:
-        async with asyncio.timeout(10):
-            while not isinstance(await stream.next(), CommandExit | CommandFailed | CommandEnded):
-                pass
-    except (TimeoutError, AgentNotConnected) as exc:
-        log.warning("warm-up command in a pool sandbox failed: %r", exc)
-    finally:
-        stream.close()
-
-
 class SandboxService:
+    """The sandboxes' records and agent links, and the lifecycle steps every other service
+    builds on: create (from the warm pool when it can), delete, boot, restart recovery.
+
+    Records live in the store (they outlive the server) and, for speed, in `_records`; a
+    record is stored before it is changed in memory, so nothing claims a state the store
+    does not have. Other services reach a sandbox's agent through `agent()`."""
+
     def __init__(
         self,
         settings: Settings,
@@ -118,19 +101,16 @@ class SandboxService:
         self.templates = templates
         self.metrics = metrics
         self.exports = exports  # NFS: running sandboxes' /workspace, when the server serves it
-        self._connections: dict[str, AgentConnection] = {}
+        self._agents: dict[str, SandboxAgent] = {}
         self._records: dict[str, Sandbox] = {}
-        self._deleting: set[str] = set()
+        self._deleting: dict[str, asyncio.Event] = {}  # each is set once its sandbox is gone
         # Sandboxes whose teardown failed (out of open files, a host tool failing): retried
         # from the background loop until it works, so none is ever left running untracked.
         # The value says whether its record goes once it is reclaimed.
         self._unreclaimed: dict[str, bool] = {}
         self._claims_in_flight = 0
-        self._pool_sizes = dict.fromkeys(templates.names(), settings.pool_size)
-        self._pool_sizes.update(dict(settings.pool_templates))
-        self._pool: dict[str, list[Warm]] = {name: [] for name in self._pool_sizes}
-        self._pool_filling: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = BackgroundTasks()
+        self.pool = WarmPool(settings, runtime, templates, metrics, self._tasks, self._destroy)
         self._closing = False
         self._on_sandbox_gone: list[Callable[[str], None]] = []
         self.gates = Gates()
@@ -141,43 +121,29 @@ class SandboxService:
         if isinstance(self.runtime, ClusterRuntime):
             self.runtime.attach(self)
         await self._recover()
-        self._spawn(self._reclaim_loop())
-        for template in self._pool:
-            self._refill(template)
+        self._tasks.spawn(self._reclaim_loop())
+        self.pool.start()
 
     async def shutdown(self) -> None:
         """Stop background work and drop warm sandboxes; user sandboxes keep running and
         are re-adopted by the next server on this data dir."""
         self._closing = True
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
-        warm = [w for pool in self._pool.values() for w in pool]
-        for pool in self._pool.values():
-            pool.clear()
-        await asyncio.gather(*(self._discard_warm(w) for w in warm), return_exceptions=True)
-        for connection in list(self._connections.values()):
-            await connection.close()
-        self._connections.clear()
+        self.pool.stop_refilling()
+        await self._tasks.cancel_all()
+        await self.pool.close()
+        for agent in list(self._agents.values()):
+            await agent.close()
+        self._agents.clear()
         if isinstance(self.runtime, ClusterRuntime):
             await self.runtime.close()
 
-    def background(self, coroutine: object, sandbox_id: str = "-") -> None:
+    def background(self, coroutine: Coroutine[Any, Any, None], sandbox_id: str = "-") -> None:
         """Run `coroutine` as a background task, cancelled at shutdown."""
-        self._spawn(coroutine, sandbox_id)
+        self._tasks.spawn(coroutine, sandbox_id)
 
     def on_sandbox_gone(self, callback: Callable[[str], None]) -> None:
+        """`callback(sandbox_id)` runs when a sandbox's agent link is closed for good or for a stop."""
         self._on_sandbox_gone.append(callback)
-
-    def _spawn(self, coroutine: object, sandbox_id: str = "-") -> None:
-        """A background task with its own log context (never the triggering request's)."""
-        context = contextvars.Context()
-        context.run(sandbox_id_var.set, sandbox_id)
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine, context=context)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # ------------------------------------------------------------------ queries
     def get(self, sandbox_id: str) -> Sandbox:
@@ -236,10 +202,10 @@ class SandboxService:
 
     def agent(self, sandbox_id: str) -> SandboxAgent:
         """The agent of a running sandbox, or the error that says why there is none."""
-        connection = self._connections.get(sandbox_id)
-        if connection is not None and connection.alive:
+        agent = self._agents.get(sandbox_id)
+        if agent is not None and agent.alive:
             self.activity.touch(sandbox_id)
-            return SandboxAgent(sandbox_id, connection)
+            return agent
         record = self.record(sandbox_id)
         if record.state == SandboxState.ERROR:
             raise AgentNotConnected(sandbox_id, record.error_message or "the sandbox agent is not connected")
@@ -248,19 +214,17 @@ class SandboxService:
         raise AgentNotConnected(sandbox_id)
 
     # ------------------------------------------------------------------ create
-    def _limits(self, request: CreateRequest) -> ResourceLimits:
+    def limits(
+        self,
+        *,
+        cpu: float | None = None,
+        memory_mb: int | None = None,
+        pids: int | None = None,
+        disk_mb: int | None = None,
+    ) -> ResourceLimits:
+        """The limits asked for, the server's defaults for the rest, within its maximums."""
         default, maximum = self.settings.default_limits, self.settings.max_limits
-        limits = ResourceLimits(
-            cpu=request.cpu if request.cpu is not None else default.cpu,
-            memory_mb=request.memory_mb if request.memory_mb is not None else default.memory_mb,
-            pids=request.pids if request.pids is not None else default.pids,
-            disk_mb=request.disk_mb if request.disk_mb is not None else default.disk_mb,
-        )
-        for field_name, low in (("cpu", 0.05), ("memory_mb", 32), ("pids", 8), ("disk_mb", 8)):
-            value, high = getattr(limits, field_name), getattr(maximum, field_name)
-            if not low <= value <= high:
-                raise InvalidRequest(f"{field_name} must be between {low} and {high}", field=field_name)
-        return limits
+        return ResourceLimits.requested(default, maximum, cpu=cpu, memory_mb=memory_mb, pids=pids, disk_mb=disk_mb)
 
     def holding(self) -> int:
         """Sandboxes holding host resources beyond their disk: live ones, those being stopped
@@ -280,7 +244,7 @@ class SandboxService:
         if self._closing:
             raise ShuttingDown("the server is shutting down")
         template = self.templates.get(request.template)
-        limits = self._limits(request)
+        limits = self.limits(cpu=request.cpu, memory_mb=request.memory_mb, pids=request.pids, disk_mb=request.disk_mb)
         network = bool(request.network)
         if request.timeout is not None and request.timeout <= 0:
             raise InvalidRequest("timeout must be a positive number of seconds", field="timeout")
@@ -305,25 +269,25 @@ class SandboxService:
             idle_timeout=idle_timeout,
             auto_resume=request.auto_resume if request.auto_resume is not None else True,
         )
-        warm = self._claim_warm(template.name) if self._pool_serves(limits, network) else None
-        if warm is not None and limits != self.settings.default_limits:
-            self._claims_in_flight += 1  # counted while its limits are rewritten (no record yet)
+        warm = None
+        if self.pool.serves(limits, network):
+            self._claims_in_flight += 1  # counted while a claim's limits are rewritten (no record yet)
             try:
-                warm = await self._fit(warm, limits)
+                warm = await self.pool.claim(template.name, limits)
             finally:
                 self._claims_in_flight -= 1
         if warm is not None:
             record = replace(record, id=warm.sandbox_id, host_pid=warm.host_pid)
-            self._adopt(record, warm.connection)
+            self._adopt(record, warm.agent)
         else:
             record = await self._start_cold(replace(record, id=new_sandbox_id()), template.name)
         try:
             record = self._mark_running(record)
         except WorkspaceError:  # the state could not be stored: nobody may be left holding it
             self._records.pop(record.id, None)
-            connection = self._connections.pop(record.id, None)
-            if connection is not None:
-                await connection.close()
+            agent = self._agents.pop(record.id, None)
+            if agent is not None:
+                await agent.close()
             with contextlib.suppress(WorkspaceError):
                 self.store.delete(record.id)
             await self._destroy(record.id)
@@ -338,9 +302,7 @@ class SandboxService:
         spec = SandboxSpec(record.id, self.templates.get(template_name), record.limits, record.network)
         try:
             started = await self.runtime.start(spec)
-            connection = await AgentConnection.connect(
-                started.agent_address, self.settings.agent_connect_timeout, self._disconnect_handler(record.id)
-            )
+            agent = await self._connect(record.id, started.agent_address, self.settings.agent_connect_timeout)
         except BaseException as exc:
             if await self._destroy(record.id):
                 self._records.pop(record.id, None)
@@ -349,16 +311,19 @@ class SandboxService:
             else:  # still holds host resources: stays listed (error) until reclaimed
                 with contextlib.suppress(WorkspaceError):
                     self._set_state(record, SandboxState.ERROR, f"the sandbox failed to start: {exc!r}")
-            if isinstance(exc, AgentDisconnected):
+            if isinstance(exc, AgentNotConnected):
                 raise RuntimeFailure(f"sandbox {record.id} started but its agent never answered") from exc
             raise
         record = replace(record, host_pid=started.host_pid)
-        self._connections[record.id] = connection
+        self._agents[record.id] = agent
         return record
 
-    def _adopt(self, record: Sandbox, connection: AgentConnection) -> None:
-        connection.set_disconnect_handler(self._disconnect_handler(record.id))
-        self._connections[record.id] = connection
+    async def _connect(self, sandbox_id: str, address: AgentAddress, timeout: float) -> SandboxAgent:
+        return await SandboxAgent.connect(sandbox_id, address, timeout, self._disconnect_handler(sandbox_id))
+
+    def _adopt(self, record: Sandbox, agent: SandboxAgent) -> None:
+        agent.set_disconnect_handler(self._disconnect_handler(record.id))
+        self._agents[record.id] = agent
 
     def _mark_running(self, record: Sandbox) -> Sandbox:
         """Running from now on: the timeout counts from here (after a create, a start, a
@@ -378,95 +343,9 @@ class SandboxService:
         self.activity.touch(record.id)
         return record
 
-    # ------------------------------------------------------------------ warm pool
-    def _pool_serves(self, limits: ResourceLimits, network: bool) -> bool:
-        """Pool sandboxes have the default limits, no network, and a disk of the default size;
-        cpu, memory and pids can be changed when one is claimed, the rest cannot."""
-        if network:
-            return False
-        default = self.settings.default_limits
-        return limits == default or (self.runtime.adjustable_limits and limits.disk_mb == default.disk_mb)
-
-    async def _fit(self, warm: Warm, limits: ResourceLimits) -> Warm | None:
-        """The claimed sandbox with `limits` applied; None (and it is discarded) if that fails."""
-        try:
-            await self.runtime.apply_limits(warm.sandbox_id, self.settings.default_limits, limits)
-        except WorkspaceError as exc:
-            log.warning(
-                "warm pool: could not apply limits to %s (%s); starting a sandbox instead", warm.sandbox_id, exc
-            )
-            self._spawn(self._discard_warm(warm))
-            return None
-        return warm
-
-    def _claim_warm(self, template: str) -> Warm | None:
-        pool = self._pool.get(template, [])
-        while pool:
-            warm = pool.pop()
-            self.metrics.pool_size.labels(template=template).set(len(pool))
-            self._refill(template, delay=POOL_REFILL_DELAY)
-            if warm.connection.alive:
-                return warm
-            self._spawn(self._discard_warm(warm))
-        self._refill(template)
-        return None
-
-    def _refill(self, template: str, delay: float = 0.0) -> None:
-        if self._closing or self._pool_sizes.get(template, 0) <= 0 or template in self._pool_filling:
-            return
-        self._pool_filling.add(template)
-        self._spawn(self._fill_pool(template, delay))
-
-    async def _fill_pool(self, template: str, delay: float = 0.0) -> None:
-        try:
-            # Starting a sandbox costs CPU; right after a claim that CPU is better spent on the
-            # claimed sandbox's first commands.
-            await asyncio.sleep(delay)
-            while not self._closing and len(self._pool[template]) < self._pool_sizes[template]:
-                sandbox_id = new_sandbox_id()
-                try:
-                    spec = SandboxSpec(sandbox_id, self.templates.get(template), self.settings.default_limits, False)
-                except TemplateNotFound:
-                    return  # not imported yet: pool_template_changed fills it once it is
-                try:
-                    started = await self.runtime.start(spec)
-                    connection = await AgentConnection.connect(
-                        started.agent_address, self.settings.agent_connect_timeout
-                    )
-                except Exception as exc:
-                    log.warning("warm pool for %s: could not start a sandbox: %s", template, exc)
-                    await self._destroy(sandbox_id)
-                    await asyncio.sleep(1.0)
-                    continue
-                except BaseException:  # cancelled by shutdown: a half-made pool sandbox goes too
-                    await self._destroy(sandbox_id)
-                    raise
-                try:
-                    await warm_up(SandboxAgent(sandbox_id, connection))
-                except BaseException:
-                    await asyncio.shield(self._discard_warm(Warm(sandbox_id, template, connection, started.host_pid)))
-                    raise
-                self._pool[template].append(Warm(sandbox_id, template, connection, started.host_pid))
-                self.metrics.pool_size.labels(template=template).set(len(self._pool[template]))
-        finally:
-            self._pool_filling.discard(template)
-            self.metrics.pool_size.labels(template=template).set(len(self._pool[template]))
-
     def pool_template_changed(self, template: str) -> None:
-        """An image template was imported, replaced or deleted: warm sandboxes of its old
-        layers go, and the pool is filled again if the operator asked for one."""
-        pool = self._pool.get(template)
-        if pool is None:
-            return
-        stale, pool[:] = list(pool), []
-        for warm in stale:
-            self._spawn(self._discard_warm(warm))
-        self.metrics.pool_size.labels(template=template).set(0)
-        self._refill(template, delay=POOL_REFILL_DELAY)
-
-    async def _discard_warm(self, warm: Warm) -> None:
-        await warm.connection.close()
-        await self._destroy(warm.sandbox_id)
+        """An image template was imported, replaced or deleted (see WarmPool.template_changed)."""
+        self.pool.template_changed(template)
 
     # ------------------------------------------------------------------ teardown
     async def _destroy(self, sandbox_id: str, forget_record: bool = True) -> bool:
@@ -496,12 +375,12 @@ class SandboxService:
                         self.activity.forget(sandbox_id)
 
     # ------------------------------------------------------------------ agent loss
-    def _disconnect_handler(self, sandbox_id: str):  # type: ignore[no-untyped-def]
+    def _disconnect_handler(self, sandbox_id: str) -> Callable[[], Awaitable[None]]:
         async def lost() -> None:
             sandbox_id_var.set(sandbox_id)
             request_id_var.set("-")
             self.metrics.agent_disconnects.inc()
-            self._connections.pop(sandbox_id, None)
+            self._agents.pop(sandbox_id, None)
             if sandbox_id in self._deleting or self._closing:
                 return
             record = self._records.get(sandbox_id)
@@ -523,13 +402,13 @@ class SandboxService:
         lost_link = record.state == SandboxState.ERROR and record.error_message == AGENT_LOST
         if record.state not in (SandboxState.RUNNING, SandboxState.STARTING) and not lost_link:
             return
-        connection = self._connections.pop(sandbox_id, None)
-        if connection is not None:
-            self._spawn(connection.close(), sandbox_id)
+        agent = self._agents.pop(sandbox_id, None)
+        if agent is not None:
+            self._tasks.spawn(agent.close(), sandbox_id)
         self._set_state(record, SandboxState.ERROR, reason)
 
     def sandbox_known(self, sandbox_id: str) -> bool:
-        return sandbox_id in self._records or any(w.sandbox_id == sandbox_id for p in self._pool.values() for w in p)
+        return sandbox_id in self._records or self.pool.holds(sandbox_id)
 
     def _set_state(self, record: Sandbox, state: SandboxState, message: str | None = None) -> Sandbox:
         record = record.with_state(state, now_iso(), message)
@@ -553,22 +432,22 @@ class SandboxService:
     async def remove(self, record: Sandbox, *, force: bool) -> None:
         """Delete `record`'s sandbox for good (the caller holds its gate, or is recovery)."""
         sandbox_id = record.id
-        if sandbox_id in self._deleting:
-            while sandbox_id in self._deleting:  # someone else is already deleting it
-                await asyncio.sleep(0.01)
+        gone = self._deleting.get(sandbox_id)
+        if gone is not None:
+            await gone.wait()  # someone else is already deleting it
             return
-        self._deleting.add(sandbox_id)
+        gone = self._deleting[sandbox_id] = asyncio.Event()
         try:
             was = record.state
             if was != SandboxState.DELETING:
                 record = self._set_state(record, SandboxState.DELETING, record.error_message)
-            connection = self._connections.pop(sandbox_id, None)
-            if connection is not None:
-                if not force and connection.alive and was in CONNECTED_STATES:
+            agent = self._agents.pop(sandbox_id, None)
+            if agent is not None:
+                if not force and agent.alive and was in CONNECTED_STATES:
                     with contextlib.suppress(Exception):
                         await self.runtime.thaw(sandbox_id)  # a frozen process cannot take its SIGTERM
-                        await asyncio.wait_for(SandboxAgent(sandbox_id, connection).shutdown(2.0), 3.0)
-                await connection.close()
+                        await asyncio.wait_for(agent.shutdown(SHUTDOWN_GRACE), SHUTDOWN_GRACE + 1.0)
+                await agent.close()
             for callback in self._on_sandbox_gone:
                 callback(sandbox_id)
             await self._withdraw(sandbox_id)
@@ -582,7 +461,8 @@ class SandboxService:
             self._records.pop(sandbox_id, None)
             self.activity.forget(sandbox_id)
         finally:
-            self._deleting.discard(sandbox_id)
+            del self._deleting[sandbox_id]
+            gone.set()
 
     # ------------------------------------------------------------------ for the lifecycle service
     def set_state(self, record: Sandbox, state: SandboxState, message: str | None = None) -> Sandbox:
@@ -606,13 +486,13 @@ class SandboxService:
     async def drop_connection(self, sandbox_id: str) -> None:
         """Close the agent link before the sandbox's processes end (a stop): its loss is
         expected, not an error."""
-        connection = self._connections.pop(sandbox_id, None)
+        agent = self._agents.pop(sandbox_id, None)
         for callback in self._on_sandbox_gone:
             callback(sandbox_id)
         await self._withdraw(sandbox_id)
-        if connection is not None:
-            connection.set_disconnect_handler(None)
-            await connection.close()
+        if agent is not None:
+            agent.set_disconnect_handler(None)
+            await agent.close()
 
     async def boot(self, record: Sandbox, *, existing_disk: bool) -> Sandbox:
         """Start `record` (in state starting) on its kept disk or a copied one; returns it
@@ -622,15 +502,13 @@ class SandboxService:
         )
         started = await self.runtime.start(spec)
         try:
-            connection = await AgentConnection.connect(
-                started.agent_address, self.settings.agent_connect_timeout, self._disconnect_handler(record.id)
-            )
+            agent = await self._connect(record.id, started.agent_address, self.settings.agent_connect_timeout)
         except BaseException as exc:
             await asyncio.shield(self.runtime.stop(record.id))
-            if isinstance(exc, AgentDisconnected):
+            if isinstance(exc, AgentNotConnected):
                 raise RuntimeFailure(f"sandbox {record.id} started but its agent never answered") from exc
             raise
-        self._connections[record.id] = connection
+        self._agents[record.id] = agent
         await self._export(record.id)
         return replace(record, host_pid=started.host_pid)
 
@@ -646,7 +524,7 @@ class SandboxService:
                 await self._recover_one(record)
         for sandbox_id in await self.runtime.list_ids():
             gone = sandbox_id not in known or self._records.get(sandbox_id) is None
-            if gone and sandbox_id not in self._connections:
+            if gone and sandbox_id not in self._agents:
                 await self._destroy(sandbox_id, forget_record=False)
 
     async def _recover_one(self, record: Sandbox) -> None:
@@ -668,16 +546,14 @@ class SandboxService:
             await self._keep_files_only(record, STOPPED_ON_RESTART if state == SandboxState.STARTING else None)
             return
         started = await self.runtime.running(record.id)
-        connection = None
+        agent = None
         if started is not None:
-            with contextlib.suppress(AgentDisconnected, OSError):
-                connection = await AgentConnection.connect(
-                    started.agent_address, 2.0, self._disconnect_handler(record.id)
-                )
-        if connection is None:
+            with contextlib.suppress(AgentNotConnected, OSError):
+                agent = await self._connect(record.id, started.agent_address, RECONNECT_TIMEOUT)
+        if agent is None:
             await self._keep_files_only(record, AGENT_LOST_ON_RESTART)
             return
-        self._connections[record.id] = connection
+        self._agents[record.id] = agent
         # A pause, resume or fork cut short: the runtime is made to agree with the record.
         if state == SandboxState.PAUSED:
             await self.runtime.freeze(record.id)
@@ -707,11 +583,7 @@ class SandboxService:
         return counts
 
     def warm_count(self) -> int:
-        return sum(len(pool) for pool in self._pool.values())
-
-
-def new_sandbox_id() -> str:
-    return "sbx-" + secrets.token_hex(8)
+        return self.pool.count()
 
 
 def timeout_policy(request: CreateRequest) -> tuple[OnTimeout, int | None]:

@@ -119,6 +119,8 @@ def _from_row(row: sqlite3.Row) -> Sandbox:
 
 
 class SandboxStore:
+    """The sandbox records, in SQLite (WAL): they outlive the server."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Body, Depends, Query, Response
 
 from workspace_server.api.deps import Services, services
 from workspace_server.api.errors import ERROR_RESPONSES
-from workspace_server.api.schemas import CreateSandboxBody, SandboxBody, SandboxList, StateName
+from workspace_server.api.schemas import CreateSandboxBody, SandboxBody, SandboxList
 from workspace_server.domain.models import SandboxState
 from workspace_server.services.sandboxes import CreateRequest
 
@@ -26,9 +26,9 @@ async def create_sandbox(
 @router.get("/sandboxes", response_model=SandboxList)
 async def list_sandboxes(
     svc: Annotated[Services, Depends(services)],
-    state: Annotated[StateName | None, Query()] = None,
+    state: Annotated[SandboxState | None, Query()] = None,
 ) -> SandboxList:
-    found = svc.sandboxes.list(SandboxState(state) if state else None)
+    found = svc.sandboxes.list(state)
     return SandboxList(sandboxes=[SandboxBody.of(s) for s in found])
 
 

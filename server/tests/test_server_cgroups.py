@@ -8,7 +8,7 @@ import pytest
 
 from workspace_server.domain.errors import RuntimeFailure
 from workspace_server.domain.models import ResourceLimits, Template
-from workspace_server.runtimes import cgroup_limits, oci_config
+from workspace_server.runtimes import cgroups, oci_config
 from workspace_server.runtimes.base import SandboxSpec
 
 MIB = 1024 * 1024
@@ -16,7 +16,7 @@ MEMORY, WORKLOAD, CPU, PIDS = Path("/m"), Path("/m/workload"), Path("/c"), Path(
 
 
 def plan(current: ResourceLimits, wanted: ResourceLimits, has_memsw: bool = True) -> list[tuple[str, str]]:
-    writes = cgroup_limits.limit_writes(MEMORY, WORKLOAD, CPU, PIDS, current, wanted, has_memsw)
+    writes = cgroups.limit_writes(MEMORY, WORKLOAD, CPU, PIDS, current, wanted, has_memsw)
     return [(str(path), value) for path, value in writes]
 
 
@@ -47,7 +47,7 @@ def test_shrinking_memory_lowers_memory_plus_swap_last() -> None:
 
 
 def test_a_new_cgroup_gets_its_memory_limit_before_memory_plus_swap() -> None:
-    writes = cgroup_limits.memory_writes(WORKLOAD, cgroup_limits.NO_LIMIT, 64 * MIB, has_memsw=True)
+    writes = cgroups.memory_writes(WORKLOAD, cgroups.NO_LIMIT, 64 * MIB, has_memsw=True)
     assert [(str(path), value) for path, value in writes] == [
         ("/m/workload/memory.limit_in_bytes", str(64 * MIB)),
         ("/m/workload/memory.memsw.limit_in_bytes", str(64 * MIB)),
@@ -82,4 +82,4 @@ def test_the_values_are_those_a_new_sandbox_gets_from_runc() -> None:
 
 def test_a_failed_write_is_a_runtime_failure_naming_the_file(tmp_path: Path) -> None:
     with pytest.raises(RuntimeFailure, match=r"pids\.max"):
-        cgroup_limits.write_all([(tmp_path / "missing" / "pids.max", "8")])
+        cgroups.write_all([(tmp_path / "missing" / "pids.max", "8")])

@@ -1,0 +1,202 @@
+"""The warm pool: sandboxes started ahead of time, their agents connected and warmed up,
+waiting for a create to claim one (a create from the pool costs well under a millisecond
+in the server; a cold one costs a `runc run` and the agent's start-up)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from workspace_server.agent_link.client import CommandEnded, CommandExit, CommandFailed, SandboxAgent
+from workspace_server.config import Settings
+from workspace_server.domain.errors import AgentNotConnected, TemplateNotFound, WorkspaceError
+from workspace_server.domain.models import ResourceLimits, Template, new_sandbox_id
+from workspace_server.domain.templates import TemplateRegistry
+from workspace_server.metrics import Metrics
+from workspace_server.runtimes.base import Runtime, SandboxSpec
+from workspace_server.services.tasks import BackgroundTasks
+
+log = logging.getLogger(__name__)
+
+POOL_REFILL_DELAY = 0.3
+WARM_UP_TIMEOUT = 10.0
+START_RETRY_DELAY = 1.0
+
+
+@dataclass
+class Warm:
+    """A started sandbox with its agent connected, not yet handed to anyone."""
+
+    sandbox_id: str
+    template: str
+    agent: SandboxAgent
+    host_pid: int
+
+
+async def warm_up(agent: SandboxAgent) -> None:
+    """Run one command in a pool sandbox before handing it out: the agent's worker threads
+    and the user spawner's first start are then paid in the background, not by the user's
+    first command (measured: its p50 over the second command's went from 1.3 ms to 0.8 ms)."""
+    stream = await agent.spawn(["/bin/true"], {"PATH": "/usr/bin:/bin"}, "/", "user", 10, False, None)
+    try:
+        async with asyncio.timeout(WARM_UP_TIMEOUT):
+            while not isinstance(await stream.next(), CommandExit | CommandFailed | CommandEnded):
+                pass
+    except (TimeoutError, AgentNotConnected) as exc:
+        log.warning("warm-up command in a pool sandbox failed: %r", exc)
+    finally:
+        stream.close()
+
+
+class WarmPool:
+    """Up to `settings.pool_size` warm sandboxes per template, with the default limits and
+    no network. A claim takes one and schedules a refill; the refill waits a little first,
+    so the claimed sandbox's first commands get the CPU."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: Runtime,
+        templates: TemplateRegistry,
+        metrics: Metrics,
+        tasks: BackgroundTasks,
+        destroy: Callable[[str], Awaitable[object]],
+    ) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.templates = templates
+        self.metrics = metrics
+        self.tasks = tasks
+        self._destroy = destroy  # the service's teardown, which retries one that failed
+        # Per template; an image template may be named before it is imported (pool_templates).
+        self._sizes = dict.fromkeys(templates.names(), settings.pool_size)
+        self._sizes.update(dict(settings.pool_templates))
+        self._warm: dict[str, list[Warm]] = {name: [] for name in self._sizes}
+        self._filling: set[str] = set()
+        self._closing = False
+
+    def start(self) -> None:
+        for template in self._warm:
+            self.refill(template)
+
+    def stop_refilling(self) -> None:
+        self._closing = True
+
+    async def close(self) -> None:
+        """Destroy the warm sandboxes (after stop_refilling, once the fill tasks are cancelled)."""
+        self._closing = True
+        warm = [w for pool in self._warm.values() for w in pool]
+        for pool in self._warm.values():
+            pool.clear()
+        await asyncio.gather(*(self.discard(w) for w in warm), return_exceptions=True)
+
+    def holds(self, sandbox_id: str) -> bool:
+        return any(w.sandbox_id == sandbox_id for pool in self._warm.values() for w in pool)
+
+    def count(self) -> int:
+        return sum(len(pool) for pool in self._warm.values())
+
+    def serves(self, limits: ResourceLimits, network: bool) -> bool:
+        """Pool sandboxes have the default limits, no network, and a disk of the default size;
+        cpu, memory and pids can be changed when one is claimed, the rest cannot."""
+        if network:
+            return False
+        default = self.settings.default_limits
+        return limits == default or (self.runtime.adjustable_limits and limits.disk_mb == default.disk_mb)
+
+    async def claim(self, template: str, limits: ResourceLimits) -> Warm | None:
+        """A warm sandbox of `template` with `limits` applied, or None (start one cold)."""
+        warm = self._take(template)
+        if warm is not None and limits != self.settings.default_limits:
+            warm = await self._fit(warm, limits)
+        return warm
+
+    def _take(self, template: str) -> Warm | None:
+        pool = self._warm.get(template, [])
+        while pool:
+            warm = pool.pop()
+            self.metrics.pool_size.labels(template=template).set(len(pool))
+            self.refill(template, delay=POOL_REFILL_DELAY)
+            if warm.agent.alive:
+                return warm
+            self.tasks.spawn(self.discard(warm))
+        self.refill(template)
+        return None
+
+    async def _fit(self, warm: Warm, limits: ResourceLimits) -> Warm | None:
+        """The claimed sandbox with `limits` applied; None (and it is discarded) if that fails."""
+        try:
+            await self.runtime.apply_limits(warm.sandbox_id, self.settings.default_limits, limits)
+        except WorkspaceError as exc:
+            log.warning(
+                "warm pool: could not apply limits to %s (%s); starting a sandbox instead", warm.sandbox_id, exc
+            )
+            self.tasks.spawn(self.discard(warm))
+            return None
+        return warm
+
+    def refill(self, template: str, delay: float = 0.0) -> None:
+        if self._closing or self._sizes.get(template, 0) <= 0 or template in self._filling:
+            return
+        self._filling.add(template)
+        self.tasks.spawn(self._fill(template, delay))
+
+    async def _fill(self, template: str, delay: float = 0.0) -> None:
+        pool = self._warm[template]
+        try:
+            # Starting a sandbox costs CPU; right after a claim that CPU is better spent on the
+            # claimed sandbox's first commands.
+            await asyncio.sleep(delay)
+            while not self._closing and len(pool) < self._sizes[template]:
+                try:
+                    template_now = self.templates.get(template)
+                except TemplateNotFound:
+                    return  # not imported yet: template_changed fills it once it is
+                warm = await self._start_one(template_now)
+                if warm is None:
+                    await asyncio.sleep(START_RETRY_DELAY)
+                    continue
+                pool.append(warm)
+                self.metrics.pool_size.labels(template=template).set(len(pool))
+        finally:
+            self._filling.discard(template)
+            self.metrics.pool_size.labels(template=template).set(len(pool))
+
+    async def _start_one(self, template: Template) -> Warm | None:
+        sandbox_id = new_sandbox_id()
+        spec = SandboxSpec(sandbox_id, template, self.settings.default_limits, False)
+        try:
+            started = await self.runtime.start(spec)
+            agent = await SandboxAgent.connect(sandbox_id, started.agent_address, self.settings.agent_connect_timeout)
+        except Exception as exc:
+            log.warning("warm pool for %s: could not start a sandbox: %s", template.name, exc)
+            await self._destroy(sandbox_id)
+            return None
+        except BaseException:  # cancelled by shutdown: a half-made pool sandbox goes too
+            await self._destroy(sandbox_id)
+            raise
+        warm = Warm(sandbox_id, template.name, agent, started.host_pid)
+        try:
+            await warm_up(agent)
+        except BaseException:
+            await asyncio.shield(self.discard(warm))
+            raise
+        return warm
+
+    def template_changed(self, template: str) -> None:
+        """An image template was imported, replaced or deleted: warm sandboxes of its old
+        layers go, and the pool is filled again if the operator asked for one."""
+        pool = self._warm.get(template)
+        if pool is None:
+            return
+        stale, pool[:] = list(pool), []
+        for warm in stale:
+            self.tasks.spawn(self.discard(warm))
+        self.metrics.pool_size.labels(template=template).set(0)
+        self.refill(template, delay=POOL_REFILL_DELAY)
+
+    async def discard(self, warm: Warm) -> None:
+        await warm.agent.close()
+        await self._destroy(warm.sandbox_id)
