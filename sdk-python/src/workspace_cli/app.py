@@ -464,6 +464,81 @@ def list_templates(json_output: JsonOption = False) -> None:
     print_table(["NAME", "DESCRIPTION"], ([t.name, t.description or ""] for t in templates), "no templates")
 
 
+@verb(template_app.command("inspect"))
+def inspect_template(
+    name: Annotated[str, typer.Argument(help="name[:tag]", show_default=False)], json_output: JsonOption = False
+) -> None:
+    """Show one template (digest, layers, size, the image's defaults)."""
+    with client() as api:
+        template = api.template.get(name)
+    if json_output:
+        print_json(template)
+        return
+    from workspace_cli.output import human_bytes
+
+    print_fields(
+        [
+            ("name", template.name),
+            ("description", template.description or "-"),
+            ("source", template.source or "built-in"),
+            ("digest", template.digest or "-"),
+            ("layers", str(len(template.layers))),
+            ("size", human_bytes(template.size) if template.size else "-"),
+            ("created", template.created_at or "-"),
+            ("env", " ".join(f"{k}={v}" for k, v in template.env.items()) or "-"),
+            ("working dir", template.working_dir or "-"),
+            ("user", template.user or "-"),
+        ]
+    )
+
+
+@verb(template_app.command("import"))
+def import_template(
+    name: Annotated[str, typer.Argument(help="name[:tag] to create", show_default=False)],
+    archive: Annotated[str, typer.Argument(help="docker/podman save or OCI archive, or OCI layout dir")],
+    replace: Annotated[bool, typer.Option(help="Replace a template of that name")] = False,
+    description: Annotated[str, typer.Option(help="Shown by template ls")] = "",
+    json_output: JsonOption = False,
+) -> None:
+    """Import an image archive as a template, streamed (a progress bar on a terminal)."""
+    from workspace_cli.transfer import upload_progress
+
+    with client() as api, upload_progress(archive, enabled=not json_output) as source:
+        template = api.template.import_image(name, source, replace=replace, description=description)
+    if json_output:
+        print_json(template)
+    else:
+        sys.stdout.write(template.name + "\n")
+
+
+@verb(template_app.command("rm"))
+def remove_template(
+    name: Annotated[str, typer.Argument(help="name[:tag]", show_default=False)], json_output: JsonOption = False
+) -> None:
+    """Delete an image template (refused while sandboxes use it)."""
+    with client() as api:
+        api.template.delete(name)
+    if json_output:
+        print_json({"removed": name})
+
+
+@verb(app.command())
+def snapshot(
+    sandbox_id: SandboxId,
+    name: Annotated[str, typer.Argument(help="Template name[:tag] to create", show_default=False)],
+    replace: Annotated[bool, typer.Option(help="Replace a template of that name")] = False,
+    description: Annotated[str, typer.Option(help="Shown by template ls")] = "",
+    json_output: JsonOption = False,
+) -> None:
+    """Save a sandbox's files as a new template."""
+    with client() as api:
+        template = api.sandbox.snapshot(sandbox_id, name, replace=replace, description=description)
+    if json_output:
+        print_json(template)
+    else:
+        sys.stdout.write(template.name + "\n")
+
+
 # --- entry point -------------------------------------------------------------------------
 
 # Options of the callback that take a value, to find the verb in argv without click.

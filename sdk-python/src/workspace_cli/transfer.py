@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
@@ -149,3 +150,21 @@ def stream_to(api: WorkspaceClient, source: RemotePath, local_file: IO[bytes], p
                 if bar is not None and task is not None:
                     bar.advance(task, len(chunk))
     return written
+
+
+@contextmanager
+def upload_progress(source: str, enabled: bool) -> Iterator[str | IO[bytes]]:
+    """A local file to send, wrapped in a progress bar when that is worth it; a directory
+    is passed on as its path (the SDK packs it)."""
+    if Path(source).is_dir():
+        yield source
+        return
+    try:
+        local_file = open(source, "rb")
+    except OSError as exc:
+        fail(f"cannot read {source}: {exc.strerror}", 1)
+    with local_file:
+        size = os.fstat(local_file.fileno()).st_size
+        bar = progress_bar(size, f"{Path(source).name} →", enabled)
+        with bar or nullcontext():
+            yield bar.wrap_file(local_file, total=size, description=f"{Path(source).name} →") if bar else local_file

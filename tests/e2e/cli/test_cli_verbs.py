@@ -261,3 +261,34 @@ def test_lifecycle_verbs(server_url: str, sandbox_id: str) -> None:
     timed = run_json(server_url, "timeout", sandbox_id, "600", "--on-timeout", "stop")
     assert (timed["timeout"], timed["on_timeout"]) == (600, "stop")
     assert run_cli(server_url, "timeout", sandbox_id, "5", "--on-timeout", "never").returncode != 0
+
+
+def test_template_import_inspect_snapshot_rm(server_url: str, tmp_path: Path) -> None:
+    from tests.support.images import busybox_oci_archive
+
+    archive = busybox_oci_archive(tmp_path / "busybox.tar")
+    imported = run_json(
+        server_url, "template", "import", "cli-busybox:1", str(archive), "--description", "from the CLI"
+    )
+    assert imported["name"] == "cli-busybox:1" and imported["source"] == "imported"
+    assert "cli-busybox:1" in run_cli(server_url, "template", "ls").stdout.decode()
+    shown = run_cli(server_url, "template", "inspect", "cli-busybox:1").stdout.decode()
+    assert "from the CLI" in shown and imported["digest"] in shown
+    taken = run_cli(server_url, "template", "import", "cli-busybox:1", str(archive))
+    assert taken.returncode == 1 and "TEMPLATE_EXISTS" in taken.stderr.decode()
+
+    sandbox_id = run_cli(server_url, "create", "-t", "cli-busybox:1").stdout.decode().strip()
+    try:
+        assert run_cli(server_url, "exec", sandbox_id, "--", "sh", "-c", "echo snap > /workspace/s").returncode == 0
+        assert run_cli(server_url, "snapshot", sandbox_id, "cli-snap:1").stdout == b"cli-snap:1\n"
+    finally:
+        run_cli(server_url, "rm", "--force", sandbox_id)
+    copy_id = run_cli(server_url, "create", "-t", "cli-snap:1").stdout.decode().strip()
+    try:
+        assert run_cli(server_url, "exec", copy_id, "--", "cat", "/workspace/s").stdout == b"snap\n"
+    finally:
+        run_cli(server_url, "rm", "--force", copy_id)
+    for name in ("cli-snap:1", "cli-busybox:1"):
+        assert run_json(server_url, "template", "rm", name) == {"removed": name}
+    missing = run_cli(server_url, "template", "inspect", "cli-busybox:1")
+    assert missing.returncode == 1 and "TEMPLATE_NOT_FOUND" in missing.stderr.decode()

@@ -1,5 +1,5 @@
 // The console: sign-in state, a hash router, and the sandboxes and templates pages.
-import { api, age, escapeHtml, limits, toast, whenUnauthorized } from "./api.js";
+import { api, age, escapeHtml, humanBytes, limits, toast, whenUnauthorized } from "./api.js";
 
 const main = document.getElementById("main");
 const POLL_MS = 2000;
@@ -162,14 +162,31 @@ function showSandboxes() {
 // --- templates -----------------------------------------------------------------------------
 
 function showTemplates() {
-  main.innerHTML = `<h1>Templates</h1><table><thead><tr><th>Name</th><th>Description</th></tr></thead><tbody id="template-rows"></tbody></table>`;
-  api("GET", "/templates")
-    .then(({ templates }) => {
-      document.getElementById("template-rows").innerHTML = templates
-        .map((t) => `<tr><td>${escapeHtml(t.name)}</td><td>${escapeHtml(t.description || "")}</td></tr>`)
-        .join("");
-    })
-    .catch((error) => toast(error.message));
+  main.innerHTML = `<h1>Templates</h1><table><thead><tr><th>Name</th><th>Description</th><th>Source</th><th>Layers</th><th>Size</th><th>Created</th><th></th></tr></thead><tbody id="template-rows"></tbody></table>`;
+  const rows = document.getElementById("template-rows");
+  const load = () =>
+    api("GET", "/templates")
+      .then(({ templates }) => {
+        rows.innerHTML = templates
+          .map(
+            (t) => `<tr><td>${escapeHtml(t.name)}</td><td>${escapeHtml(t.description || "")}</td><td>${escapeHtml(t.source || "built-in")}</td>
+<td>${t.layers?.length || ""}</td><td>${t.size ? humanBytes(t.size) : ""}</td><td>${escapeHtml((t.created_at || "").replace("T", " ").slice(0, 19))}</td>
+<td class="actions">${t.source ? `<button class="danger" data-template="${escapeHtml(t.name)}">Delete</button>` : ""}</td></tr>`,
+          )
+          .join("");
+      })
+      .catch((error) => toast(error.message));
+  rows.addEventListener("click", async (event) => {
+    const button = event.target.closest("button[data-template]");
+    if (!button || !confirm(`Delete template ${button.dataset.template}?`)) return;
+    try {
+      await api("DELETE", `/templates/${encodeURIComponent(button.dataset.template)}`);
+      load();
+    } catch (error) {
+      toast(error.message);
+    }
+  });
+  load();
   return () => {};
 }
 
