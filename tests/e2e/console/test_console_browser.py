@@ -164,6 +164,25 @@ def test_console_flow_with_an_api_key(keyed_server: LiveServer, browser: Browser
     )
     page.set_viewport_size({"width": 1280, "height": 900})
 
+    # Copy (Ctrl+Shift+C puts the selection on the clipboard) and paste (the browser's paste
+    # event reaches the shell).
+    browser.grant_permissions(["clipboard-read", "clipboard-write"], origin=keyed_server.url)
+    type_command(page, "echo copy-$((6*7))-me")
+    wait_until(lambda: "copy-42-me" in [line.strip() for line in terminal_lines(page)], message="copy line")
+    page.evaluate("() => window.workspaceConsole.session.term.selectAll()")
+    page.keyboard.press("Control+Shift+C")
+    assert "copy-42-me" in page.evaluate("() => navigator.clipboard.readText()")
+    page.evaluate(
+        """() => {
+          const data = new DataTransfer();
+          data.setData("text/plain", "echo pasted-$((40+2))");
+          const input = document.querySelector("#terminal textarea");
+          input.dispatchEvent(new ClipboardEvent("paste", { clipboardData: data, bubbles: true, cancelable: true }));
+        }"""
+    )
+    page.keyboard.press("Enter")
+    wait_until(lambda: "pasted-42" in [line.strip() for line in terminal_lines(page)], message="pasted command ran")
+
     samples = keystroke_echo_ms(page, 100)
     record("keystroke_echo_ms", {"p50": statistics.median(samples), "p95": sorted(samples)[94], "n": len(samples)})
 
