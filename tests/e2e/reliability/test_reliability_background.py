@@ -5,10 +5,17 @@ does not keep up slows nobody down."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import os
+import re
+import socket
+import subprocess
 import threading
 import time
 
-from tests.e2e.reliability.reliability_support import Harness, rss_bytes, wait_until
+import httpx
+
+from tests.e2e.reliability.reliability_support import Harness, metric_samples, rss_bytes, wait_until
 from workspace_sdk import (
     AsyncWorkspaceClient,
     CreateSandboxParams,
@@ -160,4 +167,59 @@ def test_never_ending_output_keeps_agent_and_server_memory_flat() -> None:
             )
             assert int(log_sizes.stdout.split()[0]) < 4 * 1024, log_sizes.stdout
             yes.kill(9)
+            client.sandbox.delete(sandbox.id, force=True)
+
+
+SYS_PIDFD_OPEN = 434
+SYS_PIDFD_GETFD = 438
+
+
+def sever_agent_link(server_pid: int, agent_pid: int) -> None:
+    """Shut down the server's end of its Unix socket to this agent, from outside: the link
+    breaks while the server and the agent both live on."""
+    agent_sockets = set()
+    for fd in os.listdir(f"/proc/{agent_pid}/fd"):
+        match = re.fullmatch(r"socket:\[(\d+)\]", os.readlink(f"/proc/{agent_pid}/fd/{fd}"))
+        if match:
+            agent_sockets.add(match.group(1))
+    listing = subprocess.run(["ss", "-xpn"], capture_output=True, text=True, check=True).stdout
+    server_fd = None
+    for line in listing.splitlines():
+        fields = line.split()
+        if f"pid={server_pid}," in line and len(fields) >= 8 and fields[7] in agent_sockets:
+            server_fd = int(re.search(rf"pid={server_pid},fd=(\d+)", line).group(1))  # type: ignore[union-attr]
+    assert server_fd is not None, "the server's end of the agent link was not found"
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = libc.syscall(SYS_PIDFD_OPEN, server_pid, 0)
+    assert pidfd >= 0, os.strerror(ctypes.get_errno())
+    try:
+        stolen = libc.syscall(SYS_PIDFD_GETFD, pidfd, server_fd, 0)
+        assert stolen >= 0, os.strerror(ctypes.get_errno())
+        with socket.socket(fileno=stolen) as link:
+            link.shutdown(socket.SHUT_RDWR)
+    finally:
+        os.close(pidfd)
+
+
+def test_killing_the_agent_link_mid_stream_loses_no_byte() -> None:
+    """The link drops while the agent lives: the server connects to it again, and a follower
+    resumes at its offset with every byte once."""
+    with Harness("bglink") as h:
+        h.start()
+        with WorkspaceClient(h.url, timeout=30) as client:
+            sandbox = client.sandbox.create(CreateSandboxParams(template="workspace-test:latest"))
+            ticker = client.process.start(sandbox.id, "python3", TICKER)
+            followed: list[ProcessOutputEvent] = []
+            follower = threading.Thread(target=lambda: followed.extend(ticker))
+            follower.start()
+            wait_until(lambda: len(followed) > 5, 20, what="the follower to get output")
+            sever_agent_link(h.pid, h.init_pid(sandbox.id))
+            follower.join(60)
+            assert not follower.is_alive()
+            assert isinstance(followed[-1], ExitEvent) and followed[-1].code == 0
+            assert text(followed) == EXPECTED
+            assert client.sandbox.get(sandbox.id).state == "running"
+            assert client.process.run(sandbox.id, "true").exit_code == 0
+            samples = metric_samples(httpx.get(h.url + "/metrics").text)
+            assert samples[("workspace_agent_disconnects_total", ())] == 1  # it did drop
             client.sandbox.delete(sandbox.id, force=True)

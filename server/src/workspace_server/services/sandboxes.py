@@ -55,6 +55,9 @@ LIVE_STATES = (SandboxState.STARTING, SandboxState.RUNNING, SandboxState.PAUSED)
 HOLDING_STATES = (*LIVE_STATES, SandboxState.STOPPING, SandboxState.DELETING)
 # States whose agent link is up: file operations and the process list work in both.
 CONNECTED_STATES = (SandboxState.RUNNING, SandboxState.PAUSED)
+RELINK_LIMIT = 3  # links re-established per sandbox within RELINK_WINDOW
+RELINK_WINDOW = 60.0
+RELINK_TIMEOUT = 2.0
 
 
 def now_iso() -> str:
@@ -115,6 +118,7 @@ class SandboxService:
         self._on_sandbox_gone: list[Callable[[str], None]] = []
         self.gates = Gates()
         self.activity = Activity()
+        self._relinked: dict[str, list[float]] = {}  # when each sandbox's link was re-established
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -387,10 +391,39 @@ class SandboxService:
             if record is None:
                 return
             reason = self.runtime.lost_reason(sandbox_id) if isinstance(self.runtime, ClusterRuntime) else None
+            if reason is None and record.state == SandboxState.RUNNING and await self._relink(sandbox_id):
+                log.warning("sandbox %s: the agent link dropped; connected again", sandbox_id)
+                return
             log.warning("sandbox %s: %s", sandbox_id, reason or AGENT_LOST)
             self._set_state(record, SandboxState.ERROR, reason or AGENT_LOST)
 
         return lost
+
+    async def _relink(self, sandbox_id: str) -> bool:
+        """The link dropped but the agent may live on (its processes, background ones and
+        their output logs with them): connect to it again, a few times a minute at most, so
+        an agent that keeps dropping links still ends in `error`."""
+        now = time.monotonic()
+        if len(self._relinked) > 1024:  # forget sandboxes whose last relink is long past
+            self._relinked = {k: v for k, v in self._relinked.items() if now - v[-1] < RELINK_WINDOW}
+        recent = [t for t in self._relinked.get(sandbox_id, []) if now - t < RELINK_WINDOW]
+        if len(recent) >= RELINK_LIMIT:
+            return False
+        self._relinked[sandbox_id] = [*recent, now]
+        started = await self.runtime.running(sandbox_id)
+        if started is None:
+            return False
+        try:
+            connection = await AgentConnection.connect(
+                started.agent_address, RELINK_TIMEOUT, self._disconnect_handler(sandbox_id)
+            )
+        except (AgentDisconnected, OSError):
+            return False
+        if sandbox_id in self._deleting or self._closing or sandbox_id not in self._records:
+            await connection.close()
+            return False
+        self._connections[sandbox_id] = connection
+        return True
 
     # ------------------------------------------------------------------ SandboxEvents (cluster runtimes)
     def sandbox_lost(self, sandbox_id: str, reason: str) -> None:
