@@ -414,15 +414,13 @@ class SandboxService:
         if started is None:
             return False
         try:
-            connection = await AgentConnection.connect(
-                started.agent_address, RELINK_TIMEOUT, self._disconnect_handler(sandbox_id)
-            )
-        except (AgentDisconnected, OSError):
+            agent = await self._connect(sandbox_id, started.agent_address, RELINK_TIMEOUT)
+        except (AgentNotConnected, OSError):
             return False
         if sandbox_id in self._deleting or self._closing or sandbox_id not in self._records:
-            await connection.close()
+            await agent.close()
             return False
-        self._connections[sandbox_id] = connection
+        self._agents[sandbox_id] = agent
         return True
 
     # ------------------------------------------------------------------ SandboxEvents (cluster runtimes)
