@@ -18,8 +18,10 @@ import contextlib
 import copy
 import ctypes
 import os
+import random
 import shutil
 import signal
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from tests.support.fake_kubernetes import FakeKubernetes, now_stamp
 from workspace_server import agent as agent_package
 
 SANDBOX_UID = 1000
+AGENT_PORT = 7070
 # Pod IPs in use by every fake kubelet of this process: two fake clusters alive at once
 # (a session's and a test's) must not hand out the same address.
 _IPS_IN_USE: set[str] = set()
@@ -55,6 +58,15 @@ exec chroot --userspec=1000:1000 --groups=1000 "$F" "${AGENT_COMMAND_0}" ${AGENT
 """
 
 
+def _port_taken(ip: str, port: int = AGENT_PORT) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((ip, port))
+        except OSError:
+            return True
+    return False
+
+
 class FakeKubelet:
     def __init__(self, api: FakeKubernetes, namespace: str, root: Path, reuse_ips: bool = True) -> None:
         self.api = api
@@ -64,6 +76,7 @@ class FakeKubelet:
         self.processes: dict[str, asyncio.subprocess.Process] = {}
         self.ips: dict[str, str] = {}
         self.ever_used: set[str] = set()
+        self.subnet = random.randrange(1, 255)
         self.oom: set[str] = set()
         self.stopping: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -86,14 +99,18 @@ class FakeKubelet:
         task.add_done_callback(self._tasks.discard)
 
     def _allocate_ip(self, name: str) -> str:
+        """The lowest free address of this kubelet's own /16 in 127/8 (a random one: other test
+        processes on the machine run fake kubelets too), skipping any where something already
+        listens on the agent's port."""
         with _IPS_LOCK:
             for n in range(2, 65000):
-                ip = f"127.0.{n // 250}.{n % 250 + 2}"
-                if ip not in _IPS_IN_USE and (self.reuse_ips or ip not in self.ever_used):
-                    _IPS_IN_USE.add(ip)
-                    self.ips[name] = ip
-                    self.ever_used.add(ip)
-                    return ip
+                ip = f"127.{self.subnet}.{n // 250}.{n % 250 + 2}"
+                if ip in _IPS_IN_USE or (not self.reuse_ips and ip in self.ever_used) or _port_taken(ip):
+                    continue
+                _IPS_IN_USE.add(ip)
+                self.ips[name] = ip
+                self.ever_used.add(ip)
+                return ip
         raise RuntimeError("out of pod IPs")
 
     def _release_ip(self, name: str) -> None:
