@@ -126,6 +126,24 @@ def serve(
             "reach public addresses only",
         ),
     ] = None,
+    preview_domain: Annotated[
+        str,
+        typer.Option(
+            envvar="WORKSPACE_PREVIEW_DOMAIN",
+            help="Preview URLs are {port}-{sandbox id}.DOMAIN: a wildcard DNS name pointing at this server "
+            "(localhost works on this machine: browsers resolve *.localhost themselves)",
+        ),
+    ] = "localhost",
+    preview_scheme: Annotated[
+        str, typer.Option(envvar="WORKSPACE_PREVIEW_SCHEME", help="http, or https behind a TLS proxy")
+    ] = "http",
+    preview_port: Annotated[
+        int | None,
+        typer.Option(envvar="WORKSPACE_PREVIEW_PORT", help="Port in preview URLs (default: --port; 0: none)"),
+    ] = None,
+    max_port_connections: Annotated[
+        int, typer.Option(envvar="WORKSPACE_MAX_PORT_CONNECTIONS", help="Open proxied connections per sandbox")
+    ] = 256,
     runtime_name: Annotated[
         str,
         typer.Option(
@@ -222,6 +240,10 @@ def serve(
         pool_size=pool_size,
         max_sandboxes=max_sandboxes,
         network_allow=allowed,
+        preview_domain=preview_domain.lower().strip("."),
+        preview_scheme=preview_scheme,
+        preview_port=preview_port,
+        max_port_connections=max_port_connections,
         process_log_bytes=process_log_bytes,
         process_retention_seconds=process_retention,
         max_connections=max_connections,

@@ -52,6 +52,13 @@ class Settings:
     network_allow: tuple[ipaddress.IPv4Network, ...] = ()
     # Serve running sandboxes' /workspace over NFSv4 (nfs/); None: off.
     nfs: NfsSettings | None = None
+    # Preview URLs (api/previews.py): `{scheme}://{port}-{sandbox_id}.{domain}[:{port}]`; the
+    # domain is a wildcard DNS name pointing here (browsers resolve *.localhost themselves).
+    preview_domain: str = "localhost"
+    preview_scheme: str = "http"
+    preview_port: int | None = None  # in the URLs; None: the server's own port, 0: none (443/80)
+    preview_response_timeout: float = 120.0  # for the head of a proxied response
+    max_port_connections: int = 256  # open tunnels per sandbox (proxy, WebSockets, port-forward)
 
     @property
     def loopback_only(self) -> bool:

@@ -44,6 +44,7 @@ from .commands import Commands
 from .errors import OpError, log, os_error
 from .identity import Identity, accept_host
 from .link import Link
+from .ports import Ports
 from .reaper import Reaper
 from .spawner import UserSpawner, run_spawner
 from .workers import Workers
@@ -68,6 +69,7 @@ class Agent:
         self.workers = Workers()
         self.commands = Commands(spawner, Reaper(), self.workers, cgroup)
         self.background = Background(self.commands, log_dir)
+        self.ports = Ports(self.workers)
         self.handlers: Dict[str, Handler] = {
             ops.HELLO: self.op_hello,
             ops.SPAWN: self.commands.op_spawn,
@@ -82,6 +84,7 @@ class Agent:
             ops.CLOSE_STDIN: self.background.op_close_stdin,
             ops.KILL_PROCESS: self.background.op_kill,
             ops.WATCH: op_watch,
+            ops.CONNECT_PORT: self.ports.op_connect_port,
             ops.STAT: files.op_stat,
             ops.EXISTS: files.op_exists,
             ops.LIST: files.op_list,

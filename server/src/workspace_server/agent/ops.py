@@ -44,6 +44,7 @@ WAIT = "wait"  # -> ok(process) once it exited or the timeout ran out
 STDIN = "stdin"  # -> ready(), data frames (IN) from the host, its eof, then ok(written)
 CLOSE_STDIN = "close_stdin"  # -> ok()
 KILL_PROCESS = "kill"  # -> ok(); any process started through the API, by pid, or a background one by tag
+CONNECT_PORT = "connect_port"  # -> ok(), then a byte tunnel: IN frames to the port, OUT frames from it, eof() each way
 WATCH = "watch"  # -> ready(), then JSON lines of file events as data frames (OUT) until the host closes
 
 # ------------------------------------------------------------------ replies (agent -> host "type")
@@ -181,6 +182,10 @@ def kill_process(target: Any, signum: int) -> Message:
 
 def watch(path: str, recursive: bool) -> Message:
     return {"op": WATCH, "path": path, "recursive": recursive}
+
+
+def connect_port(port: int) -> Message:
+    return {"op": CONNECT_PORT, "port": port}
 
 
 def eof() -> Message:

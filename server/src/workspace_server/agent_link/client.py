@@ -23,6 +23,7 @@ from workspace_server.agent_link.connection import (
     StreamEnded,
     error_from_reply,
 )
+from workspace_server.agent_link.tunnel import PortTunnel
 from workspace_server.domain.errors import AgentNotConnected, WorkspaceError
 
 if TYPE_CHECKING:  # background.py builds on this module's event types
@@ -189,6 +190,17 @@ class SandboxAgent:
         from workspace_server.agent_link.background import FollowStream
 
         return FollowStream(self.sandbox_id, await self._open(ops.follow(target, offset)))
+
+    async def connect_port(self, port: int) -> PortTunnel:
+        """A tunnel to 127.0.0.1:`port` inside the sandbox; PORT_UNREACHABLE if nothing listens."""
+        stream = await self._open(ops.connect_port(port))
+        try:
+            with self._mapped():
+                await stream.recv_message()
+        except BaseException:
+            stream.close()
+            raise
+        return PortTunnel(stream, port)
 
     async def watch(self, path: str, recursive: bool) -> WatchStream:
         """Watch a path; `WatchStream.ready` returns once the watch is in place."""

@@ -12,11 +12,13 @@ from workspace_server import __version__
 from workspace_server.api.deps import Services
 from workspace_server.api.errors import install_error_handlers
 from workspace_server.api.middleware import GuardMiddleware
-from workspace_server.api.routes import files, health, lifecycle, processes, pty, sandboxes, templates
+from workspace_server.api.previews import PortPathProxy, PreviewHosts
+from workspace_server.api.routes import files, health, lifecycle, ports, processes, pty, sandboxes, templates
 from workspace_server.api.sessions import SessionStore
 from workspace_server.config import Settings
 from workspace_server.console import routes as console
 from workspace_server.domain.errors import RuntimeFailure
+from workspace_server.domain.previews import PreviewTokens
 from workspace_server.domain.templates import TemplateRegistry
 from workspace_server.metrics import Metrics
 from workspace_server.nfs.exports import NfsExports
@@ -24,6 +26,7 @@ from workspace_server.runtimes.base import Runtime
 from workspace_server.services.background import BackgroundProcessService
 from workspace_server.services.files import FileService
 from workspace_server.services.lifecycle import LifecycleService
+from workspace_server.services.ports import PortService, PreviewSite, load_preview_key
 from workspace_server.services.processes import ProcessService
 from workspace_server.services.ptys import PtyService
 from workspace_server.services.sandboxes import SandboxService
@@ -90,6 +93,18 @@ def create_app(settings: Settings, runtime: Runtime | None = None, checked: bool
             ptys=PtyService(sandbox_service, process_service),
             watches=WatchService(sandbox_service),
             templates=template_service,
+            ports=PortService(
+                sandbox_service,
+                lifecycle_service,
+                store,
+                PreviewTokens(load_preview_key(settings.data_dir / "preview.key")),
+                PreviewSite(
+                    settings.preview_domain,
+                    settings.preview_scheme,
+                    settings.port if settings.preview_port is None else settings.preview_port or None,
+                ),
+                settings.max_port_connections,
+            ),
             metrics=metrics,
         )
         try:
@@ -127,10 +142,17 @@ def create_app(settings: Settings, runtime: Runtime | None = None, checked: bool
     sessions = SessionStore(settings.session_seconds)
     app.state.settings = settings
     app.state.sessions = sessions
-    for module in (health, sandboxes, templates, lifecycle, processes, files, pty):
+    for module in (health, sandboxes, templates, lifecycle, processes, files, pty, ports):
         app.include_router(module.router)
     app.include_router(pty.socket_router)
+    app.include_router(ports.socket_router)
     app.include_router(console.router)
+
+    def current() -> Services:
+        services: Services = app.state.services
+        return services
+
+    app.add_middleware(PortPathProxy, services=current)  # inside the API's auth
     app.add_middleware(
         GuardMiddleware,
         api_key=settings.api_key,
@@ -139,4 +161,5 @@ def create_app(settings: Settings, runtime: Runtime | None = None, checked: bool
         bind_host=settings.host,
         sessions=sessions,
     )
+    app.add_middleware(PreviewHosts, domain=settings.preview_domain, services=current)  # before the auth
     return app

@@ -11,6 +11,7 @@ from workspace_server.metrics import Metrics
 from workspace_server.services.background import BackgroundProcessService
 from workspace_server.services.files import FileService
 from workspace_server.services.lifecycle import LifecycleService
+from workspace_server.services.ports import PortService
 from workspace_server.services.processes import ProcessService
 from workspace_server.services.ptys import PtyService
 from workspace_server.services.sandboxes import SandboxService
@@ -29,6 +30,7 @@ class Services:
     ptys: PtyService
     watches: WatchService
     templates: TemplateService
+    ports: PortService
     metrics: Metrics
 
 

@@ -24,6 +24,7 @@ MAX_HEADER_BYTES = 32 * 1024
 UPLOAD_PATH = re.compile(r"^/api/v1/sandboxes/[^/]+/files$")
 STDIN_PATH = re.compile(r"^/api/v1/sandboxes/[^/]+/processes/[^/]+/stdin$")  # streamed like an upload
 IMPORT_PATH = "/api/v1/templates/import"
+PORT_PROXY_PATH = re.compile(r"^/api/v1/sandboxes/[^/]+/ports/[0-9]+(/.*)?$")  # any body, streamed to the sandbox
 SANDBOX_PATH = re.compile(r"^/api/v1/sandboxes/([^/]+)")
 
 
@@ -182,6 +183,7 @@ class GuardMiddleware:
             (UPLOAD_PATH.match(path) and scope.get("method") == "PUT")
             or (STDIN_PATH.match(path) and scope.get("method") == "POST")
             or (path == IMPORT_PATH and scope.get("method") == "POST")
+            or PORT_PROXY_PATH.match(path)
         )
         limit = self.max_upload if streamed else self.max_json_body
         declared = _header(scope, b"content-length")

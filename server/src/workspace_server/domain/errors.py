@@ -85,6 +85,19 @@ class AgentNotConnected(WorkspaceError):
         super().__init__(f"sandbox {sandbox_id}: {reason}", sandbox_id=sandbox_id)
 
 
+class UpstreamTimeout(WorkspaceError):
+    """A server inside a sandbox accepted a proxied request but did not answer in time."""
+
+    code = "UPSTREAM_TIMEOUT"
+
+    def __init__(self, sandbox_id: str, port: int, seconds: float) -> None:
+        super().__init__(
+            f"the server on port {port} of sandbox {sandbox_id} did not answer within {seconds:g} s",
+            sandbox_id=sandbox_id,
+            port=port,
+        )
+
+
 class ProcessTimeout(WorkspaceError):
     code = "PROCESS_TIMEOUT"
 

@@ -6,6 +6,7 @@ shared and serialised by a lock.
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 import threading
@@ -36,6 +37,11 @@ CREATE TABLE IF NOT EXISTS sandboxes (
     host_pid INTEGER
 );
 CREATE INDEX IF NOT EXISTS sandboxes_state ON sandboxes(state);
+CREATE TABLE IF NOT EXISTS public_ports (
+    sandbox_id TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    PRIMARY KEY (sandbox_id, port)
+);
 """
 
 # Columns added after the first release, with their definitions: a data dir made by an
@@ -173,6 +179,18 @@ class SandboxStore:
 
     def delete(self, sandbox_id: str) -> None:
         self._execute("DELETE FROM sandboxes WHERE id = ?", (sandbox_id,))
+        self._execute("DELETE FROM public_ports WHERE sandbox_id = ?", (sandbox_id,))
+
+    def public_ports(self, sandbox_id: str) -> builtins.list[int]:
+        """The ports of the sandbox whose preview URLs need no token."""
+        rows = self._execute("SELECT port FROM public_ports WHERE sandbox_id = ? ORDER BY port", (sandbox_id,))
+        return [int(row["port"]) for row in rows]
+
+    def set_port_public(self, sandbox_id: str, port: int, public: bool) -> None:
+        if public:
+            self._execute("INSERT OR IGNORE INTO public_ports (sandbox_id, port) VALUES (?, ?)", (sandbox_id, port))
+        else:
+            self._execute("DELETE FROM public_ports WHERE sandbox_id = ? AND port = ?", (sandbox_id, port))
 
     def close(self) -> None:
         with self._lock:
