@@ -66,6 +66,8 @@ PROCESS_AND_WATCH_NAMES = [
     "AsyncFileWatch",
     "FileWatchEvent",
     "FileWatchEventType",
+    "PortForward",
+    "AsyncPortForward",
 ]
 
 

@@ -18,12 +18,14 @@ import pytest
 from workspace_sdk import (
     AsyncFileReadStream,
     AsyncFileWatch,
+    AsyncPortForward,
     AsyncProcessHandle,
     AsyncProcessStream,
     AsyncPtyHandle,
     AsyncWorkspaceClient,
     FileReadStream,
     FileWatch,
+    PortForward,
     ProcessHandle,
     ProcessStream,
     PtyHandle,
@@ -65,6 +67,7 @@ PAIRS = [
     (AsyncPtyHandle, PtyHandle),
     (AsyncProcessHandle, ProcessHandle),
     (AsyncFileWatch, FileWatch),
+    (AsyncPortForward, PortForward),
 ]
 
 PROTOCOL_DUNDERS = {
@@ -130,7 +133,7 @@ def test_same_signatures_modulo_async(async_cls: type, sync_cls: type) -> None:
 @pytest.mark.parametrize(("async_cls", "sync_cls"), PAIRS, ids=lambda c: c.__name__)
 def test_io_methods_are_coroutines_on_the_async_side(async_cls: type, sync_cls: type) -> None:
     # Methods that only build a lazy object or register a callback stay synchronous.
-    synchronous_by_design = {"__init__", "__aiter__", "run_stream", "read_stream", "watch", "on_data"}
+    synchronous_by_design = {"__init__", "__aiter__", "run_stream", "read_stream", "watch", "on_data", "port_forward"}
     for name, member in public_members(async_cls).items():
         if isinstance(member, property) or not callable(member):
             continue

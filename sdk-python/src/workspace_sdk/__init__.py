@@ -37,6 +37,7 @@ from ._exceptions import (
     WorkspaceConnectionError,
     WorkspaceError,
 )
+from ._port_forward import AsyncPortForward, PortForward
 from ._sync.client import WorkspaceClient
 from ._sync.filesystem import FileReadStream, FileWatch
 from ._sync.process import ProcessStream
@@ -77,6 +78,7 @@ __all__ = [
     "AsyncFileContent",
     "AsyncFileReadStream",
     "AsyncFileWatch",
+    "AsyncPortForward",
     "AsyncProcessHandle",
     "AsyncProcessStream",
     "AsyncPtyHandle",
@@ -103,6 +105,7 @@ __all__ = [
     "InvalidStateTransitionError",
     "OnTimeout",
     "PermissionDeniedError",
+    "PortForward",
     "ProcessEvent",
     "ProcessHandle",
     "ProcessInfo",

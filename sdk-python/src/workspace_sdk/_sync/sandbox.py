@@ -7,7 +7,9 @@ import builtins
 import time
 
 from .._exceptions import SandboxNotFoundError, WaitTimeoutError, WorkspaceError
+from .._port_forward import PortForward
 from .._primitives import sleep
+from .._protocol import ports as ports_protocol
 from .._protocol import sandbox as protocol
 from .._protocol import template as template_protocol
 from ..types import CreateSandboxParams, ForkSandboxParams, OnTimeout, Sandbox, SandboxState, Template
@@ -57,6 +59,36 @@ class SandboxService:
         """Delete the sandbox. Without ``force`` its processes get SIGTERM and a short grace
         period; with it they are killed at once. Deleted sandboxes are gone for good."""
         self._api.request(protocol.delete_request(sandbox_id, force))
+
+    def get_url(self, sandbox_id: str, port: int, public: bool = False, expires_in: int | None = None) -> str:
+        """A ready URL for a server listening on ``port`` inside the sandbox (its own loopback
+        is enough: the request goes through the sandbox's agent, with or without network).
+
+        It is ``{port}-{sandbox_id}.{preview domain}``, a separate origin from the API. A
+        private port's URL carries a signed token valid for ``expires_in`` seconds (the
+        server's default is an hour); the browser keeps it in a cookie of that host alone.
+        ``public=True`` makes the port public: its URL then needs no token."""
+        data = self._api.request_json(ports_protocol.preview_url_request(sandbox_id, port, public, expires_in))
+        return ports_protocol.parse_url(data)
+
+    def list_public_ports(self, sandbox_id: str) -> builtins.list[int]:
+        """The ports whose preview URLs need no token."""
+        data = self._api.request_json(ports_protocol.public_ports_request(sandbox_id))
+        return ports_protocol.parse_ports(data)
+
+    def revoke_public_port(self, sandbox_id: str, port: int) -> builtins.list[int]:
+        """Make the port private again (its URL needs a token); the public ports left."""
+        data = self._api.request_json(ports_protocol.set_public_request(sandbox_id, port, False))
+        return ports_protocol.parse_ports(data)
+
+    def port_forward(
+        self, sandbox_id: str, remote_port: int, local_port: int = 0, host: str = "127.0.0.1"
+    ) -> PortForward:
+        """A context manager listening on ``host:local_port`` (0: any free port, see
+        ``.local_port``) that relays each connection to ``remote_port`` on the sandbox's
+        loopback, as raw TCP (databases, anything not HTTP)."""
+        request = ports_protocol.port_forward_request(sandbox_id, remote_port)
+        return PortForward(self._api, request, host, local_port)
 
     def pause(self, sandbox_id: str) -> Sandbox:
         """Freeze the sandbox's processes: they use no CPU, keep their memory and resume

@@ -84,43 +84,56 @@ async def relay_http(
     client_gone = asyncio.Event()
 
     async def request_body() -> None:
+        more = True
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 client_gone.set()
                 return
+            if not more:
+                continue
             body = message.get("body", b"")
             if body:
                 await tunnel.write(upstream.send(h11.Data(data=body)))
             if not message.get("more_body", False):
                 await tunnel.write(upstream.send(h11.EndOfMessage()))
-                return
+                more = False  # keep listening: a client that goes away must end the relay
 
-    body_task = asyncio.create_task(request_body())
-    try:
-        response = await asyncio.wait_for(_response_head(upstream, tunnel), head_timeout)
-        if response is None:
+    async def response() -> None:
+        head = await asyncio.wait_for(_response_head(upstream, tunnel), head_timeout)
+        if head is None:
             raise WorkspaceError(
                 f"the server on port {tunnel.port} closed the connection without answering", code="PORT_UNREACHABLE"
             )
         await send(
             {
                 "type": "http.response.start",
-                "status": response.status_code,
-                "headers": [(k, v) for k, v in response.headers if k not in HOP_BY_HOP | SERVER_SET_HEADERS],
+                "status": head.status_code,
+                "headers": [(k, v) for k, v in head.headers if k not in HOP_BY_HOP | SERVER_SET_HEADERS],
             }
         )
-        while not client_gone.is_set():
+        while True:
             event = await _next_event(upstream, tunnel)
             if isinstance(event, h11.Data):
                 await send({"type": "http.response.body", "body": bytes(event.data), "more_body": True})
             else:  # EndOfMessage, or the server closed the connection mid-body
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
+
+    tasks = [asyncio.create_task(request_body()), asyncio.create_task(response())]
+    gone = asyncio.create_task(client_gone.wait())
+    try:
+        # A client that goes away (even while the server in the sandbox is silent) ends
+        # the relay and gives its tunnel back at once.
+        await asyncio.wait([tasks[1], gone], return_when=asyncio.FIRST_COMPLETED)
+        if tasks[1].done():
+            tasks[1].result()
     finally:
-        body_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, TunnelClosed, h11.LocalProtocolError):
-            await body_task
+        for task in (*tasks, gone):
+            task.cancel()
+        for task in (*tasks, gone):
+            with contextlib.suppress(asyncio.CancelledError, TunnelClosed, h11.LocalProtocolError):
+                await task
 
 
 async def relay_http_guarded(
