@@ -33,6 +33,7 @@ from benchmarks.cli_startup import cli_startup
 from benchmarks.client import Api
 from benchmarks.config import Config
 from benchmarks.lifecycle_ops import lifecycle_ops
+from benchmarks.ports import ports
 from benchmarks.profile_analysis import annotate_with_cpu
 from benchmarks.report import Metric, Report, evaluate_all, render_markdown, report_to_json
 from benchmarks.server import Server, delete_all, start_server, stop_server
@@ -53,6 +54,7 @@ SCENARIOS = (
     "stream",
     "background",
     "files",
+    "ports",
     "pty",
     "cli",
     "concurrency",
@@ -221,6 +223,7 @@ def measure(run: Run, selected: set[str], pool_size: int) -> None:
             ("stream", "SSE streaming", lambda: scenarios.streaming(server, cfg)),
             ("background", "background processes and file watching", lambda: background(server, cfg)),
             ("files", "file transfer", lambda: scenarios.files(server, cfg)),
+            ("ports", "ports: the HTTP proxy", lambda: ports(server, cfg)),
             ("pty", "PTY echo", lambda: scenarios.pty(server, cfg)),
             ("cli", "command line start-up", lambda: cli_startup(server, cfg)),
             ("concurrency", "concurrent clients", lambda: scenarios.concurrency(server, cfg)),

@@ -31,6 +31,8 @@ TARGETS: list[Target] = [
     Target("send_stdin round trip through cat p50 (ms)", "bg.stdin_echo", 3, at_most=True),
     Target("file watch: write → event p50 (ms)", "bg.watch", 10, at_most=True),
     Target("background output vs run_stream (MB/s ratio)", "bg.throughput", 0.9, at_most=False, baseline="bg.stream"),
+    Target("proxied GET p50, over process.run('true') p50 (ms)", "ports.get_over_run", 1, at_most=True),
+    Target("download through the proxy (MB/s)", "ports.download", 300, at_most=False),
     Target("file write, 256 MiB", "files.write_large", 300, at_most=False),
     Target("file read, 256 MiB", "files.read_large", 300, at_most=False),
     Target("server RSS growth during the 256 MiB write", "files.write_large.rss", 64, at_most=True),

@@ -368,6 +368,57 @@ def kill(
         print_json({"sandbox_id": sandbox_id, "pid": pid, "signal": number})
 
 
+def parse_port_mapping(value: str) -> tuple[int, int]:
+    """``LOCAL:REMOTE`` or ``REMOTE`` (then the same local port)."""
+    local, _, remote = value.rpartition(":")
+    try:
+        ports = (int(local) if local else int(remote), int(remote))
+    except ValueError:
+        raise typer.BadParameter("takes LOCAL:REMOTE or PORT, e.g. 5432:5432", param_hint="PORTS") from None
+    if not (0 <= ports[0] <= 65535 and 1 <= ports[1] <= 65535):
+        raise typer.BadParameter("ports are 1-65535 (LOCAL may be 0: any free port)", param_hint="PORTS")
+    return ports
+
+
+@verb(app.command("port-forward"))
+def port_forward(
+    sandbox_id: SandboxId,
+    ports: Annotated[str, typer.Argument(help="LOCAL:REMOTE (LOCAL 0: any free port), or PORT", show_default=False)],
+    json_output: JsonOption = False,
+) -> None:
+    """Forward a local TCP port to a port on the sandbox's loopback, until Ctrl-C."""
+    import time
+
+    local, remote = parse_port_mapping(ports)
+    with client() as api:
+        api.sandbox.get(sandbox_id)  # an unknown sandbox fails now, not at the first connection
+        with api.sandbox.port_forward(sandbox_id, remote, local) as forward:
+            if json_output:
+                print_json({"sandbox_id": sandbox_id, "local_port": forward.local_port, "remote_port": remote})
+            else:
+                sys.stdout.write(f"forwarding 127.0.0.1:{forward.local_port} -> {sandbox_id}:{remote} (Ctrl-C ends)\n")
+            sys.stdout.flush()
+            while True:
+                time.sleep(3600)
+
+
+@verb(app.command())
+def url(
+    sandbox_id: SandboxId,
+    port: Annotated[int, typer.Argument(help="Port a server listens on inside the sandbox", show_default=False)],
+    public: Annotated[bool, typer.Option("--public", help="Make the port public (no token)")] = False,
+    expires_in: Annotated[int | None, typer.Option("--expires-in", help="Seconds the token is valid")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Print a preview URL for a server inside the sandbox."""
+    with client() as api:
+        address = api.sandbox.get_url(sandbox_id, port, public=public, expires_in=expires_in)
+    if json_output:
+        print_json({"sandbox_id": sandbox_id, "port": port, "url": address})
+    else:
+        sys.stdout.write(address + "\n")
+
+
 # --- templates ---------------------------------------------------------------------------
 
 

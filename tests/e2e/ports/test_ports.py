@@ -21,6 +21,7 @@ import httpx
 import pytest
 import websockets.sync.client
 
+from tests.support.cli import WORKSPACE, cli_env, run_cli, run_json
 from tests.support.live_server import LiveServer, data_root, start_server, stop_server
 from workspace_sdk import AsyncWorkspaceClient, WorkspaceClient
 
@@ -369,6 +370,39 @@ def test_port_forward_relays_raw_tcp_sync_and_async(web: tuple[LiveServer, str],
                 writer.close()
 
     asyncio.run(async_round_trip())
+
+
+def test_cli_port_forward_and_url(web: tuple[LiveServer, str], api: httpx.Client) -> None:
+    server, sandbox_id = web
+    api.put(f"/sandboxes/{sandbox_id}/files", params={"path": "/workspace/echo.py"}, content=TCP_ECHO.encode())
+    api.post(f"/sandboxes/{sandbox_id}/processes", json={"command": "python3", "args": ["/workspace/echo.py"]})
+    shown = run_json(server.url, "url", sandbox_id, str(WEB_PORT))
+    assert shown["url"].startswith(f"http://{WEB_PORT}-{sandbox_id}.localhost:")
+    forwarding = subprocess.Popen(
+        [str(WORKSPACE), "port-forward", sandbox_id, f"0:{ECHO_PORT}", "--json"],
+        env=cli_env(server.url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert forwarding.stdout is not None
+        local_port = json.loads(forwarding.stdout.readline())["local_port"]
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", local_port), timeout=10) as sock:
+                    sock.sendall(b"ping through the cli")
+                    assert sock.recv(100) == b"ping through the cli"
+                break
+            except (AssertionError, OSError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+    finally:
+        forwarding.terminate()
+        forwarding.wait(10)
+    unknown = run_cli(server.url, "port-forward", "sbx-000000000000dead", "5432")
+    assert unknown.returncode != 0 and b"not found" in unknown.stderr
 
 
 def test_sdk_get_url_and_public_ports(web: tuple[LiveServer, str]) -> None:
