@@ -386,7 +386,12 @@ def test_cli_port_forward_and_url(web: tuple[LiveServer, str], api: httpx.Client
     )
     try:
         assert forwarding.stdout is not None
-        local_port = json.loads(forwarding.stdout.readline())["local_port"]
+        printed = b""
+        while not printed.rstrip().endswith(b"}"):  # one JSON document, however it is laid out
+            line = forwarding.stdout.readline()
+            assert line, forwarding.stderr.read() if forwarding.stderr else "no output"
+            printed += line
+        local_port = json.loads(printed)["local_port"]
         deadline = time.monotonic() + 20
         while True:
             try:
