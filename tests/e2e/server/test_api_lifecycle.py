@@ -362,3 +362,24 @@ def test_racing_operations_end_consistent(api: httpx.Client, sandbox: dict[str, 
     # Whatever it ended as, it is what it says: usable after a start/resume, files intact.
     assert http_shell(api, sid)("cat /workspace/kept") == "kept\n"
     assert state_of(api, sid) == "running"
+
+
+def test_idle_timeout_counts_followers_and_pty_traffic(api: httpx.Client, make: Any, server_url: str) -> None:
+    from websockets.sync.client import connect
+
+    sid = make(idle_timeout=2, on_timeout="pause")["id"]
+    # A client following a quiet process (no output, no CPU) keeps the sandbox active.
+    with api.stream("POST", f"/sandboxes/{sid}/processes/stream", json={"command": "sleep", "args": ["4"]}) as response:
+        assert response.status_code == 200
+        for _ in response.iter_lines():
+            pass  # ends when sleep exits, 4 s later
+    assert state_of(api, sid) == "running", "a followed process was taken for idle"
+    # PTY keystrokes and their echo are activity too.
+    ws_url = server_url.replace("http://", "ws://") + f"/api/v1/sandboxes/{sid}/pty?shell=/bin/sh"
+    with connect(ws_url) as socket:
+        socket.recv(timeout=10)  # ready
+        for _ in range(8):  # 4 s of typing
+            socket.send(b"\n")
+            time.sleep(0.5)
+        assert state_of(api, sid) == "running", "PTY traffic was taken for idle"
+    wait_state(api, sid, "paused", timeout=10)
