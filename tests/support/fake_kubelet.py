@@ -54,7 +54,7 @@ for pair in "$@"; do
   src="${pair%%=*}"; dst="${pair#*=}"
   mount --bind "$src" "$F$dst"; mount -o bind,remount,ro "$F$dst"
 done
-exec chroot --userspec=1000:1000 --groups=1000 "$F" "${AGENT_COMMAND_0}" ${AGENT_ARGS}
+exec chroot --userspec=1000:1000 --groups=1000 "$F" /usr/bin/setpriv --pdeathsig KILL "${AGENT_COMMAND_0}" ${AGENT_ARGS}
 """
 
 
