@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 import h11
@@ -81,23 +81,24 @@ async def relay_http(
     headers = [*headers, (b"connection", b"close")]
     method = scope["method"].encode()
     await tunnel.write(upstream.send(h11.Request(method=method, target=target.encode(), headers=headers)))
-    client_gone = asyncio.Event()
 
     async def request_body() -> None:
         more = True
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                client_gone.set()
                 return
             if not more:
                 continue
-            body = message.get("body", b"")
-            if body:
-                await tunnel.write(upstream.send(h11.Data(data=body)))
-            if not message.get("more_body", False):
-                await tunnel.write(upstream.send(h11.EndOfMessage()))
-                more = False  # keep listening: a client that goes away must end the relay
+            try:
+                body = message.get("body", b"")
+                if body:
+                    await tunnel.write(upstream.send(h11.Data(data=body)))
+                if not message.get("more_body", False):
+                    await tunnel.write(upstream.send(h11.EndOfMessage()))
+                    more = False  # keep listening: a client that goes away must end the relay
+            except TunnelClosed:
+                more = False  # the server stopped reading (it may answer early): its answer still comes
 
     async def response() -> None:
         head = await asyncio.wait_for(_response_head(upstream, tunnel), head_timeout)
@@ -120,19 +121,23 @@ async def relay_http(
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
 
-    tasks = [asyncio.create_task(request_body()), asyncio.create_task(response())]
-    gone = asyncio.create_task(client_gone.wait())
+    # request_body() returns only when the client goes away (even while the server in the
+    # sandbox is silent): that ends the relay and gives its tunnel back at once.
+    await until_first_ends(request_body(), response())
+
+
+async def until_first_ends(*coroutines: Coroutine[Any, Any, None]) -> None:
+    """Run the coroutines side by side until one ends, then cancel the others. The one that
+    ended first re-raises its exception, if it had one."""
+    tasks = [asyncio.create_task(coroutine) for coroutine in coroutines]
     try:
-        # A client that goes away (even while the server in the sandbox is silent) ends
-        # the relay and gives its tunnel back at once.
-        await asyncio.wait([tasks[1], gone], return_when=asyncio.FIRST_COMPLETED)
-        if tasks[1].done():
-            tasks[1].result()
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        next(iter(done)).result()
     finally:
-        for task in (*tasks, gone):
+        for task in tasks:
             task.cancel()
-        for task in (*tasks, gone):
-            with contextlib.suppress(asyncio.CancelledError, TunnelClosed, h11.LocalProtocolError):
+        for task in tasks:
+            with contextlib.suppress(BaseException):
                 await task
 
 
@@ -272,15 +277,8 @@ async def relay_websocket(
                 protocol.receive_eof()
             events = protocol.events_received()
 
-    tasks = [asyncio.create_task(client_to_upstream()), asyncio.create_task(upstream_to_client())]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+    with contextlib.suppress(TunnelClosed):  # either side may end the session
+        await until_first_ends(client_to_upstream(), upstream_to_client())
 
 
 async def _flush(protocol: ClientProtocol, tunnel: PortTunnel) -> None:

@@ -5,7 +5,6 @@ api/previews.py.)"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from typing import Annotated
 
@@ -15,6 +14,7 @@ from pydantic import BaseModel, Field
 from workspace_server.agent_link.tunnel import PortTunnel, TunnelClosed
 from workspace_server.api.deps import Services, current_services, services
 from workspace_server.api.errors import ERROR_RESPONSES
+from workspace_server.api.port_relay import until_first_ends
 from workspace_server.api.routes.pty import send_error
 from workspace_server.domain.errors import WorkspaceError
 from workspace_server.domain.previews import DEFAULT_TOKEN_SECONDS, MAX_TOKEN_SECONDS
@@ -104,12 +104,5 @@ async def _relay_bytes(websocket: WebSocket, tunnel: PortTunnel) -> None:
         with contextlib.suppress(Exception):
             await websocket.close(1000)
 
-    tasks = [asyncio.create_task(client_to_port()), asyncio.create_task(port_to_client())]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, TunnelClosed, WebSocketDisconnect, RuntimeError):
-                await task
+    with contextlib.suppress(TunnelClosed, WebSocketDisconnect, RuntimeError):  # either side may end it
+        await until_first_ends(client_to_port(), port_to_client())
