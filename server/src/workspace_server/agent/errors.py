@@ -24,6 +24,10 @@ ERRNO_CODES = {
     errno.ENXIO: "INVALID_REQUEST",  # a socket, or a device with nothing behind it
     errno.ENODEV: "INVALID_REQUEST",
     errno.EOPNOTSUPP: "INVALID_REQUEST",
+    errno.EBUSY: "INVALID_REQUEST",  # a mount point, say: the caller's mistake, not ours
+    errno.EXDEV: "INVALID_REQUEST",
+    errno.EMLINK: "INVALID_REQUEST",
+    errno.ETXTBSY: "INVALID_REQUEST",
     errno.ENOSPC: "DISK_QUOTA_EXCEEDED",
     errno.EDQUOT: "DISK_QUOTA_EXCEEDED",
     errno.EFBIG: "DISK_QUOTA_EXCEEDED",

@@ -89,6 +89,24 @@ def chown_tree(path: str, uid: int, gid: int) -> None:
                 os.lchown(os.path.join(root, name), uid, gid)
 
 
+def _placed(path: str) -> str:
+    """`path` with its parent resolved (the last component itself is not followed)."""
+    return os.path.join(os.path.realpath(os.path.dirname(path) or "/"), os.path.basename(path.rstrip("/")))
+
+
+def refuse_mount_point(path: str, verb: str) -> None:
+    if os.path.realpath(path) == "/" or (os.path.isdir(path) and not os.path.islink(path) and os.path.ismount(path)):
+        raise OpError("INVALID_REQUEST", "%s is a mount point: it cannot be %s" % (path, verb), path=path)
+
+
+def refuse_into_itself(source: str, destination: str, verb: str) -> None:
+    """Copying or moving something onto itself or into itself is the caller's mistake."""
+    src, dst = _placed(source), _placed(destination)
+    same = os.path.lexists(destination) and os.path.samestat(os.lstat(source), os.lstat(destination))
+    if same or dst == src or dst.startswith(src.rstrip("/") + "/"):
+        raise OpError("INVALID_REQUEST", "cannot %s %s onto or into itself" % (verb, source), path=source)
+
+
 def target_for(source: str, destination: str) -> str:
     """Like cp and mv: an existing directory as destination receives the source inside it."""
     if os.path.isdir(destination) and not os.path.islink(destination):
@@ -139,6 +157,7 @@ def op_mkdir(stream: Stream, request: Dict[str, Any]) -> None:
 def op_remove(stream: Stream, request: Dict[str, Any]) -> None:
     path = request["path"]
     st = os.lstat(path)
+    refuse_mount_point(path, "deleted")
     if stat.S_ISDIR(st.st_mode):
         if request.get("recursive"):
             shutil.rmtree(path)
@@ -152,7 +171,9 @@ def op_remove(stream: Stream, request: Dict[str, Any]) -> None:
 def op_move(stream: Stream, request: Dict[str, Any]) -> None:
     source = request["source"]
     os.lstat(source)
+    refuse_mount_point(source, "moved")
     destination = target_for(source, request["destination"])
+    refuse_into_itself(source, destination, "move")
     try:
         os.rename(source, destination)
     except OSError as exc:
@@ -166,11 +187,21 @@ def op_copy(stream: Stream, request: Dict[str, Any]) -> None:
     source = request["source"]
     st = os.lstat(source)
     destination = target_for(source, request["destination"])
+    refuse_into_itself(source, destination, "copy")
     uid, gid = owner_of(os.path.dirname(destination) or "/")
     if stat.S_ISDIR(st.st_mode):
         if not request.get("recursive", True):
             raise OpError("IS_A_DIRECTORY", "%s is a directory" % source, path=source)
-        shutil.copytree(source, destination, symlinks=True)
+        try:
+            shutil.copytree(source, destination, symlinks=True)
+        except shutil.Error as exc:  # one entry per file that failed: name the first, count the rest
+            failures = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+            first = failures[0] if failures else ("", "", str(exc))
+            raise OpError(
+                "PERMISSION_DENIED",
+                "%d files of %s could not be copied; the first: %s: %s" % (len(failures), source, first[0], first[2]),
+                path=source,
+            ) from None
     elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
         shutil.copy2(source, destination, follow_symlinks=False)
     else:
