@@ -43,11 +43,16 @@ log = logging.getLogger(__name__)
 EXPIRY_TICK = 0.1
 RECLAIM_INTERVAL = 1.0
 SHUTDOWN_GRACE = 2.0  # how long a graceful delete lets commands exit after SIGTERM
-RECONNECT_TIMEOUT = 2.0  # a sandbox that outlived the server: its agent is up or lost
 AGENT_LOST = "the sandbox agent disconnected: the sandbox's init exited or was killed"
 AGENT_LOST_ON_RESTART = "the sandbox's processes did not survive the server restart"
 STARTING_ON_RESTART = "the server restarted while the sandbox was starting"
 STOPPED_ON_RESTART = "the server restarted while the sandbox was starting again"
+AGENT_SILENT_ON_RESTART = (
+    "the sandbox's agent did not answer after the server restarted, though its init is alive: its processes "
+    "and files are kept; delete it, or restart the server to try again"
+)
+RECOVERY_HELLO_TIMEOUT = 10.0  # per sandbox, all in parallel
+RECOVERY_CONCURRENCY = 64
 DISK_MISSING = "the sandbox's disk is missing"
 # States that hold memory (and count towards max_sandboxes).
 LIVE_STATES = (SandboxState.STARTING, SandboxState.RUNNING, SandboxState.PAUSED)
@@ -549,10 +554,17 @@ class SandboxService:
         (running or paused, the freezer made to agree with the record), finish operations
         a crash cut short, and keep the files of sandboxes whose processes are gone."""
         known = {record.id: record for record in self.store.list()}
-        for record in known.values():
-            self._records[record.id] = record
-            with contextlib.suppress(WorkspaceError):
-                await self._recover_one(record)
+        self._records.update(known)
+        # In parallel: an agent starved of CPU by its own sandbox's processes may take
+        # seconds to answer, and must not make every other sandbox wait (or look lost).
+        limit = asyncio.Semaphore(RECOVERY_CONCURRENCY)
+
+        async def recover(record: Sandbox) -> None:
+            async with limit:
+                with contextlib.suppress(WorkspaceError):
+                    await self._recover_one(record)
+
+        await asyncio.gather(*(recover(record) for record in known.values()))
         for sandbox_id in await self.runtime.list_ids():
             gone = sandbox_id not in known or self._records.get(sandbox_id) is None
             if gone and sandbox_id not in self._agents:
@@ -560,7 +572,7 @@ class SandboxService:
 
     async def _recover_one(self, record: Sandbox) -> None:
         state = record.state
-        if state == SandboxState.ERROR:
+        if state == SandboxState.ERROR and record.error_message != AGENT_SILENT_ON_RESTART:
             return
         if state == SandboxState.STOPPED:
             if not self.runtime.has_disk(record.id):
@@ -580,7 +592,13 @@ class SandboxService:
         agent = None
         if started is not None:
             with contextlib.suppress(AgentNotConnected, OSError):
-                agent = await self._connect(record.id, started.agent_address, RECONNECT_TIMEOUT)
+                agent = await self._connect(record.id, started.agent_address, RECOVERY_HELLO_TIMEOUT)
+        if agent is None and started is not None:
+            # Its init is alive: never destroyed nor stopped by recovery (its processes and
+            # files are the user's). Reported, for the user to delete or the next restart to retry.
+            log.warning("sandbox %s: %s", record.id, AGENT_SILENT_ON_RESTART)
+            self._set_state(record, SandboxState.ERROR, AGENT_SILENT_ON_RESTART)
+            return
         if agent is None:
             await self._keep_files_only(record, AGENT_LOST_ON_RESTART)
             return
@@ -590,6 +608,8 @@ class SandboxService:
             await self.runtime.freeze(record.id)
         else:
             await self.runtime.thaw(record.id)
+        if state == SandboxState.ERROR:  # silent at the last restart, answering now
+            record = self._set_state(record, SandboxState.RUNNING)
         await self._export(record.id)
         log.info("re-adopted sandbox %s (%s)", record.id, state.value)
 
