@@ -89,9 +89,15 @@ def test_crash_restart_readopts_live_sandboxes_and_reports_dead_ones() -> None:
             assert events[0][0] == "start" and events[-1] == ("exit", {"code": 0})
             assert "".join(d["data"] for e, d in events if e == "stdout") == "streamed\n"
 
-            # The killed agent and the frozen one (it cannot answer): their processes are gone
-            # or ended, their files kept: stopped, saying why, and startable again.
-            for lost in (killed, frozen):
+            # The frozen agent (it cannot answer, its init is alive): reported, never stopped
+            # or deleted by recovery; its processes and files are kept.
+            record = states[frozen]
+            assert record["state"] == "error" and "init is alive" in record["error_message"], record
+            assert h.leftovers([frozen])["processes"], "recovery killed a live sandbox's processes"
+            os.kill(h.init_pid(frozen), signal.SIGCONT)
+            # The killed agent: its processes are gone, its files kept: stopped, saying why,
+            # and startable again.
+            for lost in (killed,):
                 record = states[lost]
                 assert record["state"] == "stopped", record
                 message = (record["error_message"] or "").lower()
@@ -112,7 +118,8 @@ def test_crash_restart_readopts_live_sandboxes_and_reports_dead_ones() -> None:
             assert sorted(assert_running_means_usable(c)) == sorted([survivor, killed])
             samples = metric_samples(httpx.get(h.url + "/metrics").text)
             assert samples[("workspace_sandboxes", (("state", "running"),))] == 2
-            assert samples[("workspace_sandboxes", (("state", "stopped"),))] == 1
+            assert samples[("workspace_sandboxes", (("state", "stopped"),))] == 0
+            assert samples[("workspace_sandboxes", (("state", "error"),))] == 1
 
             for sandbox_id in (survivor, killed, frozen):
                 assert c.delete(f"/sandboxes/{sandbox_id}", params={"force": "true"}).status_code == 204
