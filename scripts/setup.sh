@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 # web console in a real browser (headless, through Playwright; no browser download).
 # nfs-ganesha, dbus-daemon: `serve --nfs`; libnfs-utils: the NFS tests' userspace client.
 APT_PACKAGES=(make curl runc python3 python3-venv slirp4netns nftables iproute2 procps util-linux e2fsprogs mount tmux
-  skopeo busybox-static chromium nfs-ganesha nfs-ganesha-vfs dbus-daemon libnfs-utils)
+  skopeo busybox-static mmdebstrap chromium nfs-ganesha nfs-ganesha-vfs dbus-daemon libnfs-utils)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -7,6 +7,7 @@ Each verb accepts ``--json`` (machine-readable output on stdout) and reports fai
 from __future__ import annotations
 
 import functools
+import pathlib
 import signal as signals
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -588,6 +589,40 @@ def snapshot(
         print_json(template)
     else:
         sys.stdout.write(template.name + "\n")
+
+
+@verb(template_app.command("bootstrap"))
+def bootstrap_template(
+    suite: Annotated[str, typer.Argument(help="debian:SUITE, e.g. debian:bookworm", show_default=False)],
+    name: Annotated[str | None, typer.Option("--name", help="Template name [the argument]")] = None,
+    mirror: Annotated[str | None, typer.Option("--mirror", help="Debian mirror [this machine's apt mirror]")] = None,
+    variant: Annotated[str, typer.Option("--variant", help="mmdebstrap variant")] = "minbase",
+    replace: Annotated[bool, typer.Option("--replace", help="Replace a template of that name")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Build a minimal Debian base with mmdebstrap (on this machine) and import it."""
+    from workspace_cli import bootstrap
+
+    distribution, _, release = suite.partition(":")
+    if distribution != "debian" or not release:
+        raise typer.BadParameter("give debian:SUITE, e.g. debian:bookworm", param_hint="SUITE")
+    chosen_mirror = mirror or bootstrap.host_mirror()
+    with bootstrap.scratch_dir() as work:
+        try:
+            archive = bootstrap.bootstrap_archive(release, pathlib.Path(work), chosen_mirror, variant)
+        except RuntimeError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        with client() as api:
+            template = api.template.import_image(
+                name or suite,
+                archive,
+                replace=replace,
+                description=f"mmdebstrap {variant} {release} from {chosen_mirror}",
+            )
+    if json_output:
+        print_json(template)
+    else:
+        sys.stdout.write(f"{template.name} {template.digest} ({template.size} bytes)\n")
 
 
 # --- entry point -------------------------------------------------------------------------
