@@ -20,6 +20,7 @@ pytestmark = pytest.mark.skipif(shutil.which("mmdebstrap") is None, reason="mmde
 WORKSPACE = Path(sys.executable).with_name("workspace")
 
 
+@pytest.mark.timeout(1800)
 def test_bootstrap_debian_then_a_sandbox_of_it(workspace_server: LiveServer, api: httpx.Client) -> None:
     result = subprocess.run(
         [
