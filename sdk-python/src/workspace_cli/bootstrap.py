@@ -104,7 +104,18 @@ def bootstrap_archive(suite: str, work: Path, mirror: str, variant: str = "minba
         raise RuntimeError("mmdebstrap is not installed: apt-get install mmdebstrap (scripts/setup.sh does)")
     rootfs = work / "rootfs.tar"
     result = subprocess.run(
-        ["mmdebstrap", "--quiet", f"--variant={variant}", "--mode=auto", "--format=tar", suite, str(rootfs), mirror],
+        [
+            "mmdebstrap",
+            "--quiet",
+            f"--variant={variant}",
+            "--mode=auto",
+            "--format=tar",
+            # No device nodes in /dev: images may not hold any (each sandbox gets its own /dev).
+            "--skip=output/dev",
+            suite,
+            str(rootfs),
+            mirror,
+        ],
         capture_output=True,
         text=True,
         check=False,
