@@ -20,6 +20,8 @@ from workspace_server.console import routes as console
 from workspace_server.domain.errors import RuntimeFailure
 from workspace_server.domain.previews import PreviewTokens
 from workspace_server.domain.templates import TemplateRegistry
+from workspace_server.e2b import control as e2b_control
+from workspace_server.e2b import envd as e2b_envd
 from workspace_server.metrics import Metrics
 from workspace_server.nfs.exports import NfsExports
 from workspace_server.runtimes.base import Runtime
@@ -147,6 +149,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None, checked: bool
     app.include_router(pty.socket_router)
     app.include_router(ports.socket_router)
     app.include_router(console.router)
+    app.include_router(e2b_control.router)
+    app.include_router(e2b_envd.router)
 
     def current() -> Services:
         services: Services = app.state.services

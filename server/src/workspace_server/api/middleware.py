@@ -26,6 +26,10 @@ STDIN_PATH = re.compile(r"^/api/v1/sandboxes/[^/]+/processes/[^/]+/stdin$")  # s
 IMPORT_PATH = "/api/v1/templates/import"
 PORT_PROXY_PATH = re.compile(r"^/api/v1/sandboxes/[^/]+/ports/[0-9]+(/.*)?$")  # any body, streamed to the sandbox
 SANDBOX_PATH = re.compile(r"^/api/v1/sandboxes/([^/]+)")
+# E2B's envd data plane authenticates each sandbox's calls with its own X-Access-Token (checked
+# by the e2b routes), not the API key; its control plane (/e2b/...) takes X-API-KEY like the API.
+E2B_ENVD_PREFIX = "/e2b/envd/"
+E2B_UPLOAD_PATH = "/e2b/envd/files"
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -166,7 +170,7 @@ class GuardMiddleware:
                 else:
                     await _reject_http(send, 403, "PERMISSION_DENIED", problem)
                 return
-        if self.api_key is not None and not is_open_path(path):
+        if self.api_key is not None and not is_open_path(path) and not path.startswith(E2B_ENVD_PREFIX):
             refusal = self._refusal(scope)
             if refusal is not None:
                 status, code, message = refusal
@@ -184,6 +188,7 @@ class GuardMiddleware:
             or (STDIN_PATH.match(path) and scope.get("method") == "POST")
             or (path == IMPORT_PATH and scope.get("method") == "POST")
             or PORT_PROXY_PATH.match(path)
+            or (path == E2B_UPLOAD_PATH and scope.get("method") == "POST")
         )
         limit = self.max_upload if streamed else self.max_json_body
         declared = _header(scope, b"content-length")

@@ -1,0 +1,286 @@
+"""envd, E2B's in-sandbox daemon, as seen by the SDK: Connect RPC (JSON codec, HTTP/1.1) for
+process.Process and filesystem.Filesystem, `GET/POST /files`, `/health`. The sandbox comes from
+the E2b-Sandbox-Id header; X-Access-Token must be the token its create returned."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from workspace_server.api.deps import Services, services
+from workspace_server.domain.errors import WorkspaceError
+from workspace_server.e2b.control import PREFIX, tokens
+from workspace_server.e2b.errors import E2BError, connect_error, end_stream, envelope, translate
+from workspace_server.e2b.messages import (
+    FILE_TYPES,
+    SIGNALS,
+    ListDirRequest,
+    MoveRequest,
+    PathRequest,
+    SendSignalRequest,
+    StartRequest,
+)
+from workspace_server.services.processes import RunCommand
+
+ENVD_PREFIX = PREFIX + "/envd"
+KEEPALIVE_DEFAULT = 50.0
+router = APIRouter(prefix=ENVD_PREFIX, include_in_schema=False)
+Svc = Annotated[Services, Depends(services)]
+
+
+def sandbox_of(request: Request, svc: Services) -> str:
+    """The E2b-Sandbox-Id header names the sandbox; a sandbox reached through `Sandbox.connect`
+    sends only its X-Access-Token (E2B routes by host name), which then identifies it."""
+    token = request.headers.get("x-access-token")
+    sandbox_id = request.headers.get("e2b-sandbox-id")
+    if not sandbox_id and token:
+        sandbox_id = tokens(request).sandbox_for(token, (r.id for r in svc.sandboxes.list()))
+    if not sandbox_id:
+        raise E2BError(401, "missing E2b-Sandbox-Id header or a valid X-Access-Token")
+    if not tokens(request).valid(sandbox_id, token):
+        raise E2BError(401, "missing or invalid X-Access-Token for this sandbox")
+    return sandbox_id
+
+
+def user_of(request: Request, query: str | None = None) -> str | None:
+    """envd's user: `username` query or `Authorization: Basic base64(user:)`; default `user`."""
+    if query:
+        return query
+    header = request.headers.get("authorization", "")
+    if header[:6].lower() != "basic ":
+        return None
+    try:
+        return base64.b64decode(header[6:], validate=True).decode().partition(":")[0] or None
+    except (binascii.Error, UnicodeDecodeError):
+        raise E2BError(400, "malformed Authorization header") from None
+
+
+def entry(info: dict[str, Any]) -> dict[str, Any]:
+    mode = int(info.get("mode", "0"), 8)
+    return {
+        "name": info["name"],
+        "type": FILE_TYPES.get(info["type"], "FILE_TYPE_UNSPECIFIED"),
+        "path": info["path"],
+        "size": str(info.get("size", 0)),
+        "mode": mode,
+        "permissions": "".join(c if mode & (1 << (8 - i)) else "-" for i, c in enumerate("rwxrwxrwx")),
+        "modifiedTime": info.get("modified_at"),
+    }
+
+
+def absolute(path: str) -> str:
+    return path if path.startswith("/") else "/workspace/" + path
+
+
+@router.get("/health")
+async def health() -> Response:
+    return Response(status_code=204)
+
+
+@router.get("/files")
+async def read_file(request: Request, svc: Svc, path: str = "", username: str | None = None) -> Response:
+    try:
+        sandbox_id = sandbox_of(request, svc)
+        user_of(request, username)
+        if not path:
+            raise E2BError(400, "path is required")
+        size, chunks = await svc.files.read(sandbox_id, absolute(path))
+    except (WorkspaceError, E2BError) as exc:
+        error = translate(exc)
+        return JSONResponse({"code": error.status, "message": error.message}, status_code=error.status)
+    return StreamingResponse(chunks, media_type="application/octet-stream", headers={"Content-Length": str(size)})
+
+
+@router.post("/files")
+async def write_file(request: Request, svc: Svc, path: str = "", username: str | None = None) -> Response:
+    try:
+        sandbox_id = sandbox_of(request, svc)
+        user_of(request, username)
+        if not path:
+            raise E2BError(400, "path is required")
+        if request.headers.get("content-type", "").startswith("multipart/"):
+            raise E2BError(400, "multipart uploads are not served: send application/octet-stream (envd >= 0.5.7)")
+        target = absolute(path)
+        await svc.files.write(sandbox_id, target, request.stream(), svc.settings.max_upload_bytes)
+    except (WorkspaceError, E2BError) as exc:
+        error = translate(exc)
+        return JSONResponse({"code": error.status, "message": error.message}, status_code=error.status)
+    return JSONResponse([{"name": target.rsplit("/", 1)[-1], "type": "file", "path": target}])
+
+
+Unary = Callable[[Services, str, bytes], Awaitable[dict[str, Any]]]
+
+
+async def stat(svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
+    request = PathRequest.model_validate_json(body)
+    return {"entry": entry(await svc.files.stat(sandbox_id, absolute(request.path)))}
+
+
+async def list_dir(svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
+    request = ListDirRequest.model_validate_json(body)
+    root = absolute(request.path)
+    entries: list[dict[str, Any]] = []
+    pending = [(root, 1)]
+    while pending:
+        directory, depth = pending.pop(0)
+        for info in await svc.files.list(sandbox_id, directory):
+            entries.append(entry(info))
+            if info["type"] == "directory" and depth < max(1, request.depth):
+                pending.append((info["path"], depth + 1))
+    return {"entries": entries}
+
+
+async def make_dir(svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
+    request = PathRequest.model_validate_json(body)
+    path = absolute(request.path)
+    if await svc.files.exists(sandbox_id, path):
+        raise E2BError(409, f"directory {path!r} already exists", "already_exists")
+    return {"entry": entry(await svc.files.mkdir(sandbox_id, path, True))}
+
+
+async def move(svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
+    request = MoveRequest.model_validate_json(body)
+    moved = await svc.files.move(sandbox_id, absolute(request.source), absolute(request.destination))
+    return {"entry": entry(moved)}
+
+
+async def remove(svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
+    request = PathRequest.model_validate_json(body)
+    await svc.files.remove(sandbox_id, absolute(request.path), True)
+    return {}
+
+
+async def list_processes(svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
+    processes = await svc.processes.list(sandbox_id)
+    return {
+        "processes": [
+            {
+                "pid": p["pid"],
+                "tag": p.get("tag") or "",
+                "config": {"cmd": p["command"], "args": p.get("args", []), "envs": {}, "cwd": p.get("cwd") or ""},
+            }
+            for p in processes
+        ]
+    }
+
+
+async def send_signal(svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
+    request = SendSignalRequest.model_validate_json(body)
+    if request.process.pid is None:
+        raise E2BError(400, "process.pid is required (tags are not served)")
+    if request.signal not in SIGNALS:
+        raise E2BError(400, f"unknown signal {request.signal!r}")
+    await svc.processes.kill(sandbox_id, request.process.pid, SIGNALS[request.signal])
+    return {}
+
+
+UNARY: dict[str, Unary] = {
+    "filesystem.Filesystem/Stat": stat,
+    "filesystem.Filesystem/ListDir": list_dir,
+    "filesystem.Filesystem/MakeDir": make_dir,
+    "filesystem.Filesystem/Move": move,
+    "filesystem.Filesystem/Remove": remove,
+    "process.Process/List": list_processes,
+    "process.Process/SendSignal": send_signal,
+}
+
+
+def _deadline(request: Request) -> float | None:
+    value = request.headers.get("connect-timeout-ms")
+    if value is None:
+        return None
+    if not value.isdigit() or int(value) == 0:
+        raise E2BError(400, "connect-timeout-ms must be a positive integer")
+    return int(value) / 1000
+
+
+def _keepalive(request: Request) -> float:
+    value = request.headers.get("keepalive-ping-interval", "")
+    return float(value) if value.isdigit() and int(value) > 0 else KEEPALIVE_DEFAULT
+
+
+def _data(name: str, text: str) -> dict[str, Any]:
+    return {"event": {"data": {name: base64.b64encode(text.encode()).decode()}}}
+
+
+async def start(request: Request, svc: Services, sandbox_id: str, body: bytes) -> Response:
+    """process.Process/Start: server streaming. A deadline (connect-timeout-ms) kills the command."""
+    if len(body) < 5 or body[0] != 0 or int.from_bytes(body[1:5], "big") != len(body) - 5:
+        raise E2BError(400, "expected one uncompressed Connect envelope")
+    message = StartRequest.model_validate_json(body[5:])
+    if message.tag:
+        raise E2BError(400, "tagged processes are not served")
+    command = RunCommand(
+        command=message.process.cmd,
+        args=message.process.args,
+        env=message.process.envs,
+        cwd=absolute(message.process.cwd) if message.process.cwd else None,
+        timeout=_deadline(request),
+        user=user_of(request),
+    )
+    loop = asyncio.get_running_loop()
+    deadline = None if command.timeout is None else loop.time() + command.timeout
+    pid, events = await svc.processes.stream(sandbox_id, command, _keepalive(request))
+
+    async def frames() -> AsyncIterator[bytes]:
+        iterator = aiter(events)
+        try:
+            while True:
+                remaining = None if deadline is None else deadline - loop.time()
+                try:
+                    # envd's deadline is the server's: answer deadline_exceeded on time (the
+                    # SDK's own read timeout is the same length) and kill the command.
+                    event = await asyncio.wait_for(anext(iterator), remaining)
+                except TimeoutError:
+                    yield end_stream(E2BError(504, f"command timed out after {command.timeout} s", "deadline_exceeded"))
+                    return
+                except StopAsyncIteration:
+                    yield end_stream(E2BError(500, "the process stream ended without an exit status"))
+                    return
+                if event is None:
+                    yield envelope({"event": {"keepalive": {}}})
+                elif event.type == "start":
+                    yield envelope({"event": {"start": {"pid": pid}}})
+                elif event.type in ("stdout", "stderr"):
+                    yield envelope(_data(event.type, event.data["data"]))
+                elif event.type == "exit":
+                    code = event.data["code"]
+                    end: dict[str, Any] = {"exitCode": code, "exited": True, "status": f"exit status {code}"}
+                    yield envelope({"event": {"end": end}})
+                    yield end_stream()
+                    return
+                elif event.type == "error":
+                    if event.data["code"] == "PROCESS_TIMEOUT":
+                        failure = E2BError(504, event.data["message"], "deadline_exceeded")
+                    else:
+                        failure = E2BError(503, f"{event.data['code']}: {event.data['message']}")
+                    yield end_stream(failure)
+                    return
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+
+    return StreamingResponse(frames(), media_type="application/connect+json")
+
+
+@router.post("/{service}/{method}")
+async def rpc(service: str, method: str, request: Request, svc: Svc) -> Response:
+    name = f"{service}/{method}"
+    try:
+        sandbox_id = sandbox_of(request, svc)
+        body = await request.body()
+        if name == "process.Process/Start":
+            return await start(request, svc, sandbox_id, body)
+        handler = UNARY.get(name)
+        if handler is None:
+            raise E2BError(501, f"{name} is not served by this server", "unimplemented")
+        if not request.headers.get("content-type", "").startswith("application/json"):
+            raise E2BError(415, "only the Connect JSON codec (application/json) is served", "invalid_argument")
+        return JSONResponse(await handler(svc, sandbox_id, body))
+    except (WorkspaceError, E2BError, ValueError) as exc:
+        return connect_error(exc)

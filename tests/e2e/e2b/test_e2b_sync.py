@@ -1,0 +1,180 @@
+"""The real `e2b` SDK (sync), unchanged, against a live Workspace server and real sandboxes."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+from e2b import CommandExitException, NotFoundException, Sandbox, TimeoutException
+from e2b.exceptions import AuthenticationException
+
+from tests.e2e.e2b.conftest import API_KEY
+from tests.support.live_server import LiveServer
+
+
+def unique(prefix: str) -> str:
+    return f"/workspace/{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def test_e2b_commands_run_streams_output_to_callbacks(e2b_sandbox: Sandbox) -> None:
+    out: list[str] = []
+    err: list[str] = []
+    result = e2b_sandbox.commands.run(
+        "echo hello; echo oops >&2; echo $GREETING", envs={"GREETING": "hi"}, on_stdout=out.append, on_stderr=err.append
+    )
+    assert result.exit_code == 0
+    assert result.stdout == "hello\nhi\n"
+    assert result.stderr == "oops\n"
+    assert "".join(out) == "hello\nhi\n" and "".join(err) == "oops\n"
+
+
+def test_e2b_commands_run_user_and_cwd(e2b_sandbox: Sandbox) -> None:
+    assert e2b_sandbox.commands.run("whoami").stdout.strip() == "user"
+    assert e2b_sandbox.commands.run("whoami", user="root").stdout.strip() == "root"
+    assert e2b_sandbox.commands.run("pwd", cwd="/tmp").stdout.strip() == "/tmp"
+
+
+def test_e2b_failing_command_raises_command_exit_exception(e2b_sandbox: Sandbox) -> None:
+    with pytest.raises(CommandExitException) as caught:
+        e2b_sandbox.commands.run("echo bad >&2; exit 3")
+    assert caught.value.exit_code == 3
+    assert caught.value.stderr == "bad\n"
+
+
+def test_e2b_command_timeout_kills_and_raises_timeout(e2b_sandbox: Sandbox) -> None:
+    with pytest.raises(TimeoutException):
+        e2b_sandbox.commands.run("sleep 30", timeout=1)
+
+
+def test_e2b_background_command_list_and_kill(e2b_sandbox: Sandbox) -> None:
+    handle = e2b_sandbox.commands.run("sleep 120", background=True)
+    assert handle.pid in [p.pid for p in e2b_sandbox.commands.list()]
+    assert e2b_sandbox.commands.kill(handle.pid) is True
+    with pytest.raises(CommandExitException):
+        handle.wait()
+    assert handle.pid not in [p.pid for p in e2b_sandbox.commands.list()]
+
+
+def test_e2b_files_round_trip(e2b_sandbox: Sandbox) -> None:
+    root = unique("files")
+    assert e2b_sandbox.files.make_dir(root) is True
+    assert e2b_sandbox.files.make_dir(root) is False  # already exists
+    info = e2b_sandbox.files.write(f"{root}/a.txt", "alpha\n")
+    assert info.path == f"{root}/a.txt"
+    assert e2b_sandbox.files.read(f"{root}/a.txt") == "alpha\n"
+    assert e2b_sandbox.files.read(f"{root}/a.txt", format="bytes") == bytearray(b"alpha\n")
+    e2b_sandbox.files.write(f"{root}/sub/b.bin", b"\x00\xff")
+    names = sorted(entry.name for entry in e2b_sandbox.files.list(root))
+    assert names == ["a.txt", "sub"]
+    deep = sorted(entry.path for entry in e2b_sandbox.files.list(root, depth=2))
+    assert f"{root}/sub/b.bin" in deep
+    assert e2b_sandbox.files.exists(f"{root}/a.txt")
+    moved = e2b_sandbox.files.rename(f"{root}/a.txt", f"{root}/c.txt")
+    assert moved.path == f"{root}/c.txt"
+    assert not e2b_sandbox.files.exists(f"{root}/a.txt")
+    assert e2b_sandbox.files.get_info(f"{root}/c.txt").size == 6
+    e2b_sandbox.files.remove(root)
+    assert not e2b_sandbox.files.exists(root)
+    with pytest.raises(NotFoundException):
+        e2b_sandbox.files.read(f"{root}/c.txt")
+
+
+def test_e2b_sandbox_lifecycle_create_connect_list_timeout_kill(e2b_server: LiveServer) -> None:
+    sandbox = Sandbox.create("base", metadata={"suite": "e2b-lifecycle"}, timeout=120)
+    try:
+        assert sandbox.is_running()
+        info = sandbox.get_info()
+        assert info.sandbox_id == sandbox.sandbox_id
+        assert info.template_id == "default"
+        assert info.metadata == {"suite": "e2b-lifecycle"}
+        listed = Sandbox.list(query=None).next_items()
+        assert sandbox.sandbox_id in [s.sandbox_id for s in listed]
+        sandbox.set_timeout(300)
+        assert Sandbox.get_info(sandbox.sandbox_id).end_at > info.end_at
+        again = Sandbox.connect(sandbox.sandbox_id)
+        assert again.commands.run("echo again").stdout == "again\n"
+    finally:
+        assert sandbox.kill() is True
+    assert Sandbox.kill(sandbox.sandbox_id) is False
+    with pytest.raises(NotFoundException):
+        Sandbox.connect(sandbox.sandbox_id)
+
+
+def test_e2b_list_pages_with_next_token(e2b_server: LiveServer, e2b_sandbox: Sandbox) -> None:
+    extra = Sandbox.create(timeout=120)
+    try:
+        paginator = Sandbox.list(limit=1)
+        seen: list[str] = []
+        while paginator.has_next:
+            seen += [s.sandbox_id for s in paginator.next_items()]
+        assert {extra.sandbox_id, e2b_sandbox.sandbox_id} <= set(seen)
+        assert len(seen) == len(set(seen))
+    finally:
+        extra.kill()
+
+
+def test_e2b_wrong_api_key_and_unknown_sandbox(e2b_server: LiveServer) -> None:
+    with pytest.raises(AuthenticationException):
+        Sandbox.create(api_key="wrong")
+    with pytest.raises(NotFoundException):
+        Sandbox.connect("sbx-doesnotexist")
+
+
+def test_e2b_envd_requires_the_sandbox_access_token(e2b_server: LiveServer, e2b_sandbox: Sandbox) -> None:
+    url = e2b_server.url + "/e2b/envd/filesystem.Filesystem/Stat"
+    headers = {"E2b-Sandbox-Id": e2b_sandbox.sandbox_id, "Content-Type": "application/json"}
+    forged = httpx.post(url, json={"path": "/workspace"}, headers={**headers, "X-Access-Token": "nope"})
+    assert forged.status_code == 401 and forged.json()["code"] == "unauthenticated"
+    keyed = httpx.post(url, json={"path": "/workspace"}, headers={**headers, "X-API-KEY": API_KEY})
+    assert keyed.status_code == 401  # the API key is not a sandbox's access token
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("POST", "/e2b/sandboxes", b"{", 400),
+        ("POST", "/e2b/sandboxes", b'{"templateID": ""}', 400),
+        ("POST", "/e2b/sandboxes", b'{"templateID": "no-such-template"}', 404),
+        ("POST", "/e2b/sandboxes", b'{"templateID": "base", "timeout": -5}', 400),
+        ("GET", "/e2b/v2/sandboxes?limit=0", b"", 400),
+        ("GET", "/e2b/v2/sandboxes?nextToken=zzz", b"", 400),
+        ("GET", "/e2b/v2/sandboxes?state=exploded", b"", 400),
+        ("POST", "/e2b/sandboxes/sbx-nope/timeout", b'{"timeout": 10}', 404),
+        ("POST", "/e2b/sandboxes/sbx-nope/timeout", b"[]", 400),
+        ("DELETE", "/e2b/sandboxes/sbx-nope", b"", 404),
+        ("GET", "/e2b/sandboxes/sbx-nope", b"", 404),
+    ],
+)
+def test_e2b_control_plane_bad_input_gets_e2b_errors(
+    e2b_server: LiveServer, method: str, path: str, body: bytes, status: int
+) -> None:
+    response = httpx.request(method, e2b_server.url + path, content=body, headers={"X-API-KEY": API_KEY}, timeout=60)
+    assert response.status_code == status, response.text
+    assert response.json()["code"] == status and response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("rpc", "body", "status", "code"),
+    [
+        ("filesystem.Filesystem/Stat", b"{", 400, "invalid_argument"),
+        ("filesystem.Filesystem/Stat", b'{"path": "/nope/nope"}', 404, "not_found"),
+        ("filesystem.Filesystem/ListDir", b'{"path": "/workspace", "depth": -1}', 400, "invalid_argument"),
+        ("filesystem.Filesystem/Move", b'{"source": "/workspace"}', 400, "invalid_argument"),
+        ("process.Process/SendSignal", b'{"process": {"pid": 1}, "signal": "SIGNAL_WHAT"}', 400, "invalid_argument"),
+        ("process.Process/Start", b'{"process": {"cmd": "true"}}', 400, "invalid_argument"),  # not enveloped
+        ("process.Process/Nope", b"{}", 501, "unimplemented"),
+        ("nothing.Here/Stat", b"{}", 501, "unimplemented"),
+    ],
+)
+def test_e2b_envd_bad_input_gets_connect_errors(
+    e2b_server: LiveServer, e2b_sandbox: Sandbox, rpc: str, body: bytes, status: int, code: str
+) -> None:
+    headers = {
+        "E2b-Sandbox-Id": e2b_sandbox.sandbox_id,
+        "X-Access-Token": e2b_sandbox._envd_access_token or "",
+        "Content-Type": "application/json",
+    }
+    response = httpx.post(f"{e2b_server.url}/e2b/envd/{rpc}", content=body, headers=headers, timeout=60)
+    assert response.status_code == status, response.text
+    assert response.json()["code"] == code
