@@ -1,0 +1,35 @@
+"""The real `e2b` SDK's AsyncSandbox, unchanged, against a live Workspace server."""
+
+from __future__ import annotations
+
+import pytest
+from e2b import AsyncSandbox, CommandExitException, NotFoundException
+
+from tests.support.live_server import LiveServer
+
+
+async def test_e2b_async_sandbox_commands_files_and_kill(e2b_server: LiveServer) -> None:
+    sandbox = await AsyncSandbox.create(timeout=120)
+    try:
+        out: list[str] = []
+        result = await sandbox.commands.run("echo one; echo two", on_stdout=out.append)
+        assert result.stdout == "one\ntwo\n" and "".join(out) == "one\ntwo\n"
+        with pytest.raises(CommandExitException) as caught:
+            await sandbox.commands.run("exit 7")
+        assert caught.value.exit_code == 7
+        handle = await sandbox.commands.run("sleep 120", background=True)
+        assert handle.pid in [p.pid for p in await sandbox.commands.list()]
+        assert await sandbox.commands.kill(handle.pid) is True
+        await sandbox.files.write("/workspace/async.txt", "async\n")
+        assert await sandbox.files.read("/workspace/async.txt") == "async\n"
+        assert await sandbox.files.exists("/workspace/async.txt")
+        assert [e.name for e in await sandbox.files.list("/workspace") if e.name == "async.txt"] == ["async.txt"]
+        await sandbox.set_timeout(200)
+        info = await sandbox.get_info()
+        assert info.sandbox_id == sandbox.sandbox_id
+        connected = await AsyncSandbox.connect(sandbox.sandbox_id)
+        assert (await connected.files.read("/workspace/async.txt")) == "async\n"
+    finally:
+        assert await sandbox.kill() is True
+    with pytest.raises(NotFoundException):
+        await AsyncSandbox.connect(sandbox.sandbox_id)
