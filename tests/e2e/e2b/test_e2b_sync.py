@@ -56,6 +56,28 @@ def test_e2b_background_command_list_and_kill(e2b_sandbox: Sandbox) -> None:
     assert handle.pid not in [p.pid for p in e2b_sandbox.commands.list()]
 
 
+def test_e2b_background_command_stdin_and_connect(e2b_sandbox: Sandbox) -> None:
+    handle = e2b_sandbox.commands.run("read line; echo got:$line; sleep 1; echo done", background=True, stdin=True)
+    e2b_sandbox.commands.send_stdin(handle.pid, "hello\n")
+    again = e2b_sandbox.commands.connect(handle.pid)
+    handle.disconnect()  # a client leaving does not kill the process (envd semantics)
+    result = again.wait()
+    assert result.exit_code == 0
+    assert "got:hello\n" in result.stdout and result.stdout.endswith("done\n")
+
+
+def test_e2b_close_stdin_ends_cat(e2b_server: LiveServer, e2b_sandbox: Sandbox) -> None:
+    """SDK 2.20 has no close_stdin: the raw CloseStdin RPC, as later SDKs send it."""
+    handle = e2b_sandbox.commands.run("cat", background=True, stdin=True)
+    e2b_sandbox.commands.send_stdin(handle.pid, "abc")
+    headers = {"X-Access-Token": e2b_sandbox._envd_access_token or "", "Content-Type": "application/json"}
+    closed = httpx.post(
+        e2b_server.url + "/e2b/envd/process.Process/CloseStdin", json={"process": {"pid": handle.pid}}, headers=headers
+    )
+    assert closed.status_code == 200, closed.text
+    assert handle.wait().stdout == "abc"
+
+
 def test_e2b_files_round_trip(e2b_sandbox: Sandbox) -> None:
     root = unique("files")
     assert e2b_sandbox.files.make_dir(root) is True

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
@@ -19,14 +20,19 @@ from workspace_server.e2b.control import PREFIX, tokens
 from workspace_server.e2b.errors import E2BError, connect_error, end_stream, envelope, translate
 from workspace_server.e2b.messages import (
     FILE_TYPES,
+    SIGNAL_NAMES,
     SIGNALS,
     ListDirRequest,
     MoveRequest,
     PathRequest,
+    ProcessConnectRequest,
+    ProcessRequest,
+    SendInputRequest,
     SendSignalRequest,
     StartRequest,
 )
-from workspace_server.services.processes import RunCommand
+from workspace_server.services.background import StartCommand
+from workspace_server.services.processes import ProcessEvent, RunCommand
 
 ENVD_PREFIX = PREFIX + "/envd"
 KEEPALIVE_DEFAULT = 50.0
@@ -166,6 +172,7 @@ async def list_processes(svc: Services, sandbox_id: str, body: bytes) -> dict[st
                 "config": {"cmd": p["command"], "args": p.get("args", []), "envs": {}, "cwd": p.get("cwd") or ""},
             }
             for p in processes
+            if p.get("state", "running") == "running"  # envd lists live processes only
         ]
     }
 
@@ -176,19 +183,8 @@ async def send_signal(svc: Services, sandbox_id: str, body: bytes) -> dict[str, 
         raise E2BError(400, "process.pid is required (tags are not served)")
     if request.signal not in SIGNALS:
         raise E2BError(400, f"unknown signal {request.signal!r}")
-    await svc.processes.kill(sandbox_id, request.process.pid, SIGNALS[request.signal])
+    await svc.background.kill(sandbox_id, str(request.process.pid), SIGNALS[request.signal])
     return {}
-
-
-UNARY: dict[str, Unary] = {
-    "filesystem.Filesystem/Stat": stat,
-    "filesystem.Filesystem/ListDir": list_dir,
-    "filesystem.Filesystem/MakeDir": make_dir,
-    "filesystem.Filesystem/Move": move,
-    "filesystem.Filesystem/Remove": remove,
-    "process.Process/List": list_processes,
-    "process.Process/SendSignal": send_signal,
-}
 
 
 def _deadline(request: Request) -> float | None:
@@ -209,11 +205,25 @@ def _data(name: str, text: str) -> dict[str, Any]:
     return {"event": {"data": {name: base64.b64encode(text.encode()).decode()}}}
 
 
-async def start(request: Request, svc: Services, sandbox_id: str, body: bytes) -> Response:
-    """process.Process/Start: server streaming. A deadline (connect-timeout-ms) kills the command."""
+def _enveloped(body: bytes) -> bytes:
     if len(body) < 5 or body[0] != 0 or int.from_bytes(body[1:5], "big") != len(body) - 5:
         raise E2BError(400, "expected one uncompressed Connect envelope")
-    message = StartRequest.model_validate_json(body[5:])
+    return body[5:]
+
+
+def _end(event: ProcessEvent) -> dict[str, Any]:
+    """envd's EndEvent: Go's ProcessState strings ("exit status 1", "signal: killed")."""
+    code, signal = event.data.get("code"), event.data.get("signal")
+    if signal:
+        name = SIGNAL_NAMES.get(int(signal), f"signal {signal}")
+        return {"exitCode": -1, "exited": False, "status": f"signal: {name}"}
+    return {"exitCode": code or 0, "exited": True, "status": f"exit status {code or 0}"}
+
+
+async def start(request: Request, svc: Services, sandbox_id: str, body: bytes) -> Response:
+    """process.Process/Start: a background process (it outlives the client's connection, as
+    in envd), followed as a server stream. A deadline (connect-timeout-ms) kills it."""
+    message = StartRequest.model_validate_json(_enveloped(body))
     if message.tag:
         raise E2BError(400, "tagged processes are not served")
     command = RunCommand(
@@ -226,46 +236,100 @@ async def start(request: Request, svc: Services, sandbox_id: str, body: bytes) -
     )
     loop = asyncio.get_running_loop()
     deadline = None if command.timeout is None else loop.time() + command.timeout
-    pid, events = await svc.processes.stream(sandbox_id, command, _keepalive(request))
+    started = await svc.background.start(sandbox_id, StartCommand(command, stdin=bool(message.stdin)))
+    pid = int(started["pid"])
+    events = await svc.background.follow(sandbox_id, str(pid), 0, _keepalive(request))
+    return StreamingResponse(_frames(svc, sandbox_id, pid, events, deadline), media_type="application/connect+json")
 
-    async def frames() -> AsyncIterator[bytes]:
-        iterator = aiter(events)
-        try:
-            while True:
-                remaining = None if deadline is None else deadline - loop.time()
-                try:
-                    # envd's deadline is the server's: answer deadline_exceeded on time (the
-                    # SDK's own read timeout is the same length) and kill the command.
-                    event = await asyncio.wait_for(anext(iterator), remaining)
-                except TimeoutError:
-                    yield end_stream(E2BError(504, f"command timed out after {command.timeout} s", "deadline_exceeded"))
-                    return
-                except StopAsyncIteration:
-                    yield end_stream(E2BError(500, "the process stream ended without an exit status"))
-                    return
-                if event is None:
-                    yield envelope({"event": {"keepalive": {}}})
-                elif event.type == "start":
-                    yield envelope({"event": {"start": {"pid": pid}}})
-                elif event.type in ("stdout", "stderr"):
-                    yield envelope(_data(event.type, event.data["data"]))
-                elif event.type == "exit":
-                    code = event.data["code"]
-                    end: dict[str, Any] = {"exitCode": code, "exited": True, "status": f"exit status {code}"}
-                    yield envelope({"event": {"end": end}})
-                    yield end_stream()
-                    return
-                elif event.type == "error":
-                    if event.data["code"] == "PROCESS_TIMEOUT":
-                        failure = E2BError(504, event.data["message"], "deadline_exceeded")
-                    else:
-                        failure = E2BError(503, f"{event.data['code']}: {event.data['message']}")
-                    yield end_stream(failure)
-                    return
-        finally:
-            await events.aclose()  # type: ignore[attr-defined]
 
-    return StreamingResponse(frames(), media_type="application/connect+json")
+async def connect(request: Request, svc: Services, sandbox_id: str, body: bytes) -> Response:
+    """process.Process/Connect: follow a running process (its kept output is replayed first)."""
+    message = ProcessConnectRequest.model_validate_json(_enveloped(body))
+    if message.process.pid is None:
+        raise E2BError(400, "process.pid is required (tags are not served)")
+    pid = message.process.pid
+    events = await svc.background.follow(sandbox_id, str(pid), 0, _keepalive(request))
+    return StreamingResponse(_frames(svc, sandbox_id, pid, events, None), media_type="application/connect+json")
+
+
+async def _frames(
+    svc: Services, sandbox_id: str, pid: int, events: AsyncIterator[ProcessEvent | None], deadline: float | None
+) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    iterator = aiter(events)
+    try:
+        while True:
+            remaining = None if deadline is None else deadline - loop.time()
+            try:
+                # envd's deadline is the server's: answer deadline_exceeded on time (the SDK's
+                # own read timeout is the same length) and kill the process.
+                event = await asyncio.wait_for(anext(iterator), remaining)
+            except TimeoutError:
+                with contextlib.suppress(WorkspaceError):
+                    await svc.background.kill(sandbox_id, str(pid), 9)
+                yield end_stream(E2BError(504, "the process ran past its deadline and was killed", "deadline_exceeded"))
+                return
+            except StopAsyncIteration:
+                yield end_stream(E2BError(500, "the process stream ended without an exit status"))
+                return
+            if event is None:
+                yield envelope({"event": {"keepalive": {}}})
+            elif event.type == "start":
+                yield envelope({"event": {"start": {"pid": pid}}})
+            elif event.type in ("stdout", "stderr"):
+                yield envelope(_data(event.type, event.data["data"]))
+            elif event.type == "exit":
+                if event.data.get("timed_out"):
+                    yield end_stream(
+                        E2BError(504, "the process ran past its deadline and was killed", "deadline_exceeded")
+                    )
+                    return
+                yield envelope({"event": {"end": _end(event)}})
+                yield end_stream()
+                return
+            elif event.type == "error":
+                yield end_stream(E2BError(503, f"{event.data['code']}: {event.data['message']}"))
+                return
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+
+
+async def send_input(svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
+    request = SendInputRequest.model_validate_json(body)
+    if request.process.pid is None:
+        raise E2BError(400, "process.pid is required (tags are not served)")
+    if request.input.pty:
+        raise E2BError(400, "PTY input is not served", "unimplemented")
+    data = base64.b64decode(request.input.stdin or "", validate=True)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield data
+
+    await svc.background.send_stdin(sandbox_id, str(request.process.pid), chunks())
+    return {}
+
+
+async def close_stdin(svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
+    request = ProcessRequest.model_validate_json(body)
+    if request.process.pid is None:
+        raise E2BError(400, "process.pid is required (tags are not served)")
+    await svc.background.close_stdin(sandbox_id, str(request.process.pid))
+    return {}
+
+
+UNARY: dict[str, Unary] = {
+    "filesystem.Filesystem/Stat": stat,
+    "filesystem.Filesystem/ListDir": list_dir,
+    "filesystem.Filesystem/MakeDir": make_dir,
+    "filesystem.Filesystem/Move": move,
+    "filesystem.Filesystem/Remove": remove,
+    "process.Process/List": list_processes,
+    "process.Process/SendSignal": send_signal,
+    "process.Process/SendInput": send_input,
+    "process.Process/CloseStdin": close_stdin,
+}
+Stream = Callable[[Request, Services, str, bytes], Awaitable[Response]]
+STREAMS: dict[str, Stream] = {"process.Process/Start": start, "process.Process/Connect": connect}
 
 
 @router.post("/{service}/{method}")
@@ -274,8 +338,8 @@ async def rpc(service: str, method: str, request: Request, svc: Svc) -> Response
     try:
         sandbox_id = sandbox_of(request, svc)
         body = await request.body()
-        if name == "process.Process/Start":
-            return await start(request, svc, sandbox_id, body)
+        if name in STREAMS:
+            return await STREAMS[name](request, svc, sandbox_id, body)
         handler = UNARY.get(name)
         if handler is None:
             raise E2BError(501, f"{name} is not served by this server", "unimplemented")

@@ -56,6 +56,24 @@ class StartRequest(Message):
     stdin: bool | None = None
 
 
+class ProcessRequest(Message):
+    process: ProcessSelector
+
+
+class ProcessConnectRequest(ProcessRequest):
+    pass
+
+
+class ProcessInput(Message):
+    stdin: str | None = None  # base64
+    pty: str | None = None
+
+
+class SendInputRequest(Message):
+    process: ProcessSelector
+    input: ProcessInput
+
+
 class SendSignalRequest(Message):
     process: ProcessSelector
     signal: str
@@ -83,4 +101,5 @@ class MoveRequest(Message):
 
 
 SIGNALS = {"SIGNAL_SIGKILL": 9, "SIGNAL_SIGTERM": 15, "SIGNAL_SIGINT": 2, "SIGNAL_SIGHUP": 1}
+SIGNAL_NAMES = {9: "killed", 15: "terminated", 2: "interrupt", 1: "hangup"}
 FILE_TYPES = {"file": "FILE_TYPE_FILE", "directory": "FILE_TYPE_DIRECTORY"}
