@@ -8,6 +8,7 @@ import httpx
 import pytest
 from e2b import CommandExitException, NotFoundException, Sandbox, TimeoutException
 from e2b.exceptions import AuthenticationException
+from e2b.sandbox.commands.command_handle import PtySize
 
 from tests.e2e.e2b.conftest import API_KEY
 from tests.support.live_server import LiveServer
@@ -200,3 +201,14 @@ def test_e2b_envd_bad_input_gets_connect_errors(
     response = httpx.post(f"{e2b_server.url}/e2b/envd/{rpc}", content=body, headers=headers, timeout=60)
     assert response.status_code == status, response.text
     assert response.json()["code"] == code
+
+
+def test_e2b_pty_create_input_resize_and_exit(e2b_sandbox: Sandbox) -> None:
+    terminal = e2b_sandbox.pty.create(PtySize(rows=24, cols=80))
+    e2b_sandbox.pty.resize(terminal.pid, PtySize(rows=30, cols=100))
+    e2b_sandbox.pty.send_stdin(terminal.pid, b"stty size; echo pty-$((6*7)); exit 5\n")
+    output = bytearray()
+    with pytest.raises(CommandExitException) as caught:
+        terminal.wait(on_pty=output.extend)
+    assert caught.value.exit_code == 5
+    assert b"30 100" in output and b"pty-42" in output

@@ -30,7 +30,9 @@ from workspace_server.e2b.messages import (
     SendInputRequest,
     SendSignalRequest,
     StartRequest,
+    UpdateRequest,
 )
+from workspace_server.e2b.pty import checked, find, registry, start_pty
 from workspace_server.services.background import StartCommand
 from workspace_server.services.processes import ProcessEvent, RunCommand
 
@@ -120,15 +122,15 @@ async def write_file(request: Request, svc: Svc, path: str = "", username: str |
     return JSONResponse([{"name": target.rsplit("/", 1)[-1], "type": "file", "path": target}])
 
 
-Unary = Callable[[Services, str, bytes], Awaitable[dict[str, Any]]]
+Unary = Callable[[Request, Services, str, bytes], Awaitable[dict[str, Any]]]
 
 
-async def stat(svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
+async def stat(http: Request, svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
     request = PathRequest.model_validate_json(body)
     return {"entry": entry(await svc.files.stat(sandbox_id, absolute(request.path)))}
 
 
-async def list_dir(svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
+async def list_dir(http: Request, svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
     request = ListDirRequest.model_validate_json(body)
     root = absolute(request.path)
     entries: list[dict[str, Any]] = []
@@ -142,7 +144,7 @@ async def list_dir(svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any
     return {"entries": entries}
 
 
-async def make_dir(svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
+async def make_dir(http: Request, svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
     request = PathRequest.model_validate_json(body)
     path = absolute(request.path)
     if await svc.files.exists(sandbox_id, path):
@@ -150,19 +152,19 @@ async def make_dir(svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any
     return {"entry": entry(await svc.files.mkdir(sandbox_id, path, True))}
 
 
-async def move(svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
+async def move(http: Request, svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
     request = MoveRequest.model_validate_json(body)
     moved = await svc.files.move(sandbox_id, absolute(request.source), absolute(request.destination))
     return {"entry": entry(moved)}
 
 
-async def remove(svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
+async def remove(http: Request, svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
     request = PathRequest.model_validate_json(body)
     await svc.files.remove(sandbox_id, absolute(request.path), True)
     return {}
 
 
-async def list_processes(svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
+async def list_processes(http: Request, svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
     processes = await svc.processes.list(sandbox_id)
     return {
         "processes": [
@@ -177,13 +179,17 @@ async def list_processes(svc: Services, sandbox_id: str, body: bytes) -> dict[st
     }
 
 
-async def send_signal(svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
+async def send_signal(http: Request, svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
     request = SendSignalRequest.model_validate_json(body)
     if request.process.pid is None:
         raise E2BError(400, "process.pid is required (tags are not served)")
     if request.signal not in SIGNALS:
         raise E2BError(400, f"unknown signal {request.signal!r}")
-    await svc.background.kill(sandbox_id, str(request.process.pid), SIGNALS[request.signal])
+    pty = registry(http).get((sandbox_id, request.process.pid))
+    if pty is not None:
+        await pty.kill(SIGNALS[request.signal])
+    else:
+        await svc.background.kill(sandbox_id, str(request.process.pid), SIGNALS[request.signal])
     return {}
 
 
@@ -234,6 +240,8 @@ async def start(request: Request, svc: Services, sandbox_id: str, body: bytes) -
         timeout=_deadline(request),
         user=user_of(request),
     )
+    if message.pty is not None:
+        return await start_pty(request, svc, sandbox_id, command, message.pty.size, _keepalive(request))
     loop = asyncio.get_running_loop()
     deadline = None if command.timeout is None else loop.time() + command.timeout
     started = await svc.background.start(sandbox_id, StartCommand(command, stdin=bool(message.stdin)))
@@ -294,12 +302,13 @@ async def _frames(
         await events.aclose()  # type: ignore[attr-defined]
 
 
-async def send_input(svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
+async def send_input(http: Request, svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
     request = SendInputRequest.model_validate_json(body)
     if request.process.pid is None:
         raise E2BError(400, "process.pid is required (tags are not served)")
-    if request.input.pty:
-        raise E2BError(400, "PTY input is not served", "unimplemented")
+    if request.input.pty is not None:
+        await find(http, sandbox_id, request.process.pid).send_stdin(base64.b64decode(request.input.pty, validate=True))
+        return {}
     data = base64.b64decode(request.input.stdin or "", validate=True)
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -309,7 +318,17 @@ async def send_input(svc: Services, sandbox_id: str, body: bytes) -> dict[str, A
     return {}
 
 
-async def close_stdin(svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
+async def update(http: Request, svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
+    """process.Process/Update: resize a PTY."""
+    request = UpdateRequest.model_validate_json(body)
+    if request.process.pid is None or request.pty is None:
+        raise E2BError(400, "process.pid and pty.size are required")
+    size = checked(request.pty.size)
+    await find(http, sandbox_id, request.process.pid).resize(size["cols"], size["rows"])
+    return {}
+
+
+async def close_stdin(http: Request, svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
     request = ProcessRequest.model_validate_json(body)
     if request.process.pid is None:
         raise E2BError(400, "process.pid is required (tags are not served)")
@@ -327,6 +346,7 @@ UNARY: dict[str, Unary] = {
     "process.Process/SendSignal": send_signal,
     "process.Process/SendInput": send_input,
     "process.Process/CloseStdin": close_stdin,
+    "process.Process/Update": update,
 }
 Stream = Callable[[Request, Services, str, bytes], Awaitable[Response]]
 STREAMS: dict[str, Stream] = {"process.Process/Start": start, "process.Process/Connect": connect}
@@ -345,6 +365,6 @@ async def rpc(service: str, method: str, request: Request, svc: Svc) -> Response
             raise E2BError(501, f"{name} is not served by this server", "unimplemented")
         if not request.headers.get("content-type", "").startswith("application/json"):
             raise E2BError(415, "only the Connect JSON codec (application/json) is served", "invalid_argument")
-        return JSONResponse(await handler(svc, sandbox_id, body))
+        return JSONResponse(await handler(request, svc, sandbox_id, body))
     except (WorkspaceError, E2BError, ValueError) as exc:
         return connect_error(exc)

@@ -50,8 +50,18 @@ class ProcessSelector(Message):
     tag: str | None = None
 
 
+class PtySize(Message):
+    cols: int
+    rows: int
+
+
+class Pty(Message):
+    size: PtySize
+
+
 class StartRequest(Message):
     process: ProcessConfig
+    pty: Pty | None = None
     tag: str | None = None
     stdin: bool | None = None
 
@@ -72,6 +82,11 @@ class ProcessInput(Message):
 class SendInputRequest(Message):
     process: ProcessSelector
     input: ProcessInput
+
+
+class UpdateRequest(Message):
+    process: ProcessSelector
+    pty: Pty | None = None
 
 
 class SendSignalRequest(Message):
