@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
-from e2b import AsyncSandbox, CommandExitException, NotFoundException
+from e2b import AsyncSandbox, CommandExitException, FilesystemEvent, NotFoundException
 
 from tests.support.live_server import LiveServer
 
@@ -33,3 +35,23 @@ async def test_e2b_async_sandbox_commands_files_and_kill(e2b_server: LiveServer)
         assert await sandbox.kill() is True
     with pytest.raises(NotFoundException):
         await AsyncSandbox.connect(sandbox.sandbox_id)
+
+
+async def test_e2b_async_watch_dir_streams_events(e2b_server: LiveServer) -> None:
+    sandbox = await AsyncSandbox.create(timeout=120)
+    try:
+        events: list[tuple[str, str]] = []
+        got = asyncio.Event()
+
+        def on_event(event: FilesystemEvent) -> None:
+            events.append((event.name, event.type.value))
+            if event.name == "streamed.txt":
+                got.set()
+
+        handle = await sandbox.files.watch_dir("/workspace", on_event)
+        await sandbox.files.write("/workspace/streamed.txt", "y")
+        await asyncio.wait_for(got.wait(), 30)
+        await handle.stop()
+        assert ("streamed.txt", "create") in events
+    finally:
+        await sandbox.kill()

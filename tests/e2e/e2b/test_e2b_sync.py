@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import httpx
@@ -212,3 +213,22 @@ def test_e2b_pty_create_input_resize_and_exit(e2b_sandbox: Sandbox) -> None:
         terminal.wait(on_pty=output.extend)
     assert caught.value.exit_code == 5
     assert b"30 100" in output and b"pty-42" in output
+
+
+def test_e2b_watch_dir_reports_changes(e2b_sandbox: Sandbox) -> None:
+    root = unique("watched")
+    e2b_sandbox.files.make_dir(root)
+    handle = e2b_sandbox.files.watch_dir(root)
+    try:
+        e2b_sandbox.files.write(f"{root}/new.txt", "x")
+        e2b_sandbox.commands.run(f"echo more >> {root}/new.txt")
+        seen: set[tuple[str, str]] = set()
+        deadline = time.monotonic() + 30
+        while ("new.txt", "write") not in seen and time.monotonic() < deadline:
+            seen |= {(event.name, event.type.value) for event in handle.get_new_events()}
+            time.sleep(0.1)
+        assert ("new.txt", "create") in seen and ("new.txt", "write") in seen
+    finally:
+        handle.stop()
+    with pytest.raises(Exception, match="stopped"):
+        handle.get_new_events()

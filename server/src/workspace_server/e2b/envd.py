@@ -31,8 +31,10 @@ from workspace_server.e2b.messages import (
     SendSignalRequest,
     StartRequest,
     UpdateRequest,
+    WatchRequest,
 )
 from workspace_server.e2b.pty import checked, find, registry, start_pty
+from workspace_server.e2b.watch import create_watcher, get_watcher_events, remove_watcher, watch_dir
 from workspace_server.services.background import StartCommand
 from workspace_server.services.processes import ProcessEvent, RunCommand
 
@@ -318,6 +320,16 @@ async def send_input(http: Request, svc: Services, sandbox_id: str, body: bytes)
     return {}
 
 
+async def create_watcher_rpc(http: Request, svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
+    request = WatchRequest.model_validate_json(body)
+    return await create_watcher(http, svc, sandbox_id, absolute(request.path), request.recursive)
+
+
+async def watch_dir_stream(request: Request, svc: Services, sandbox_id: str, body: bytes) -> Response:
+    message = WatchRequest.model_validate_json(_enveloped(body))
+    return await watch_dir(request, svc, sandbox_id, absolute(message.path), message.recursive)
+
+
 async def update(http: Request, svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
     """process.Process/Update: resize a PTY."""
     request = UpdateRequest.model_validate_json(body)
@@ -347,9 +359,16 @@ UNARY: dict[str, Unary] = {
     "process.Process/SendInput": send_input,
     "process.Process/CloseStdin": close_stdin,
     "process.Process/Update": update,
+    "filesystem.Filesystem/CreateWatcher": create_watcher_rpc,
+    "filesystem.Filesystem/GetWatcherEvents": get_watcher_events,
+    "filesystem.Filesystem/RemoveWatcher": remove_watcher,
 }
 Stream = Callable[[Request, Services, str, bytes], Awaitable[Response]]
-STREAMS: dict[str, Stream] = {"process.Process/Start": start, "process.Process/Connect": connect}
+STREAMS: dict[str, Stream] = {
+    "process.Process/Start": start,
+    "process.Process/Connect": connect,
+    "filesystem.Filesystem/WatchDir": watch_dir_stream,
+}
 
 
 @router.post("/{service}/{method}")

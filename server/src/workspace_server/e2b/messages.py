@@ -110,6 +110,15 @@ class ListDirRequest(Message):
     depth: int = Field(default=1, ge=0, le=64)
 
 
+class WatchRequest(Message):
+    path: str
+    recursive: bool = False
+
+
+class WatcherRequest(Message):
+    watcher_id: str = Field(alias="watcherId", max_length=64)
+
+
 class MoveRequest(Message):
     source: str
     destination: str
