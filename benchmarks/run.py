@@ -32,6 +32,7 @@ from benchmarks.background import background
 from benchmarks.cli_startup import cli_startup
 from benchmarks.client import Api
 from benchmarks.config import Config
+from benchmarks.e2b import e2b_benchmarks
 from benchmarks.lifecycle_ops import lifecycle_ops
 from benchmarks.ports import ports
 from benchmarks.profile_analysis import annotate_with_cpu
@@ -55,6 +56,7 @@ SCENARIOS = (
     "background",
     "files",
     "ports",
+    "e2b",
     "pty",
     "cli",
     "concurrency",
@@ -224,6 +226,7 @@ def measure(run: Run, selected: set[str], pool_size: int) -> None:
             ("background", "background processes and file watching", lambda: background(server, cfg)),
             ("files", "file transfer", lambda: scenarios.files(server, cfg)),
             ("ports", "ports: the HTTP proxy", lambda: ports(server, cfg)),
+            ("e2b", "the e2b SDK", lambda: e2b_benchmarks(server, cfg)),
             ("pty", "PTY echo", lambda: scenarios.pty(server, cfg)),
             ("cli", "command line start-up", lambda: cli_startup(server, cfg)),
             ("concurrency", "concurrent clients", lambda: scenarios.concurrency(server, cfg)),

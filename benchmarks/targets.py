@@ -5,6 +5,19 @@ from __future__ import annotations
 from benchmarks.report import Target
 
 TARGETS: list[Target] = [
+    Target(
+        "Sandbox.create() → commands.run('true') via the e2b SDK p50, warm pool",
+        "e2b.create_to_first",
+        20,
+        at_most=True,
+    ),
+    Target(
+        "e2b commands.run('true') p50 vs our SDK's process.run",
+        "e2b.run_true",
+        2,
+        at_most=True,
+        baseline="e2b.sdk_run_true",
+    ),
     Target("create → first command p50, warm pool", "lifecycle.pool.create_to_first", 10, at_most=True),
     Target("create → first command p50, cold (--pool-size 0)", "lifecycle.cold.create_to_first", 50, at_most=True),
     Target("create → first command p50, imported image, warm pool", "templates.warm_to_first", 10, at_most=True),
