@@ -55,3 +55,8 @@ async def test_e2b_async_watch_dir_streams_events(e2b_server: LiveServer) -> Non
         assert ("streamed.txt", "create") in events
     finally:
         await sandbox.kill()
+
+
+def test_e2b_server_logged_no_unhandled_error(e2b_server: LiveServer) -> None:
+    """Runs last in the module: nothing above made the server log a traceback (a 500)."""
+    assert "Traceback" not in e2b_server.log()

@@ -232,3 +232,8 @@ def test_e2b_watch_dir_reports_changes(e2b_sandbox: Sandbox) -> None:
         handle.stop()
     with pytest.raises(Exception, match="stopped"):
         handle.get_new_events()
+
+
+def test_e2b_server_logged_no_unhandled_error(e2b_server: LiveServer) -> None:
+    """Runs last in the module: nothing above made the server log a traceback (a 500)."""
+    assert "Traceback" not in e2b_server.log()
