@@ -21,7 +21,14 @@ from tests.e2e.security.attack_support import assert_error, create_sandbox, dele
 from tests.support.live_server import LiveServer, free_port, start_server, stop_server, workspace_command
 
 KEY = "wsk-" + secrets.token_hex(16)
-DUMMIES = {"sandbox_id": "sbx-0000000000000000", "pid": "4242", "pty_id": "pty-0000"}
+DUMMIES = {
+    "sandbox_id": "sbx-0000000000000000",
+    "pid": "4242",
+    "pid_or_tag": "4242",
+    "pty_id": "pty-0000",
+    "name": "busybox:latest",
+    "port": "8000",
+}
 EXTRA_PATHS = [
     "/openapi.json",
     "/docs",
