@@ -79,6 +79,8 @@ DOCUMENTED: dict[str, tuple[int, type[WorkspaceError]]] = {
     "SHUTTING_DOWN": (503, WorkspaceError),
     "RESOURCE_EXHAUSTED": (429, WorkspaceError),
     "INTERNAL": (500, WorkspaceError),
+    "PORT_UNREACHABLE": (502, WorkspaceError),
+    "UPSTREAM_TIMEOUT": (504, WorkspaceError),
     "AGENT_NOT_CONNECTED": (503, AgentNotConnectedError),
     "STORAGE_ERROR": (507, WorkspaceError),
 }

@@ -194,8 +194,24 @@ async def test_losing_the_agent_puts_the_sandbox_in_error(make_service: ServiceF
     service = await make_service()
     sandbox = await service.create(CreateRequest())
 
-    runtime.agents[sandbox.id].drop_links()
+    await runtime.agents[sandbox.id].stop()  # the agent dies: nothing to connect to again
 
     await eventually(lambda: service.get(sandbox.id).state == SandboxState.ERROR)
     with pytest.raises(AgentNotConnected, match="agent disconnected"):
         await ProcessService(service).run(sandbox.id, RunCommand("echo", ["hi"]), max_output=1024)
+
+
+async def test_a_dropped_link_to_a_live_agent_is_connected_again(
+    make_service: ServiceFactory, runtime: FakeRuntime
+) -> None:
+    service = await make_service()
+    sandbox = await service.create(CreateRequest())
+    first = service.agent(sandbox.id)
+
+    runtime.agents[sandbox.id].drop_links()
+
+    await eventually(lambda: not first.alive)
+    await eventually(lambda: service.agent(sandbox.id) is not first)
+    assert service.get(sandbox.id).state == SandboxState.RUNNING
+    result = await ProcessService(service).run(sandbox.id, RunCommand("echo", ["hi"]), max_output=1024)
+    assert result.exit_code == 0

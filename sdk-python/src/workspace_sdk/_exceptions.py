@@ -379,6 +379,8 @@ ERROR_CODE_TABLE: Mapping[str, type[WorkspaceError]] = MappingProxyType(
         "SHUTTING_DOWN": WorkspaceError,
         "RESOURCE_EXHAUSTED": WorkspaceError,
         "INTERNAL": WorkspaceError,
+        "PORT_UNREACHABLE": WorkspaceError,
+        "UPSTREAM_TIMEOUT": WorkspaceError,
         "AGENT_NOT_CONNECTED": AgentNotConnectedError,
         "STORAGE_ERROR": WorkspaceError,
     }

@@ -99,6 +99,11 @@ class SandboxAgent:
     def alive(self) -> bool:
         return self._connection.alive
 
+    @property
+    def protocol_error(self) -> str | None:
+        """Why the link was dropped, when the agent broke the protocol (it is not reconnected)."""
+        return self._connection.protocol_error
+
     def set_disconnect_handler(self, on_disconnect: Callable[[], Awaitable[None]] | None) -> None:
         """Who hears that the link dropped (a pool sandbox changes hands when it is claimed)."""
         self._connection.set_disconnect_handler(on_disconnect)

@@ -199,6 +199,7 @@ class AgentConnection:
         self._writer = writer
         self._streams: dict[int, AgentStream] = {}
         self._next_id = 1
+        self.protocol_error: str | None = None  # why the link was dropped, if the agent broke the protocol
         self._on_disconnect = on_disconnect
         self._drain_lock = asyncio.Lock()
         self.alive = True
@@ -296,7 +297,11 @@ class AgentConnection:
                     self._streams.pop(stream_id, None)
                 else:
                     raise wire.ProtocolError(f"unexpected frame kind {kind} from agent")
-        except (asyncio.IncompleteReadError, ConnectionError, OSError, wire.ProtocolError) as exc:
+        except wire.ProtocolError as exc:
+            # A hostile (or broken) agent: the link is never trusted again (see SandboxService).
+            self.protocol_error = str(exc)
+            log.warning("agent link closed: the agent broke the protocol: %s", exc)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
             log.info("agent link closed: %r", exc)
         except asyncio.CancelledError:
             pass

@@ -389,13 +389,16 @@ class SandboxService:
             sandbox_id_var.set(sandbox_id)
             request_id_var.set("-")
             self.metrics.agent_disconnects.inc()
-            self._agents.pop(sandbox_id, None)
+            dropped = self._agents.pop(sandbox_id, None)
             if sandbox_id in self._deleting or self._closing:
                 return
             record = self._records.get(sandbox_id)
             if record is None:
                 return
             reason = self.runtime.lost_reason(sandbox_id) if isinstance(self.runtime, ClusterRuntime) else None
+            if dropped is not None and dropped.protocol_error is not None:
+                # Code in the sandbox replaced or subverted its agent: never connect to it again.
+                reason = f"the sandbox agent broke the link protocol ({dropped.protocol_error})"
             if reason is None and record.state == SandboxState.RUNNING and await self._relink(sandbox_id):
                 log.warning("sandbox %s: the agent link dropped; connected again", sandbox_id)
                 return
