@@ -10,15 +10,17 @@ from typing import Any
 
 import pytest
 
-from workspace_server.agent.watch import Watch
+from workspace_server.agent.watch import EVENT, IN_MOVED_FROM, IN_MOVED_TO, Watch
 
 
 def collect(watch: Watch, until: int, timeout: float = 2.0) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
     while len(events) < until and time.monotonic() < deadline:
-        select.select([watch.fd], [], [], 0.05)
-        events += watch.read()
+        ready, _, _ = select.select([watch.fd], [], [], 0.05)
+        if ready:
+            watch.read()
+        events += watch.take(flush=not ready)
     return events
 
 
@@ -79,3 +81,36 @@ def test_removing_the_root_ends_the_watch(tmp_path: Path) -> None:
         watch.close()
     assert events[0]["type"] == "remove" and events[0]["path"] == str(root)
     assert watch.ended
+
+
+def inotify_record(wd: int, mask: int, cookie: int, name: str) -> bytes:
+    raw = name.encode() + b"\0" * (16 - len(name))
+    return EVENT.pack(wd, mask, cookie, len(raw)) + raw
+
+
+def test_a_rename_split_between_two_reads_is_still_one_rename(tmp_path: Path) -> None:
+    watch = Watch(str(tmp_path), recursive=False)
+    try:
+        watch.feed(inotify_record(watch.root_wd, IN_MOVED_FROM, 7, "a.txt"))
+        assert watch.take() == []  # held: its MOVED_TO may be in the next read
+        watch.feed(inotify_record(watch.root_wd, IN_MOVED_TO, 7, "b.txt"))
+        events = watch.take()
+    finally:
+        watch.close()
+    assert events == [
+        {"type": "rename", "path": str(tmp_path / "a.txt"), "is_dir": False, "new_path": str(tmp_path / "b.txt")}
+    ]
+
+
+def test_a_file_moved_out_of_the_tree_is_a_rename_to_nowhere(tmp_path: Path) -> None:
+    watch = Watch(str(tmp_path), recursive=False)
+    try:
+        watch.feed(inotify_record(watch.root_wd, IN_MOVED_FROM, 9, "gone.txt"))
+        assert watch.take() == []
+        events = watch.take(flush=True)  # no MOVED_TO came in time
+        watch.feed(inotify_record(watch.root_wd, IN_MOVED_TO, 9, "late.txt"))
+        late = watch.take()
+    finally:
+        watch.close()
+    assert events == [{"type": "rename", "path": str(tmp_path / "gone.txt"), "is_dir": False, "new_path": None}]
+    assert late == [{"type": "create", "path": str(tmp_path / "late.txt"), "is_dir": False}]

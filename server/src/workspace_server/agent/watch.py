@@ -15,6 +15,7 @@ import os
 import select
 import stat
 import struct
+import time
 
 from . import ops, wire
 from .errors import OpError
@@ -47,6 +48,10 @@ EVENT = struct.Struct("iIII")
 READ_SIZE = 64 * 1024
 
 _libc: Any = None
+
+
+PAIR_WAIT_MS = 20  # how long a rename's first half waits for its second
+MAX_HELD = 4096  # events held back behind an unpaired rename, at most
 
 
 def libc() -> Any:
@@ -91,6 +96,12 @@ class Watch:
         self.paths: Dict[int, str] = {}
         self.root_wd = -1
         self.ended: Optional[str] = None  # why the watch ended (its root went away)
+        # The kernel queues a rename as MOVED_FROM then MOVED_TO; a read can fall between
+        # them. Events from an unpaired MOVED_FROM on are held until its pair arrives or
+        # `take(flush=True)` gives up on it (the file left the watched tree).
+        self.moved_from: Dict[int, Dict[str, Any]] = {}
+        self.held: List[Dict[str, Any]] = []
+        self.holding_since: Optional[float] = None
         try:
             self.root_wd = self._add(self.root)
             if self.recursive:
@@ -126,21 +137,41 @@ class Watch:
                 for name in files:
                     found.append({"type": "create", "path": os.path.join(directory, name), "is_dir": False})
 
-    def read(self) -> List[Dict[str, Any]]:
-        """The events waiting now (the fd is non-blocking: poll it first)."""
+    def read(self) -> None:
+        """Queue the events waiting now (the fd is non-blocking: poll it first)."""
         try:
             buffer = os.read(self.fd, READ_SIZE)
         except BlockingIOError:
-            return []
-        events: List[Dict[str, Any]] = []
-        moved_from: Dict[int, Dict[str, Any]] = {}
+            return
+        self.feed(buffer)
+
+    def feed(self, buffer: bytes) -> None:
+        """Queue the events of one read of the inotify fd."""
         position = 0
         while position + EVENT.size <= len(buffer):
             wd, mask, cookie, length = EVENT.unpack_from(buffer, position)
             position += EVENT.size
             name = buffer[position : position + length].split(b"\0", 1)[0]
             position += length
-            self._translate(wd, mask, cookie, os.fsdecode(name), events, moved_from)
+            self._translate(wd, mask, cookie, os.fsdecode(name), self.held, self.moved_from)
+
+    @property
+    def awaiting_pair(self) -> bool:
+        """A rename's MOVED_FROM has arrived without its MOVED_TO (yet)."""
+        return bool(self.moved_from)
+
+    def take(self, flush: bool = False) -> List[Dict[str, Any]]:
+        """The events ready to send: all of them, unless a rename still waits for its pair
+        (then none, so order is kept), or `flush` says to stop waiting."""
+        if self.moved_from and not flush and len(self.held) < MAX_HELD:
+            now = time.monotonic()
+            if self.holding_since is None:
+                self.holding_since = now
+            if now - self.holding_since < PAIR_WAIT_MS / 1000:
+                return []
+        self.holding_since = None
+        self.moved_from.clear()
+        events, self.held = self.held, []
         return events
 
     def _translate(
@@ -239,9 +270,14 @@ def op_watch(stream: Stream, request: Dict[str, Any]) -> None:
         poller = select.poll()
         poller.register(watch.fd, select.POLLIN)
         while not stream.closed:
-            if not poller.poll(250):
+            # A held rename waits briefly for its MOVED_TO: the kernel queues both in one
+            # rename(2), so a pair split between two reads completes within microseconds.
+            ready = poller.poll(PAIR_WAIT_MS if watch.awaiting_pair else 250)
+            if ready:
+                watch.read()
+            elif not watch.awaiting_pair:
                 continue  # now and then: has the host closed the stream?
-            events = watch.read()
+            events = watch.take(flush=not ready)
             if events:
                 lines = b"".join(json.dumps(event, separators=(",", ":")).encode() + b"\n" for event in events)
                 if not stream.send_data(wire.OUT, lines):
