@@ -144,7 +144,7 @@ class LifecycleService:
             if not check(Operation.START, sandbox_id, record.state):
                 return Outcome(self.sandboxes.get(sandbox_id), False)
             self.sandboxes.check_capacity()
-            # started_at set: a crash during this start keeps the files (services/sandboxes.py).
+            # started_at set: a crash during this start keeps the files (services/recovery.py).
             record = replace(record, started_at=record.started_at or record.created_at)
             record = self.sandboxes.set_state(record, SandboxState.STARTING)
             try:

@@ -1,5 +1,5 @@
-"""Sandbox lifecycle: create (from the warm pool when it can), get, list, delete, expiry,
-and what a server restart does to sandboxes that were running (re-adopt or report)."""
+"""Sandbox lifecycle: create (from the warm pool when it can), get, list, delete, expiry;
+what a server restart does to sandboxes that were running is in services/recovery.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import builtins
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -35,6 +35,7 @@ from workspace_server.runtimes.base import ClusterRuntime, Runtime, SandboxSpec
 from workspace_server.services.activity import Activity
 from workspace_server.services.gates import Gates
 from workspace_server.services.pool import WarmPool
+from workspace_server.services.recovery import recover
 from workspace_server.services.tasks import BackgroundTasks
 from workspace_server.store.sqlite import SandboxStore
 
@@ -44,16 +45,6 @@ EXPIRY_TICK = 0.1
 RECLAIM_INTERVAL = 1.0
 SHUTDOWN_GRACE = 2.0  # how long a graceful delete lets commands exit after SIGTERM
 AGENT_LOST = "the sandbox agent disconnected: the sandbox's init exited or was killed"
-AGENT_LOST_ON_RESTART = "the sandbox's processes did not survive the server restart"
-STARTING_ON_RESTART = "the server restarted while the sandbox was starting"
-STOPPED_ON_RESTART = "the server restarted while the sandbox was starting again"
-AGENT_SILENT_ON_RESTART = (
-    "the sandbox's agent did not answer after the server restarted, though its init is alive: its processes "
-    "and files are kept; delete it, or restart the server to try again"
-)
-RECOVERY_HELLO_TIMEOUT = 10.0  # per sandbox, all in parallel
-RECOVERY_CONCURRENCY = 64
-DISK_MISSING = "the sandbox's disk is missing"
 # States that hold memory (and count towards max_sandboxes).
 LIVE_STATES = (SandboxState.STARTING, SandboxState.RUNNING, SandboxState.PAUSED)
 # What max_sandboxes counts: every state whose sandbox still holds processes or is being torn down.
@@ -129,7 +120,7 @@ class SandboxService:
     async def start(self) -> None:
         if isinstance(self.runtime, ClusterRuntime):
             self.runtime.attach(self)
-        await self._recover()
+        await recover(self)
         self._tasks.spawn(self._reclaim_loop())
         self.pool.start()
 
@@ -503,7 +494,7 @@ class SandboxService:
             del self._deleting[sandbox_id]
             gone.set()
 
-    # ------------------------------------------------------------------ for the lifecycle service
+    # ------------------------------------------------------------------ for the lifecycle service and recovery
     def set_state(self, record: Sandbox, state: SandboxState, message: str | None = None) -> Sandbox:
         return self._set_state(record, state, message)
 
@@ -518,6 +509,29 @@ class SandboxService:
 
     def records(self) -> builtins.list[Sandbox]:
         return list(self._records.values())
+
+    def load(self, records: Iterable[Sandbox]) -> None:
+        """Take stored records in (at start, before anything else changes them)."""
+        self._records.update((record.id, record) for record in records)
+
+    def stored(self, sandbox_id: str) -> Sandbox | None:
+        return self._records.get(sandbox_id)
+
+    def connected(self, sandbox_id: str) -> bool:
+        return sandbox_id in self._agents
+
+    async def connect(self, sandbox_id: str, address: AgentAddress, timeout: float) -> SandboxAgent:
+        """Connect to a sandbox's agent; `attach` makes it the sandbox's link."""
+        return await self._connect(sandbox_id, address, timeout)
+
+    def attach(self, sandbox_id: str, agent: SandboxAgent) -> None:
+        self._agents[sandbox_id] = agent
+
+    async def export(self, sandbox_id: str) -> None:
+        await self._export(sandbox_id)
+
+    async def destroy(self, sandbox_id: str, forget_record: bool = True) -> bool:
+        return await self._destroy(sandbox_id, forget_record)
 
     def deleting(self, sandbox_id: str) -> bool:
         return sandbox_id in self._deleting
@@ -550,85 +564,6 @@ class SandboxService:
         self._agents[record.id] = agent
         await self._export(record.id)
         return replace(record, host_pid=started.host_pid)
-
-    # ------------------------------------------------------------------ restart
-    async def _recover(self) -> None:
-        """Bring every stored sandbox to a true state: re-adopt those whose agent answers
-        (running or paused, the freezer made to agree with the record), finish operations
-        a crash cut short, and keep the files of sandboxes whose processes are gone."""
-        known = {record.id: record for record in self.store.list()}
-        self._records.update(known)
-        # In parallel: an agent starved of CPU by its own sandbox's processes may take
-        # seconds to answer, and must not make every other sandbox wait (or look lost).
-        limit = asyncio.Semaphore(RECOVERY_CONCURRENCY)
-
-        async def recover(record: Sandbox) -> None:
-            async with limit:
-                with contextlib.suppress(WorkspaceError):
-                    await self._recover_one(record)
-
-        await asyncio.gather(*(recover(record) for record in known.values()))
-        for sandbox_id in await self.runtime.list_ids():
-            gone = sandbox_id not in known or self._records.get(sandbox_id) is None
-            if gone and sandbox_id not in self._agents:
-                await self._destroy(sandbox_id, forget_record=False)
-
-    async def _recover_one(self, record: Sandbox) -> None:
-        state = record.state
-        if state == SandboxState.ERROR and record.error_message != AGENT_SILENT_ON_RESTART:
-            return
-        if state == SandboxState.STOPPED:
-            if not self.runtime.has_disk(record.id):
-                self._set_state(record, SandboxState.ERROR, DISK_MISSING)
-            return
-        if state == SandboxState.DELETING:
-            await self.remove(record, force=True)
-            return
-        if state == SandboxState.STARTING and record.started_at is None:  # a create or a fork cut short
-            self._set_state(record, SandboxState.ERROR, STARTING_ON_RESTART)
-            await self._destroy(record.id, forget_record=False)
-            return
-        if state in (SandboxState.STOPPING, SandboxState.STARTING):  # a stop or a start cut short
-            await self._keep_files_only(record, STOPPED_ON_RESTART if state == SandboxState.STARTING else None)
-            return
-        started = await self.runtime.running(record.id)
-        agent = None
-        if started is not None:
-            with contextlib.suppress(AgentNotConnected, OSError):
-                agent = await self._connect(record.id, started.agent_address, RECOVERY_HELLO_TIMEOUT)
-        if agent is None and started is not None:
-            # Its init is alive: never destroyed nor stopped by recovery (its processes and
-            # files are the user's). Reported, for the user to delete or the next restart to retry.
-            log.warning("sandbox %s: %s", record.id, AGENT_SILENT_ON_RESTART)
-            self._set_state(record, SandboxState.ERROR, AGENT_SILENT_ON_RESTART)
-            return
-        if agent is None:
-            await self._keep_files_only(record, AGENT_LOST_ON_RESTART)
-            return
-        self._agents[record.id] = agent
-        # A pause, resume or fork cut short: the runtime is made to agree with the record.
-        if state == SandboxState.PAUSED:
-            await self.runtime.freeze(record.id)
-        else:
-            await self.runtime.thaw(record.id)
-        if state == SandboxState.ERROR:  # silent at the last restart, answering now
-            record = self._set_state(record, SandboxState.RUNNING)
-        await self._export(record.id)
-        log.info("re-adopted sandbox %s (%s)", record.id, state.value)
-
-    async def _keep_files_only(self, record: Sandbox, reason: str | None) -> None:
-        """The sandbox's processes are gone or going: stop it, keeping its disk."""
-        if not self.runtime.has_disk(record.id):
-            self._set_state(record, SandboxState.ERROR, reason or DISK_MISSING)
-            await self._destroy(record.id, forget_record=False)
-            return
-        try:
-            await self.runtime.stop(record.id)
-        except WorkspaceError as exc:
-            self._set_state(record, SandboxState.ERROR, f"{reason or 'stopping failed'}: {exc.message}")
-            return
-        message = f"{reason}; its files are kept: start it again" if reason else None
-        self._set_state(replace(record, expires_at=None), SandboxState.STOPPED, message)
 
     def counts_by_state(self) -> dict[str, int]:
         counts = {state.value: 0 for state in SandboxState}
