@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from workspace_server.agent import ops, wire
-from workspace_server.agent_link.client import (
-    OUTPUT_NAMES,
+from workspace_server.agent_link.connection import AgentStream, StreamEnded, error_from_reply
+from workspace_server.agent_link.streams import (
     CommandEnded,
     CommandFailed,
     CommandOutput,
+    EventStream,
     map_disconnect,
 )
-from workspace_server.agent_link.connection import AgentStream, Frame, StreamEnded, error_from_reply
 
 FOLLOW_DISCONNECTED = "the sandbox agent disconnected; follow again from the last offset"
 
@@ -43,61 +43,32 @@ class ProcessEnd:
 FollowEvent = CommandOutput | OutputDropped | ProcessEnd | CommandFailed | CommandEnded
 
 
-class FollowStream:
+class FollowStream(EventStream[OutputDropped | ProcessEnd]):
     """A follower of a background process's output log (ops.FOLLOW). Closing it only stops
     following."""
 
-    def __init__(self, sandbox_id: str, stream: AgentStream) -> None:
-        self.sandbox_id = sandbox_id
-        self._stream = stream
+    disconnected = FOLLOW_DISCONNECTED
 
     async def started(self) -> dict[str, Any]:
         """pid, tag, offset (where the replay begins) and dropped; an error reply raises."""
         with map_disconnect(self.sandbox_id):
             return await self._stream.recv_message()
 
-    def _event(self, frame: Frame) -> FollowEvent | None:
-        kind, payload = frame
-        if kind in OUTPUT_NAMES:
-            return CommandOutput(OUTPUT_NAMES[kind], payload)
-        if kind == wire.MSG:
-            reply = payload.get("type")
-            if reply == ops.DROPPED:
-                return OutputDropped(int(payload["offset"]), int(payload["end"]))
-            if reply == ops.EXIT:
-                signum = payload.get("signal")
-                finished = payload.get("finished_at")
-                return ProcessEnd(
-                    int(payload["code"]),
-                    int(signum) if isinstance(signum, int) else None,
-                    str(finished) if isinstance(finished, str) else None,
-                    bool(payload.get("timed_out")),
-                    int(payload["end"]),
-                )
-            if reply == ops.ERROR:
-                return CommandFailed(error_from_reply(payload))
-            return None
-        if kind == wire.CLOSE:
-            return CommandEnded()
+    def _message(self, payload: dict[str, Any]) -> OutputDropped | ProcessEnd | None:
+        reply = payload.get("type")
+        if reply == ops.DROPPED:
+            return OutputDropped(int(payload["offset"]), int(payload["end"]))
+        if reply == ops.EXIT:
+            signum = payload.get("signal")
+            finished = payload.get("finished_at")
+            return ProcessEnd(
+                int(payload["code"]),
+                int(signum) if isinstance(signum, int) else None,
+                str(finished) if isinstance(finished, str) else None,
+                bool(payload.get("timed_out")),
+                int(payload["end"]),
+            )
         return None
-
-    async def next(self) -> FollowEvent:
-        with map_disconnect(self.sandbox_id, FOLLOW_DISCONNECTED):
-            while True:
-                event = self._event(await self._stream.recv())
-                if event is not None:
-                    return event
-
-    def next_nowait(self) -> FollowEvent | None:
-        with map_disconnect(self.sandbox_id, FOLLOW_DISCONNECTED):
-            while (frame := self._stream.recv_nowait()) is not None:
-                event = self._event(frame)
-                if event is not None:
-                    return event
-            return None
-
-    def close(self) -> None:
-        self._stream.close()
 
 
 class WatchStream:

@@ -9,68 +9,27 @@ Services use this class and never the wire framing or the operation dicts.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from workspace_server.agent import ops, wire
 from workspace_server.agent_link.address import AgentAddress
+from workspace_server.agent_link.background import FollowStream, WatchStream
 from workspace_server.agent_link.connection import (
     AgentConnection,
-    AgentDisconnected,
     AgentStream,
-    Frame,
     StreamEnded,
-    error_from_reply,
 )
+from workspace_server.agent_link.streams import CommandEnded as CommandEnded
+from workspace_server.agent_link.streams import CommandEvent as CommandEvent
+from workspace_server.agent_link.streams import CommandExit as CommandExit
+from workspace_server.agent_link.streams import CommandFailed as CommandFailed
+from workspace_server.agent_link.streams import CommandOutput as CommandOutput
+from workspace_server.agent_link.streams import CommandStream as CommandStream
+from workspace_server.agent_link.streams import OutputName as OutputName
+from workspace_server.agent_link.streams import map_disconnect
 from workspace_server.agent_link.tunnel import PortTunnel
 from workspace_server.domain.errors import AgentNotConnected, WorkspaceError
-
-if TYPE_CHECKING:  # background.py builds on this module's event types
-    from workspace_server.agent_link.background import FollowStream, WatchStream
-
-# What a command's stream yields (see CommandStream.next).
-OutputName = Literal["stdout", "stderr"]
-
-
-@dataclass(frozen=True, slots=True)
-class CommandOutput:
-    name: OutputName
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class CommandExit:
-    code: int
-    timed_out: bool
-
-
-@dataclass(frozen=True, slots=True)
-class CommandFailed:
-    """The agent reported an error after the command started (its code and message)."""
-
-    error: WorkspaceError
-
-
-@dataclass(frozen=True, slots=True)
-class CommandEnded:
-    """The agent ended the stream without an exit status."""
-
-
-CommandEvent = CommandOutput | CommandExit | CommandFailed | CommandEnded
-RAN_DISCONNECTED = "the sandbox agent disconnected while the command ran"
-OUTPUT_NAMES: dict[int, OutputName] = {wire.OUT: "stdout", wire.ERR: "stderr"}
-
-
-@contextlib.contextmanager
-def map_disconnect(sandbox_id: str, reason: str | None = None) -> Iterator[None]:
-    """AgentDisconnected -> AgentNotConnected (with `reason`, if given)."""
-    try:
-        yield
-    except AgentDisconnected:
-        if reason is None:
-            raise AgentNotConnected(sandbox_id) from None
-        raise AgentNotConnected(sandbox_id, reason) from None
 
 
 class SandboxAgent:
@@ -192,8 +151,6 @@ class SandboxAgent:
 
     async def follow(self, target: int | str, offset: int) -> FollowStream:
         """Follow the output log from `offset`; `FollowStream.started` says where it begins."""
-        from workspace_server.agent_link.background import FollowStream
-
         return FollowStream(self.sandbox_id, await self._open(ops.follow(target, offset)))
 
     async def connect_port(self, port: int) -> PortTunnel:
@@ -209,8 +166,6 @@ class SandboxAgent:
 
     async def watch(self, path: str, recursive: bool) -> WatchStream:
         """Watch a path; `WatchStream.ready` returns once the watch is in place."""
-        from workspace_server.agent_link.background import WatchStream
-
         return WatchStream(self.sandbox_id, await self._open(ops.watch(path, recursive)))
 
     # ------------------------------------------------------------------ files
@@ -300,70 +255,3 @@ class SandboxAgent:
             return dict(answer["info"])
         finally:
             stream.close()  # before eof this makes the agent discard the partial file
-
-
-class CommandStream:
-    """A spawned command's stream: its start, its output and end, and its control
-    (stdin, kill, resize). Closing it before the command exits kills the command."""
-
-    def __init__(self, sandbox_id: str, stream: AgentStream) -> None:
-        self.sandbox_id = sandbox_id
-        self._stream = stream
-
-    async def started(self) -> int:
-        """The command's pid, once the agent started it; its error reply raises."""
-        with map_disconnect(self.sandbox_id):
-            started = await self._stream.recv_message()
-        return int(started["pid"])
-
-    def _event(self, frame: Frame) -> CommandEvent | None:
-        kind, payload = frame
-        if kind in OUTPUT_NAMES:
-            return CommandOutput(OUTPUT_NAMES[kind], payload)
-        if kind == wire.MSG:
-            kind_of_reply = payload.get("type")
-            if kind_of_reply == ops.EXIT:
-                return CommandExit(int(payload["code"]), bool(payload.get("timed_out")))
-            if kind_of_reply == ops.ERROR:
-                return CommandFailed(error_from_reply(payload))
-            return None
-        if kind == wire.CLOSE:
-            return CommandEnded()
-        return None
-
-    async def next(self) -> CommandEvent:
-        """The next event. A dropped link raises AgentNotConnected (`disconnected` in the
-        reason: the agent disconnected while the command ran)."""
-        with map_disconnect(self.sandbox_id, RAN_DISCONNECTED):
-            while True:
-                event = self._event(await self._stream.recv())
-                if event is not None:
-                    return event
-
-    def next_nowait(self) -> CommandEvent | None:
-        """The next event if one is already here (lets callers coalesce output)."""
-        with map_disconnect(self.sandbox_id, RAN_DISCONNECTED):
-            while (frame := self._stream.recv_nowait()) is not None:
-                event = self._event(frame)
-                if event is not None:
-                    return event
-            return None
-
-    async def send_stdin(self, data: bytes) -> None:
-        with map_disconnect(self.sandbox_id):
-            await self._stream.send_data(data)
-
-    async def close_stdin(self) -> None:
-        with map_disconnect(self.sandbox_id):
-            await self._stream.send_message(ops.eof())
-
-    async def kill(self, signum: int) -> None:
-        with map_disconnect(self.sandbox_id):
-            await self._stream.send_message(ops.kill(signum))
-
-    async def resize(self, cols: int, rows: int) -> None:
-        with map_disconnect(self.sandbox_id):
-            await self._stream.send_message(ops.resize(cols, rows))
-
-    def close(self) -> None:
-        self._stream.close()

@@ -8,24 +8,19 @@ request to the agent, and a follower is a stream that resumes at any offset.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from workspace_server.agent_link.background import FollowStream, OutputDropped, ProcessEnd
-from workspace_server.agent_link.client import CommandEnded, CommandFailed, CommandOutput, OutputName
+from workspace_server.agent_link.client import CommandOutput, OutputName
 from workspace_server.config import Settings
 from workspace_server.domain.errors import AgentNotConnected, InvalidRequest, ResourceExhausted
+from workspace_server.services.event_streams import ProcessEvent, Utf8Stream, coalesced, stream_error
 from workspace_server.services.lifecycle import LifecycleService
-from workspace_server.services.processes import (
-    COALESCE_BYTES,
-    START_TIMEOUT,
-    ProcessEvent,
-    RunCommand,
-    Utf8Stream,
-    spawn_args,
-)
+from workspace_server.services.processes import START_TIMEOUT, RunCommand, spawn_args
 from workspace_server.services.sandboxes import SandboxService
 
 TAG_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -140,7 +135,6 @@ class BackgroundProcessService:
     ) -> AsyncIterator[ProcessEvent | None]:
         decoders: dict[OutputName, Utf8Stream] = {"stdout": Utf8Stream(), "stderr": Utf8Stream()}
         offset = int(started["offset"])
-        pending: Any = None
 
         def flush(name: OutputName) -> ProcessEvent | None:
             """What a decoder holds back (an incomplete character) at a switch or the end."""
@@ -155,65 +149,48 @@ class BackgroundProcessService:
                 "start",
                 {"pid": started["pid"], "tag": started.get("tag"), "offset": offset, "dropped": started["dropped"]},
             )
-            while True:
-                if pending is not None:
-                    event, pending = pending, None
-                elif (ready := stream.next_nowait()) is not None:
-                    event = ready
-                    await asyncio.sleep(0)  # let a client that left cancel us
-                else:
-                    try:
-                        async with asyncio.timeout(keepalive):
-                            event = await stream.next()
-                    except TimeoutError:
+            agent_events = coalesced(stream, keepalive)
+            async with contextlib.aclosing(agent_events):
+                async for event in agent_events:
+                    if event is None:
                         yield None
                         continue
-                if isinstance(event, CommandOutput):
-                    other: OutputName = "stderr" if event.name == "stdout" else "stdout"
-                    if (tail := flush(other)) is not None:
-                        yield tail
-                    name, pieces, size = event.name, [event.data], len(event.data)
-                    while size < COALESCE_BYTES and (more := stream.next_nowait()) is not None:
-                        if not isinstance(more, CommandOutput) or more.name != name:
-                            pending = more
-                            break
-                        pieces.append(more.data)
-                        size += len(more.data)
-                    data = b"".join(pieces)
-                    begin = offset - decoders[name].pending()
-                    offset += len(data)
-                    text = decoders[name].feed(data)
-                    if text:
+                    if isinstance(event, CommandOutput):
+                        other: OutputName = "stderr" if event.name == "stdout" else "stdout"
+                        if (tail := flush(other)) is not None:
+                            yield tail
+                        name = event.name
+                        begin = offset - decoders[name].pending()
+                        offset += len(event.data)
+                        text = decoders[name].feed(event.data)
+                        if text:
+                            yield ProcessEvent(
+                                name, {"data": text, "offset": begin, "end": offset - decoders[name].pending()}
+                            )
+                        continue
+                    for output_name in decoders:
+                        if (tail := flush(output_name)) is not None:
+                            yield tail
+                    if isinstance(event, OutputDropped):
+                        offset = event.end
+                        yield ProcessEvent("dropped", {"offset": event.offset, "end": event.end})
+                    elif isinstance(event, ProcessEnd):
                         yield ProcessEvent(
-                            name, {"data": text, "offset": begin, "end": offset - decoders[name].pending()}
+                            "exit",
+                            {
+                                "code": event.code,
+                                "signal": event.signal,
+                                "finished_at": event.finished_at,
+                                "timed_out": event.timed_out,
+                                "end": event.end,
+                            },
                         )
-                    continue
-                for output_name in decoders:
-                    if (tail := flush(output_name)) is not None:
-                        yield tail
-                if isinstance(event, OutputDropped):
-                    offset = event.end
-                    yield ProcessEvent("dropped", {"offset": event.offset, "end": event.end})
-                elif isinstance(event, ProcessEnd):
-                    yield ProcessEvent(
-                        "exit",
-                        {
-                            "code": event.code,
-                            "signal": event.signal,
-                            "finished_at": event.finished_at,
-                            "timed_out": event.timed_out,
-                            "end": event.end,
-                        },
-                    )
-                    return
-                elif isinstance(event, CommandFailed):
-                    yield ProcessEvent("error", {"code": event.error.code, "message": event.error.message})
-                    return
-                elif isinstance(event, CommandEnded):
-                    yield ProcessEvent("error", {"code": "INTERNAL", "message": "the agent ended the stream"})
-                    return
+                        return
+                    else:
+                        yield stream_error(event)
+                        return
         except AgentNotConnected as exc:
-            yield ProcessEvent("error", {"code": exc.code, "message": exc.message})
+            yield stream_error(exc)
         finally:
             self.sandboxes.activity.unfollow(sandbox_id)
             stream.close()

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import codecs
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from workspace_server.agent_link.client import (
-    CommandEnded,
-    CommandEvent,
     CommandExit,
     CommandFailed,
     CommandOutput,
@@ -21,6 +19,8 @@ from workspace_server.agent_link.client import (
 from workspace_server.domain.errors import AgentNotConnected, InvalidRequest, ProcessTimeout, ResourceExhausted
 from workspace_server.domain.models import ImageConfig, Sandbox
 from workspace_server.domain.paths import sandbox_path
+from workspace_server.services.event_streams import ProcessEvent as ProcessEvent
+from workspace_server.services.event_streams import Utf8Stream, coalesced, stream_error
 from workspace_server.services.lifecycle import LifecycleService
 from workspace_server.services.sandboxes import SandboxService
 
@@ -29,7 +29,6 @@ HOST_TIMEOUT_MARGIN = 5.0  # the agent enforces timeouts; this only guards a wed
 # processes use all of memory_mb, so at least as long as the command's own timeout.
 START_TIMEOUT = 30.0
 TIMEOUT_OUTPUT_TAIL = 64 * 1024
-COALESCE_BYTES = 1024 * 1024
 BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -50,12 +49,6 @@ class CommandResult:
     stdout: str
     stderr: str
     pid: int
-
-
-@dataclass
-class ProcessEvent:
-    type: str  # start | stdout | stderr | exit | error
-    data: dict[str, Any]
 
 
 def base_environment(user: str | None, sandbox: Sandbox, pty: bool, image: ImageConfig | None = None) -> dict[str, str]:
@@ -199,64 +192,39 @@ class ProcessService:
 
         async def events() -> AsyncIterator[ProcessEvent | None]:
             decoders: dict[OutputName, Utf8Stream] = {"stdout": Utf8Stream(), "stderr": Utf8Stream()}
-            pending: CommandEvent | None = None
-            event: CommandEvent
             self.sandboxes.activity.follow(sandbox_id)
             try:
                 yield ProcessEvent("start", {"pid": pid})
-                while True:
-                    if pending is not None:
-                        event, pending = pending, None
-                    elif (ready := stream.next_nowait()) is not None:
-                        event = ready
-                        # Output may flow without this task ever suspending, and a client that
-                        # left is only noticed by cancelling us: give the loop that chance.
-                        await asyncio.sleep(0)
-                    else:
-                        try:
-                            # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a
-                            # cancellation that races a completed recv().
-                            async with asyncio.timeout(keepalive):
-                                event = await stream.next()
-                        except TimeoutError:
+                agent_events = coalesced(stream, keepalive)
+                async with contextlib.aclosing(agent_events):
+                    async for event in agent_events:
+                        if event is None:
                             yield None
-                            continue
-                    if isinstance(event, CommandOutput):
-                        # Output already queued goes out as one event: fewer, larger events.
-                        name, pieces, size = event.name, [event.data], len(event.data)
-                        while size < COALESCE_BYTES and (more := stream.next_nowait()) is not None:
-                            if not isinstance(more, CommandOutput) or more.name != name:
-                                pending = more
-                                break
-                            pieces.append(more.data)
-                            size += len(more.data)
-                        text = decoders[name].feed(b"".join(pieces))  # one piece: returned as is, no copy
-                        if text:
-                            yield ProcessEvent(name, {"data": text})
-                    elif isinstance(event, CommandExit):
-                        for output_name, decoder in decoders.items():
-                            tail = decoder.flush()
-                            if tail:
-                                yield ProcessEvent(output_name, {"data": tail})
-                        if event.timed_out:
-                            yield ProcessEvent(
-                                "error",
-                                {
-                                    "code": "PROCESS_TIMEOUT",
-                                    "message": f"command timed out after {command.timeout} s and was killed",
-                                },
-                            )
+                        elif isinstance(event, CommandOutput):
+                            text = decoders[event.name].feed(event.data)  # returned as is, no copy
+                            if text:
+                                yield ProcessEvent(event.name, {"data": text})
+                        elif isinstance(event, CommandExit):
+                            for output_name, decoder in decoders.items():
+                                tail = decoder.flush()
+                                if tail:
+                                    yield ProcessEvent(output_name, {"data": tail})
+                            if event.timed_out:
+                                yield ProcessEvent(
+                                    "error",
+                                    {
+                                        "code": "PROCESS_TIMEOUT",
+                                        "message": f"command timed out after {command.timeout} s and was killed",
+                                    },
+                                )
+                            else:
+                                yield ProcessEvent("exit", {"code": event.code})
+                            return
                         else:
-                            yield ProcessEvent("exit", {"code": event.code})
-                        return
-                    elif isinstance(event, CommandFailed):
-                        yield ProcessEvent("error", {"code": event.error.code, "message": event.error.message})
-                        return
-                    elif isinstance(event, CommandEnded):
-                        yield ProcessEvent("error", {"code": "INTERNAL", "message": "the agent ended the stream"})
-                        return
+                            yield stream_error(event)
+                            return
             except AgentNotConnected as exc:
-                yield ProcessEvent("error", {"code": exc.code, "message": exc.message})
+                yield stream_error(exc)
             finally:
                 self.sandboxes.activity.unfollow(sandbox_id)
                 stream.close()
@@ -288,21 +256,3 @@ def timeout_error(timeout: float | None, out: bytearray, err: bytearray) -> Proc
 
 def decode(data: bytes | bytearray) -> str:
     return bytes(data).decode("utf-8", errors="replace")
-
-
-class Utf8Stream:
-    """Decodes a byte stream without splitting a character across events."""
-
-    def __init__(self) -> None:
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-    def feed(self, data: bytes) -> str:
-        return str(self._decoder.decode(data))
-
-    def flush(self) -> str:
-        return str(self._decoder.decode(b"", final=True))
-
-    def pending(self) -> int:
-        """Bytes held back: the start of a character that is not complete yet."""
-        held: bytes = self._decoder.getstate()[0]
-        return len(held)
