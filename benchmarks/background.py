@@ -11,8 +11,8 @@ from typing import Any
 
 from benchmarks.client import Api, _check
 from benchmarks.config import Config
+from benchmarks.measure import STREAM_LINE, expect, latency
 from benchmarks.report import Metric
-from benchmarks.scenarios import STREAM_LINE, expect, latency
 from benchmarks.server import Server
 from benchmarks.sse import SseEvent, SseParser, SseTally
 from benchmarks.stats import MIB, mb_per_s, percentile

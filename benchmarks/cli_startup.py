@@ -11,8 +11,8 @@ from pathlib import Path
 
 from benchmarks.client import Api
 from benchmarks.config import Config
+from benchmarks.measure import BASELINES, latency
 from benchmarks.report import Metric
-from benchmarks.scenarios import BASELINES, latency
 from benchmarks.server import Server
 
 CLI = "Command line"

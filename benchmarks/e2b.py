@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 
 from benchmarks.config import Config
+from benchmarks.measure import latency
 from benchmarks.report import Metric
-from benchmarks.scenarios import latency
 from benchmarks.server import Server
 
 E2B = "E2B SDK compatibility (e2b 2.20.0)"

@@ -13,8 +13,8 @@ from typing import Any
 
 from benchmarks.client import Api, _check
 from benchmarks.config import Config
+from benchmarks.measure import latency
 from benchmarks.report import Metric
-from benchmarks.scenarios import latency
 from benchmarks.server import Server
 
 LIFECYCLE_OPS = "Lifecycle operations: pause, resume, stop, start, fork"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from benchmarks.client import Api
 from benchmarks.config import Config
+from benchmarks.measure import expect, latency
 from benchmarks.report import Metric
-from benchmarks.scenarios import expect, latency
 from benchmarks.server import Server, free_port
 from benchmarks.stats import MIB, mb_per_s, percentile
 from tests.support.nfs4 import CHUNK, Nfs4Client

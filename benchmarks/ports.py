@@ -12,8 +12,8 @@ import httpx
 
 from benchmarks.client import Api, _check
 from benchmarks.config import Config
+from benchmarks.measure import latency
 from benchmarks.report import Metric
-from benchmarks.scenarios import latency
 from benchmarks.server import Server
 from benchmarks.stats import mb_per_s, summarize
 

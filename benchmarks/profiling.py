@@ -17,9 +17,9 @@ from typing import Any
 
 from benchmarks.client import Api
 from benchmarks.config import Config
+from benchmarks.measure import STREAM_LINE
 from benchmarks.procfs import cpu_times
 from benchmarks.profile_analysis import breakdown_rows, pyinstrument_breakdown, pyspy_breakdown, top_functions
-from benchmarks.scenarios import STREAM_LINE
 from benchmarks.server import Server, delete_all, start_server, stop_server
 from benchmarks.stats import MIB
 

@@ -27,7 +27,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: import as the `benchmarks` package, from the repo root
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from benchmarks import nfs, scenarios
+from benchmarks import memory, nfs, scenarios, transfer
 from benchmarks.background import background
 from benchmarks.cli_startup import cli_startup
 from benchmarks.client import Api
@@ -222,16 +222,16 @@ def measure(run: Run, selected: set[str], pool_size: int) -> None:
                 lambda: scenarios.lifecycle(server, cfg, "pool_limits"),
             ),
             ("commands", "process.run round trips", lambda: scenarios.commands(server, cfg)),
-            ("stream", "SSE streaming", lambda: scenarios.streaming(server, cfg)),
+            ("stream", "SSE streaming", lambda: transfer.streaming(server, cfg)),
             ("background", "background processes and file watching", lambda: background(server, cfg)),
-            ("files", "file transfer", lambda: scenarios.files(server, cfg)),
+            ("files", "file transfer", lambda: transfer.files(server, cfg)),
             ("ports", "ports: the HTTP proxy", lambda: ports(server, cfg)),
             ("e2b", "the e2b SDK", lambda: e2b_benchmarks(server, cfg)),
             ("pty", "PTY echo", lambda: scenarios.pty(server, cfg)),
             ("cli", "command line start-up", lambda: cli_startup(server, cfg)),
             ("concurrency", "concurrent clients", lambda: scenarios.concurrency(server, cfg)),
-            ("memory", "warm pool memory", lambda: scenarios.pool_memory(server)),
-            ("memory", f"idle memory, {cfg.idle_sandboxes} sandboxes", lambda: scenarios.idle_memory(server, cfg)),
+            ("memory", "warm pool memory", lambda: memory.pool_memory(server)),
+            ("memory", f"idle memory, {cfg.idle_sandboxes} sandboxes", lambda: memory.idle_memory(server, cfg)),
         ]
         for scenario, title, action in steps:
             if scenario in selected:

@@ -1,17 +1,11 @@
-"""The measurements against a live server. Each scenario returns report rows; the
-baselines it is compared with are measured in the same run, interleaved where cheap."""
+"""The measurements of a sandbox's life against a live server: lifecycle, commands, PTY,
+concurrency, and the runc/podman baselines they are compared with in the same run."""
 
 from __future__ import annotations
 
-import os
-import resource
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
 
 from benchmarks.baselines import (
     BaselineUnavailable,
@@ -19,141 +13,26 @@ from benchmarks.baselines import (
     RuncBundle,
     concurrent_fork_exec,
     fork_exec,
-    local_file_copy,
     local_pty_echo,
-    pipe_throughput,
 )
 from benchmarks.client import Api, ApiError, open_pty
 from benchmarks.config import Config
-from benchmarks.procfs import CpuTimes, RssSampler, cgroup_memory, cpu_times, rss_bytes
+from benchmarks.measure import (
+    BASELINES,
+    COMMANDS,
+    CONCURRENCY,
+    LIFECYCLE,
+    PTY,
+    cpu_seconds_self,
+    create_many,
+    delete_many,
+    expect,
+    latency,
+)
+from benchmarks.procfs import cpu_times
 from benchmarks.report import Metric, failed
 from benchmarks.server import Server
-from benchmarks.stats import MIB, mb_per_s, percentile, scaled, summarize
 
-T = TypeVar("T")
-
-LIFECYCLE = "Sandbox lifecycle: create → first command → delete"
-COMMANDS = "Commands: process.run round trip"
-TRANSFER = "Streaming and files"
-PTY = "PTY"
-CONCURRENCY = "Concurrency"
-MEMORY = "Memory"
-BASELINES = "Baselines (same run)"
-
-# 63 printable bytes and a newline: `yes` repeats it; JSON escapes only the newline.
-STREAM_LINE = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_"
-
-
-def latency(
-    key: str,
-    section: str,
-    label: str,
-    samples: Sequence[float],
-    *,
-    baselines: tuple[str, ...] = (),
-    short: str = "",
-    note: str = "",
-) -> Metric:
-    """A row summarising samples taken in seconds, shown in milliseconds."""
-    return Metric(
-        key=key,
-        section=section,
-        label=label,
-        unit="ms",
-        summary=summarize(scaled(samples, 1000)),
-        baselines=baselines,
-        short=short,
-        note=note,
-    )
-
-
-def cpu_seconds_self() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-class CpuMeter:
-    """Adds up the server's and an agent's CPU time over the `with` blocks it is used in."""
-
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.agent_pid: int | None = None
-        self.server_seconds = 0.0
-        self.agent_seconds = 0.0
-        self._start: tuple[CpuTimes, CpuTimes | None] | None = None
-
-    def __enter__(self) -> CpuMeter:
-        agent = cpu_times(self.agent_pid) if self.agent_pid is not None else None
-        self._start = (cpu_times(self.server.pid), agent)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self._start is not None
-        server0, agent0 = self._start
-        self.server_seconds += (cpu_times(self.server.pid) - server0).own
-        if self.agent_pid is not None and agent0 is not None:
-            self.agent_seconds += (cpu_times(self.agent_pid) - agent0).own
-
-    def rows(self, key: str, section: str, verb: str, mib: float) -> list[Metric]:
-        if mib <= 0:
-            return []
-        return [
-            Metric(
-                key=f"{key}.cpu.server",
-                section=section,
-                label=f"  server CPU per MiB {verb}",
-                unit="ms",
-                value=self.server_seconds * 1000 / mib,
-            ),
-            Metric(
-                key=f"{key}.cpu.agent",
-                section=section,
-                label=f"  agent CPU per MiB {verb}",
-                unit="ms",
-                value=self.agent_seconds * 1000 / mib,
-            ),
-        ]
-
-
-def in_parallel(workers: int, items: Sequence[T], action: Callable[[T], object]) -> None:
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        for future in [pool.submit(action, item) for item in items]:
-            future.result()
-
-
-def create_many(server: Server, count: int, workers: int) -> list[str]:
-    ids: list[str] = []
-    lock = threading.Lock()
-
-    def create(_: int) -> None:
-        with Api(server.url) as api:
-            sandbox_id = str(api.create()["id"])
-        with lock:
-            ids.append(sandbox_id)
-            server.created.add(sandbox_id)
-
-    in_parallel(workers, list(range(count)), create)
-    return ids
-
-
-def delete_many(server: Server, ids: Sequence[str], workers: int) -> None:
-    def delete(sandbox_id: str) -> None:
-        with Api(server.url) as api:
-            api.delete(sandbox_id)
-        server.created.discard(sandbox_id)
-
-    in_parallel(workers, list(ids), delete)
-
-
-def expect(condition: bool, message: str) -> None:
-    if not condition:
-        raise ApiError(message)
-
-
-# --------------------------------------------------------------------------- lifecycle
-
-
-# Limits other than the server's defaults: a pool sandbox gets them on claim.
 OTHER_LIMITS = {"cpu": 0.5, "memory_mb": 256, "pids": 128}
 LIFECYCLE_TITLES = {
     "pool": "warm pool",
@@ -359,209 +238,6 @@ def cpu_per_run(server: Server, api: Api, sandbox_id: str, runs: int) -> list[Me
 # --------------------------------------------------------------------------- streaming, files
 
 
-def streaming(server: Server, cfg: Config) -> list[Metric]:
-    script = f"yes {STREAM_LINE} | head -c {cfg.stream_bytes}"
-    rates: list[float] = []
-    growth: list[int] = []
-    client_cpu: list[float] = []
-    cpu = CpuMeter(server)
-    events = 0
-    with Api(server.url, timeout=600) as api:
-        sandbox_id = str(api.create()["id"])
-        server.created.add(sandbox_id)
-        try:
-            api.stream(sandbox_id, "sh", "-c", f"yes {STREAM_LINE} | head -c {1 << 20}")  # warm-up
-            cpu.agent_pid = server.agent_pid(sandbox_id)
-            for _ in range(cfg.stream_reps):
-                c0 = cpu_seconds_self()
-                with RssSampler(server.pid) as sampler, cpu:
-                    t0 = time.perf_counter()
-                    tally = api.stream(sandbox_id, "sh", "-c", script)
-                    elapsed = time.perf_counter() - t0
-                expect(tally.exit_code == 0, f"the stream ended without exit 0: {tally}")
-                expect(tally.stdout_chars == cfg.stream_bytes, f"got {tally.stdout_chars} of {cfg.stream_bytes} bytes")
-                rates.append(mb_per_s(cfg.stream_bytes, elapsed))
-                growth.append(sampler.peak_growth)
-                client_cpu.append((cpu_seconds_self() - c0) / elapsed)
-                events = tally.events
-            sdk_rate, sdk_cpu = sdk_stream_rate(server.url, sandbox_id, script, cfg.stream_bytes)
-        finally:
-            api.delete(sandbox_id)
-            server.created.discard(sandbox_id)
-    local_bytes, local_seconds = pipe_throughput(["sh", "-c", script])
-    size = f"{cfg.stream_bytes // MIB} MiB"
-    return [
-        Metric(
-            key="stream.throughput",
-            section=TRANSFER,
-            label=f"SSE stdout throughput, {size} (POST /processes/stream)",
-            unit="MB/s",
-            value=percentile(rates, 50),
-            baselines=("base.pipe",),
-            note=f"reps: {', '.join(f'{r:.0f}' for r in rates)} MB/s; {events} SSE events; "
-            f"client CPU {max(client_cpu) * 100:.0f} % of one core; events decoded by pydantic-core",
-        ),
-        Metric(
-            key="stream.sdk_throughput",
-            section=TRANSFER,
-            label=f"the same through the Python SDK (`process.run_stream`, sync), {size}",
-            unit="MB/s",
-            value=sdk_rate,
-            baselines=("base.pipe",),
-            note=f"the SDK decodes events with the stdlib's json (its only dependencies are httpx and "
-            f"websockets); client CPU {sdk_cpu * 100:.0f} % of one core",
-        ),
-        Metric(
-            key="stream.rss",
-            section=TRANSFER,
-            label=f"server RSS growth while streaming {size}",
-            unit="MiB",
-            value=max(growth) / MIB,
-        ),
-        *cpu.rows("stream", TRANSFER, "streamed", cfg.stream_reps * cfg.stream_bytes / MIB),
-        Metric(
-            key="base.pipe",
-            section=BASELINES,
-            label=f"same command read from a local pipe, {size}",
-            unit="MB/s",
-            value=mb_per_s(local_bytes, local_seconds),
-            short="local pipe",
-        ),
-    ]
-
-
-def sdk_stream_rate(url: str, sandbox_id: str, script: str, expected: int) -> tuple[float, float]:
-    """MB/s of one run of `script` streamed through the SDK, and the client's CPU share."""
-    from workspace_sdk import RunCommandOptions, WorkspaceClient
-
-    received = 0
-    with WorkspaceClient(url, timeout=600) as client:
-        c0, t0 = cpu_seconds_self(), time.perf_counter()
-        for event in client.process.run_stream(sandbox_id, "sh", RunCommandOptions(args=["-c", script])):
-            if event.type == "stdout":
-                received += len(event.data)
-            elif event.type in ("exit", "error"):
-                break
-        elapsed = time.perf_counter() - t0
-    expect(received == expected, f"the SDK stream got {received} of {expected} bytes")
-    return mb_per_s(expected, elapsed), (cpu_seconds_self() - c0) / elapsed
-
-
-def files(server: Server, cfg: Config) -> list[Metric]:
-    small = os.urandom(MIB)
-    large = os.urandom(MIB) * (cfg.large_file_bytes // MIB)
-    small_write: list[float] = []
-    small_read: list[float] = []
-    large_rates: dict[str, list[float]] = {"write": [], "read": []}
-    large_growth: dict[str, list[int]] = {"write": [], "read": []}
-    meters = {"write": CpuMeter(server), "read": CpuMeter(server)}
-    with Api(server.url, timeout=600) as api:
-        sandbox_id = str(api.create()["id"])
-        server.created.add(sandbox_id)
-        for meter in meters.values():
-            meter.agent_pid = server.agent_pid(sandbox_id)
-        try:
-            for i in range(cfg.small_file_reps + 2):
-                t0 = time.perf_counter()
-                info = api.write_file(sandbox_id, "/workspace/small.bin", small)
-                t1 = time.perf_counter()
-                received = api.read_file(sandbox_id, "/workspace/small.bin")
-                t2 = time.perf_counter()
-                expect(info.get("size") == MIB and received == MIB, f"1 MiB round trip: {info}, {received}")
-                if i >= 2:
-                    small_write.append(t1 - t0)
-                    small_read.append(t2 - t1)
-            for _ in range(cfg.large_file_reps):
-                with RssSampler(server.pid) as sampler, meters["write"]:
-                    t0 = time.perf_counter()
-                    info = api.write_file(sandbox_id, "/workspace/large.bin", large)
-                    elapsed = time.perf_counter() - t0
-                expect(info.get("size") == len(large), f"large write: {info}")
-                large_rates["write"].append(mb_per_s(len(large), elapsed))
-                large_growth["write"].append(sampler.peak_growth)
-                with RssSampler(server.pid) as sampler, meters["read"]:
-                    t0 = time.perf_counter()
-                    received = api.read_file(sandbox_id, "/workspace/large.bin")
-                    elapsed = time.perf_counter() - t0
-                expect(received == len(large), f"large read: {received} bytes")
-                large_rates["read"].append(mb_per_s(len(large), elapsed))
-                large_growth["read"].append(sampler.peak_growth)
-                # The sandbox's disk is tmpfs, charged to its memory limit: don't keep two copies.
-                api.remove_file(sandbox_id, "/workspace/large.bin")
-        finally:
-            api.delete(sandbox_id)
-            server.created.discard(sandbox_id)
-    size = f"{cfg.large_file_bytes // MIB} MiB"
-    shm = Path("/dev/shm")
-    local_write, local_read = local_file_copy(large, shm if shm.is_dir() else Path(tempfile.gettempdir()))
-    rows = [
-        latency(
-            "files.write_small",
-            TRANSFER,
-            "file write 1 MiB (PUT /files)",
-            small_write,
-            note=f"{mb_per_s(MIB, percentile(small_write, 50)):.0f} MB/s at p50",
-        ),
-        latency(
-            "files.read_small",
-            TRANSFER,
-            "file read 1 MiB (GET /files)",
-            small_read,
-            note=f"{mb_per_s(MIB, percentile(small_read, 50)):.0f} MB/s at p50",
-        ),
-    ]
-    for op in ("write", "read"):
-        rows.append(
-            Metric(
-                key=f"files.{op}_large",
-                section=TRANSFER,
-                label=f"file {op} {size}",
-                unit="MB/s",
-                value=percentile(large_rates[op], 50),
-                baselines=(f"base.file_{op}",),
-                note="reps: " + ", ".join(f"{r:.0f}" for r in large_rates[op]) + " MB/s",
-            )
-        )
-        rows.append(
-            Metric(
-                key=f"files.{op}_large.rss",
-                section=TRANSFER,
-                label=f"server peak RSS growth during the {size} {op}",
-                unit="MiB",
-                value=max(large_growth[op]) / MIB,
-                note="the kernel's peak (VmHWM), reset before",
-            )
-        )
-        rows += meters[op].rows(
-            f"files.{op}_large",
-            TRANSFER,
-            "written" if op == "write" else "read",
-            cfg.large_file_reps * cfg.large_file_bytes / MIB,
-        )
-    rows += [
-        Metric(
-            key="base.file_write",
-            section=BASELINES,
-            label=f"local tmpfs file write {size}",
-            unit="MB/s",
-            value=mb_per_s(len(large), local_write),
-            short="local tmpfs",
-        ),
-        Metric(
-            key="base.file_read",
-            section=BASELINES,
-            label=f"local tmpfs file read {size}",
-            unit="MB/s",
-            value=mb_per_s(len(large), local_read),
-            short="local tmpfs",
-        ),
-    ]
-    return rows
-
-
-# --------------------------------------------------------------------------- PTY
-
-
 def pty(server: Server, cfg: Config) -> list[Metric]:
     """Keystroke → echo through WebSocket, server, agent link, the pty and bash's readline."""
     samples: list[float] = []
@@ -688,109 +364,6 @@ def concurrency(server: Server, cfg: Config) -> list[Metric]:
 
 
 # --------------------------------------------------------------------------- memory
-
-
-def pool_memory(server: Server) -> list[Metric]:
-    """What the warm pool holds while idle: the memory cgroups of the sandboxes the runtime
-    runs (a bundle under the data dir) that no client owns (not in GET /sandboxes)."""
-    with Api(server.url) as api:
-        filled = api.wait_pool(server.pool_size)
-        templates = api.templates()
-        time.sleep(1.0)
-        owned = set(api.list_ids())
-    bundles = server.data_dir / "sandboxes"
-    warm = sorted(p.name for p in bundles.iterdir() if p.name not in owned) if bundles.is_dir() else []
-    parent = server.sandbox_cgroups
-    cgroups = [parent / sandbox_id for sandbox_id in warm if (parent / sandbox_id).is_dir()]
-    if not cgroups:
-        reason = f"no warm sandbox cgroups under {parent}" + ("" if filled else " (pool gauge not seen)")
-        return [Metric(key="mem.pool_total", section=MEMORY, label="warm pool, total", unit="MiB", error=reason)]
-    usage = [cgroup_memory(d).usage for d in cgroups]
-    note = (
-        f"{len(cgroups)} warm sandboxes: pool size {server.pool_size} × {len(templates)} templates "
-        f"({', '.join(templates)})"
-    )
-    return [
-        Metric(
-            key="mem.pool_total",
-            section=MEMORY,
-            label="warm pool, total (idle)",
-            unit="MiB",
-            value=sum(usage) / MIB,
-            note=note,
-        ),
-        Metric(
-            key="mem.pool_per_sandbox",
-            section=MEMORY,
-            label="warm pool, per warm sandbox",
-            unit="MiB",
-            value=sum(usage) / len(usage) / MIB,
-        ),
-    ]
-
-
-def idle_memory(server: Server, cfg: Config) -> list[Metric]:
-    """N idle sandboxes: their memory cgroups' usage plus what the server grew by."""
-    count = cfg.idle_sandboxes
-    with Api(server.url) as api:
-        api.wait_pool(server.pool_size)
-    time.sleep(0.5)
-    rss_before = rss_bytes(server.pid)
-    t0 = time.perf_counter()
-    ids = create_many(server, count, cfg.parallel_setup)
-    created_in = time.perf_counter() - t0
-    try:
-        with Api(server.url) as api:
-            api.wait_pool(server.pool_size)
-        time.sleep(cfg.idle_settle_seconds)
-        memories = [cgroup_memory(server.sandbox_cgroups / sandbox_id) for sandbox_id in ids]
-        rss_after = rss_bytes(server.pid)
-    finally:
-        t1 = time.perf_counter()
-        delete_many(server, ids, cfg.parallel_setup)
-        deleted_in = time.perf_counter() - t1
-    cgroup_total = sum(m.usage for m in memories)
-    server_growth = max(0, rss_after - rss_before)
-    per_sandbox = (cgroup_total + server_growth) / count
-    anon = sum(m.anon for m in memories) / count
-    cache = sum(m.file for m in memories) / count
-    return [
-        Metric(
-            key="mem.idle_per_sandbox",
-            section=MEMORY,
-            label=f"idle memory per sandbox, {count} up",
-            unit="MiB",
-            value=per_sandbox / MIB,
-            note="sandbox memory cgroup usage + server RSS growth, per sandbox",
-        ),
-        Metric(
-            key="mem.idle_cgroup",
-            section=MEMORY,
-            label="  of which: sandbox memory cgroup (mean)",
-            unit="MiB",
-            value=cgroup_total / count / MIB,
-            note=f"anon {anon / MIB:.1f} MiB, page cache {cache / MIB:.2f} MiB",
-        ),
-        Metric(
-            key="mem.idle_server",
-            section=MEMORY,
-            label="  of which: server RSS growth per sandbox",
-            unit="MiB",
-            value=server_growth / count / MIB,
-            note=f"server RSS {rss_before / MIB:.0f} → {rss_after / MIB:.0f} MiB",
-        ),
-        Metric(
-            key="mem.bulk_create",
-            section=MEMORY,
-            label=f"bulk create of {count} sandboxes ({cfg.parallel_setup} parallel clients)",
-            unit="sandboxes/s",
-            value=count / created_in,
-            note=f"delete: {count / deleted_in:.1f} sandboxes/s",
-        ),
-    ]
-
-
-# --------------------------------------------------------------------------- runc, podman
 
 
 def runc_baseline(cfg: Config, scratch: Path) -> list[Metric]:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from benchmarks.client import Api, _check
 from benchmarks.config import Config
+from benchmarks.measure import latency
 from benchmarks.procfs import cgroup_memory, rss_bytes
 from benchmarks.report import Metric
-from benchmarks.scenarios import latency
 from benchmarks.server import Server
 
 REPO = Path(__file__).resolve().parents[1]
