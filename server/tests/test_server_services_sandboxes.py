@@ -86,14 +86,31 @@ async def test_pool_serves_other_limits_by_applying_them(make_service: ServiceFa
     assert runtime.limits_applied == [(sandbox.id, ResourceLimits(cpu=0.5, memory_mb=256))]
 
 
-async def test_network_sandboxes_start_cold(make_service: ServiceFactory, runtime: FakeRuntime) -> None:
+async def test_pool_serves_network_sandboxes_by_attaching_it(
+    make_service: ServiceFactory, runtime: FakeRuntime
+) -> None:
     service = await make_service(pool_size=1)
     await eventually(lambda: service.warm_count() > 0)
     warm_ids = set(runtime.started)
 
     sandbox = await service.create(CreateRequest(network=True))
 
+    assert sandbox.id in warm_ids and sandbox.network
+    assert runtime.networks_attached == [sandbox.id]
+
+
+async def test_a_network_that_cannot_be_attached_starts_the_sandbox_cold(
+    make_service: ServiceFactory, runtime: FakeRuntime
+) -> None:
+    service = await make_service(pool_size=1)
+    await eventually(lambda: service.warm_count() > 0)
+    warm_ids = set(runtime.started)
+    runtime.fail_network_attach = True
+
+    sandbox = await service.create(CreateRequest(network=True))
+
     assert sandbox.id not in warm_ids and sandbox.network
+    await eventually(lambda: any(w in runtime.destroyed for w in warm_ids))  # the claimed one is discarded
 
 
 async def test_limits_out_of_range_are_invalid_requests(make_service: ServiceFactory) -> None:

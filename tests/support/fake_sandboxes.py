@@ -170,6 +170,8 @@ class FakeRuntime:
         self.started: list[str] = []
         self.destroyed: list[str] = []
         self.limits_applied: list[tuple[str, ResourceLimits]] = []
+        self.networks_attached: list[str] = []
+        self.fail_network_attach = False
         self.fail_starts = False
 
     async def start(self, spec: SandboxSpec) -> StartedSandbox:
@@ -212,6 +214,15 @@ class FakeRuntime:
 
     async def apply_limits(self, sandbox_id: str, current: ResourceLimits, wanted: ResourceLimits) -> None:
         self.limits_applied.append((sandbox_id, wanted))
+
+    @property
+    def attachable_network(self) -> bool:
+        return True
+
+    async def attach_network(self, sandbox_id: str, host_pid: int) -> None:
+        if self.fail_network_attach:
+            raise RuntimeFailure("no network today")
+        self.networks_attached.append(sandbox_id)
 
     def oom_kills(self, sandbox_id: str) -> int:
         return 0

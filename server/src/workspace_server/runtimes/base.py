@@ -65,6 +65,16 @@ class Runtime(Protocol):
         """Change a running sandbox's cpu, memory and pids limits (not disk_mb)."""
         ...
 
+    @property
+    def attachable_network(self) -> bool:
+        """True if attach_network works: a sandbox started without network can get it."""
+        ...
+
+    async def attach_network(self, sandbox_id: str, host_pid: int) -> None:
+        """Give a running sandbox started without network its outbound network, filtered
+        as at start (a warm pool sandbox claimed by a create that asks for network)."""
+        ...
+
     def oom_kills(self, sandbox_id: str) -> int:
         """How many processes the OOM killer ended inside the sandbox so far."""
         ...

@@ -401,6 +401,15 @@ class RuncRuntime(RuncLifecycle):
     async def apply_limits(self, sandbox_id: str, current: ResourceLimits, wanted: ResourceLimits) -> None:
         await self.cgroups.apply_limits(sandbox_id, current, wanted)
 
+    @property
+    def attachable_network(self) -> bool:
+        return True
+
+    async def attach_network(self, sandbox_id: str, host_pid: int) -> None:
+        bundle = self._bundle(sandbox_id)
+        await egress.restrict(bundle, host_pid, self.network_allow)  # before any packet can leave
+        await self._start_network(bundle, host_pid)
+
     async def _blank_disk(self, size_mb: int) -> Path:
         """A freshly formatted, empty ext4 image of size_mb, made once per size and kept in
         the shared runtime dir (never mounted itself: sandboxes get copies)."""

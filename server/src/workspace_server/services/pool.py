@@ -100,17 +100,36 @@ class WarmPool:
 
     def serves(self, limits: ResourceLimits, network: bool) -> bool:
         """Pool sandboxes have the default limits, no network, and a disk of the default size;
-        cpu, memory and pids can be changed when one is claimed, the rest cannot."""
-        if network:
+        cpu, memory and pids can be changed when one is claimed, and network attached where
+        the runtime can; the disk cannot."""
+        if network and not self.runtime.attachable_network:
             return False
         default = self.settings.default_limits
         return limits == default or (self.runtime.adjustable_limits and limits.disk_mb == default.disk_mb)
 
-    async def claim(self, template: str, limits: ResourceLimits) -> Warm | None:
-        """A warm sandbox of `template` with `limits` applied, or None (start one cold)."""
+    async def claim(self, template: str, limits: ResourceLimits, network: bool = False) -> Warm | None:
+        """A warm sandbox of `template` with `limits` applied and network attached if asked
+        for, or None (start one cold)."""
         warm = self._take(template)
         if warm is not None and limits != self.settings.default_limits:
             warm = await self._fit(warm, limits)
+        if warm is not None and network:
+            warm = await self._connect_network(warm)
+        return warm
+
+    async def _connect_network(self, warm: Warm) -> Warm | None:
+        """The claimed sandbox with its network; None (and it is discarded) if that fails."""
+        try:
+            await self.runtime.attach_network(warm.sandbox_id, warm.host_pid)
+        except WorkspaceError as exc:
+            log.warning(
+                "warm pool: could not attach a network to %s (%s); starting a sandbox instead", warm.sandbox_id, exc
+            )
+            self.tasks.spawn(self.discard(warm))
+            return None
+        except BaseException:  # cancelled: the half-networked sandbox is nobody's
+            await asyncio.shield(self.discard(warm))
+            raise
         return warm
 
     def _take(self, template: str) -> Warm | None:

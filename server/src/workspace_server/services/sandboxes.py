@@ -273,7 +273,7 @@ class SandboxService:
         if self.pool.serves(limits, network):
             self._claims_in_flight += 1  # counted while a claim's limits are rewritten (no record yet)
             try:
-                warm = await self.pool.claim(template.name, limits)
+                warm = await self.pool.claim(template.name, limits, network)
             finally:
                 self._claims_in_flight -= 1
         if warm is not None:

@@ -398,6 +398,13 @@ class KubernetesRuntime:
     async def apply_limits(self, sandbox_id: str, current: ResourceLimits, wanted: ResourceLimits) -> None:
         raise RuntimeFailure("the kubernetes runtime cannot change a running sandbox's limits")
 
+    @property
+    def attachable_network(self) -> bool:
+        return False  # a pod's egress is its NetworkPolicy, chosen when it is made: network creates start cold
+
+    async def attach_network(self, sandbox_id: str, host_pid: int) -> None:
+        raise RuntimeFailure("the kubernetes runtime cannot give a running sandbox a network")
+
     def oom_kills(self, sandbox_id: str) -> int:
         pod = self._pod_of(sandbox_id)
         return podstate.view(pod).oom_kills if pod is not None else 0
