@@ -4,6 +4,7 @@ UTF-8 split across frames, exit codes, agent errors; no root."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -87,8 +88,21 @@ async def test_run_collects_output_up_to_the_limit(sandbox: Sandbox) -> None:
     result = await sandbox.processes.run(sandbox.id, RunCommand("cmd"), max_output=1000)
 
     assert result.exit_code == 1
-    assert result.stdout == "x" * 600 + "y" * 400
-    assert result.stderr == "é"
+    body = json.loads(b"".join(result.body()))
+    assert body["stdout"] == "x" * 600 + "y" * 400 and body["stdout_truncated"] is True
+    assert body["stderr"] == "é" and body["stderr_truncated"] is False
+
+
+async def test_the_run_output_limit_counts_json_escapes_and_never_cuts_one(sandbox: Sandbox) -> None:
+    # A control byte is six bytes of JSON (\u0001), a quote two: 1000 bytes hold 166 of them.
+    sandbox.script(Script([("stdout", b"\x01" * 600), ("stderr", b'"' * 400 + b"\n" * 400)]))
+
+    result = await sandbox.processes.run(sandbox.id, RunCommand("cmd"), max_output=1000)
+
+    assert len(result.stdout_json) - 2 == 996 and result.stdout_truncated
+    assert json.loads(bytes(result.stdout_json)) == "\x01" * 166
+    assert len(result.stderr_json) - 2 == 1000 and result.stderr_truncated
+    assert json.loads(bytes(result.stderr_json)) == '"' * 400 + "\n" * 100
 
 
 async def test_an_empty_command_is_refused_before_the_agent_is_asked(sandbox: Sandbox) -> None:

@@ -136,6 +136,9 @@ class CommandResult:
     stdout: str
     stderr: str
     pid: int | None = None
+    stdout_truncated: bool = False
+    """The server cut stdout at its output limit (``--max-run-output-mb``, counted as JSON)."""
+    stderr_truncated: bool = False
 
 
 # The ``type`` discriminators default to their only legal value (keyword-only, so the seed's

@@ -114,6 +114,23 @@ def serve(
         int,
         typer.Option(envvar="WORKSPACE_MAX_IMAGE_MB", help="Largest image archive, and largest unpacked image, in MiB"),
     ] = 16384,
+    max_run_output_mb: Annotated[
+        int,
+        typer.Option(
+            envvar="WORKSPACE_MAX_RUN_OUTPUT_MB",
+            min=1,
+            help="A run's stdout and its stderr are each cut (and marked truncated) at this many MiB of their "
+            "JSON encoding, which is what the response carries",
+        ),
+    ] = 64,
+    max_list_entries: Annotated[
+        int,
+        typer.Option(
+            envvar="WORKSPACE_MAX_LIST_ENTRIES",
+            min=1,
+            help="A directory listing stops (and is marked truncated) after this many entries",
+        ),
+    ] = 1_000_000,
     session_ttl: Annotated[
         int, typer.Option(envvar="WORKSPACE_SESSION_TTL", min=1, help="Seconds a web console sign-in lasts")
     ] = 12 * 3600,
@@ -252,6 +269,8 @@ def serve(
         request_head_timeout=request_head_timeout,
         request_body_idle_timeout=request_body_idle_timeout,
         max_image_bytes=max_image_mb * 1024 * 1024,
+        max_run_output=max_run_output_mb * 1024 * 1024,
+        max_list_entries=max_list_entries,
         pool_templates=pool_templates,
         session_seconds=float(session_ttl),
         nfs=nfs_config,

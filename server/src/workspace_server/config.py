@@ -27,7 +27,10 @@ class Settings:
     default_timeout: int | None = None
     max_json_body: int = 1024 * 1024
     max_upload_bytes: int = 64 * 1024 * 1024 * 1024
+    # Each of a run's stdout and stderr, counted as JSON-encoded bytes (what is sent).
     max_run_output: int = 64 * 1024 * 1024
+    # A directory listing is streamed; it stops (marked truncated) after this many entries.
+    max_list_entries: int = 1_000_000
     # An image's upload and its unpacked content (each) may not exceed this.
     max_image_bytes: int = 16 * 1024 * 1024 * 1024
     keepalive_seconds: float = 15.0

@@ -136,8 +136,9 @@ class AsyncFileSystemService:
 
     async def list(self, sandbox_id: str, path: str) -> builtins.list[FileInfo]:
         """Entries of a directory."""
-        data = await self._api.request_json(protocol.list_request(sandbox_id, path))
-        return protocol.parse_file_list(data)
+        request = protocol.list_request(sandbox_id, path)
+        data = await self._api.request_json(request)
+        return protocol.parse_file_list(data, dict(request.error_context))
 
     async def stat(self, sandbox_id: str, path: str) -> FileInfo:
         """Metadata of one entry (a final symlink is described, not followed)."""

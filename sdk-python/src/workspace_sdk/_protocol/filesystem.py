@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, cast
 
+from .._exceptions import error_from_envelope
 from .._sse import ServerSentEvent
 from ..types import FileInfo, FileType, FileWatchEvent, FileWatchEventType
 from ._common import (
@@ -122,8 +123,14 @@ def parse_file_info(data: Any) -> FileInfo:
     )
 
 
-def parse_file_list(data: Any) -> list[FileInfo]:
-    items = expect_object(data, "file list").get("files")
+def parse_file_list(data: Any, context: dict[str, Any] | None = None) -> list[FileInfo]:
+    """The entries; a listing the server had to cut short after it began (its ``error``
+    member: the sandbox's agent was lost...) raises that error instead of a partial list."""
+    obj = expect_object(data, "file list")
+    error = obj.get("error")
+    if isinstance(error, dict) and isinstance(error.get("code"), str):
+        raise error_from_envelope(error, context=context)
+    items = obj.get("files")
     if not isinstance(items, list):
         raise invalid_response("field 'files' must be a list")
     return [parse_file_info(item) for item in items]

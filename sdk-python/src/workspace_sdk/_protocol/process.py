@@ -184,6 +184,8 @@ def parse_command_result(data: Any) -> CommandResult:
         stdout=require_str(obj, "stdout"),
         stderr=require_str(obj, "stderr"),
         pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+        stdout_truncated=obj.get("stdout_truncated") is True,
+        stderr_truncated=obj.get("stderr_truncated") is True,
     )
 
 

@@ -137,8 +137,9 @@ class FileSystemService:
 
     def list(self, sandbox_id: str, path: str) -> builtins.list[FileInfo]:
         """Entries of a directory."""
-        data = self._api.request_json(protocol.list_request(sandbox_id, path))
-        return protocol.parse_file_list(data)
+        request = protocol.list_request(sandbox_id, path)
+        data = self._api.request_json(request)
+        return protocol.parse_file_list(data, dict(request.error_context))
 
     def stat(self, sandbox_id: str, path: str) -> FileInfo:
         """Metadata of one entry (a final symlink is described, not followed)."""

@@ -6,6 +6,7 @@ New files and directories belong to the owner of the directory that holds them.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import stat
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
     from .link import Stream
 
-LIST_BATCH = 500
+LIST_CHUNK = 64 * 1024  # bytes of JSON lines per data frame
 
 
 def iso_time(timestamp: float) -> str:
@@ -129,18 +130,33 @@ def op_exists(stream: Stream, request: Dict[str, Any]) -> None:
 
 
 def op_list(stream: Stream, request: Dict[str, Any]) -> None:
+    """ready(), then one JSON line per entry (sorted by name) as data frames, then end().
+
+    Data frames are under flow control, so a client that reads a long listing slowly holds
+    up this thread, never a growing buffer on the host."""
     path = request["path"]
-    batch: List[Dict[str, Any]] = []
-    with os.scandir(path) as entries:
-        for entry in sorted(entries, key=lambda e: e.name):
-            try:
-                batch.append(file_info(entry.path, entry.stat(follow_symlinks=False)))
-            except FileNotFoundError:
-                continue  # removed while we listed
-            if len(batch) >= LIST_BATCH:
-                stream.send(ops.entries(batch))
-                batch = []
-    stream.finish(ops.ok(files=batch))
+    with os.scandir(path) as scan:
+        entries = sorted(scan, key=lambda e: e.name)
+    stream.send(ops.ready())
+    lines: List[bytes] = []
+    size = 0
+    for entry in entries:
+        try:
+            info = file_info(entry.path, entry.stat(follow_symlinks=False))
+        except FileNotFoundError:
+            continue  # removed while we listed
+        line = json.dumps(info, separators=(",", ":")).encode() + b"\n"
+        lines.append(line)
+        size += len(line)
+        if size >= LIST_CHUNK:
+            if not stream.send_data(wire.OUT, b"".join(lines)):
+                stream.forget()
+                return
+            lines, size = [], 0
+    if lines and not stream.send_data(wire.OUT, b"".join(lines)):
+        stream.forget()
+        return
+    stream.finish(ops.end())
 
 
 def op_mkdir(stream: Stream, request: Dict[str, Any]) -> None:

@@ -29,7 +29,7 @@ SIGNAL = "signal"  # -> ok()
 SHUTDOWN = "shutdown"  # -> ok() once every command exited or the grace ran out
 STAT = "stat"  # -> ok(info)
 EXISTS = "exists"  # -> ok(exists)
-LIST = "list"  # -> entries(files)*, then ok(files)
+LIST = "list"  # -> ready(), JSON lines of file infos as data frames (OUT), then end()
 MKDIR = "mkdir"  # -> ok(info)
 REMOVE = "remove"  # -> ok()
 MOVE = "move"  # -> ok(info)
@@ -52,7 +52,6 @@ OK = "ok"
 ERROR = "error"  # any operation may fail with error(code, message, details)
 STARTED = "started"
 EXIT = "exit"
-ENTRIES = "entries"
 READY = "ready"
 END = "end"
 FOLLOW_START = "start"
@@ -217,10 +216,6 @@ def started(pid: int) -> Message:
 
 def exited(code: Optional[int], timed_out: bool) -> Message:
     return {"type": EXIT, "code": code, "timed_out": timed_out}
-
-
-def entries(files: List[Message]) -> Message:
-    return {"type": ENTRIES, "files": files}
 
 
 def ready() -> Message:

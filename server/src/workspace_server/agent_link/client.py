@@ -20,6 +20,7 @@ from workspace_server.agent_link.connection import (
     AgentStream,
     StreamEnded,
 )
+from workspace_server.agent_link.listing import DirectoryListing
 from workspace_server.agent_link.streams import CommandEnded as CommandEnded
 from workspace_server.agent_link.streams import CommandEvent as CommandEvent
 from workspace_server.agent_link.streams import CommandExit as CommandExit
@@ -175,18 +176,18 @@ class SandboxAgent:
     async def exists(self, path: str) -> bool:
         return bool((await self._request(ops.exists(path)))["exists"])
 
-    async def list_dir(self, path: str) -> list[dict[str, Any]]:
+    async def list_dir(self, path: str) -> DirectoryListing:
+        """Start listing a directory; errors (not found...) raise here, before any entry."""
         stream = await self._open(ops.list_dir(path))
-        files: list[dict[str, Any]] = []
         try:
             with self._mapped():
-                while True:
-                    message = await stream.recv_message()
-                    files.extend(message["files"])
-                    if message["type"] == ops.OK:
-                        return files
-        finally:
+                ready = await stream.recv_message()  # or the error that says why not
+            if ready.get("type") != ops.READY:
+                raise AgentNotConnected(self.sandbox_id, "the sandbox agent answered a listing with something else")
+        except BaseException:
             stream.close()
+            raise
+        return DirectoryListing(self.sandbox_id, stream)
 
     async def mkdir(self, path: str, recursive: bool) -> dict[str, Any]:
         return dict((await self._request(ops.mkdir(path, recursive)))["info"])

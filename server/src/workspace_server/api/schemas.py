@@ -195,6 +195,10 @@ class CommandResultBody(BaseModel):
     stdout: str
     stderr: str
     pid: int
+    stdout_truncated: bool = Field(
+        default=False, description="stdout was cut at the server's max-run-output bytes (of its JSON encoding)"
+    )
+    stderr_truncated: bool = Field(default=False, description="the same for stderr")
 
 
 class KillBody(StrictModel):
@@ -250,8 +254,20 @@ class FileInfoBody(BaseModel):
     mode: str | None = None
 
 
+class ListError(BaseModel):
+    code: str
+    message: str
+
+
 class FileList(BaseModel):
     files: list[FileInfoBody]
+    truncated: bool = Field(
+        default=False,
+        description="The listing stopped early: at the server's max-list-entries, or because of `error`",
+    )
+    error: ListError | None = Field(
+        default=None, description="Why a listing that had begun was cut short (the agent was lost...)"
+    )
 
 
 class ExistsBody(BaseModel):

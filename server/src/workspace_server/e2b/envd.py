@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import contextlib
+import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
@@ -36,8 +39,10 @@ from workspace_server.e2b.messages import (
 from workspace_server.e2b.pty import checked, find, registry, start_pty
 from workspace_server.e2b.watch import create_watcher, get_watcher_events, remove_watcher, watch_dir
 from workspace_server.services.background import StartCommand
+from workspace_server.services.files import BoundedListing
 from workspace_server.services.processes import ProcessEvent, RunCommand
 
+log = logging.getLogger(__name__)
 ENVD_PREFIX = PREFIX + "/envd"
 KEEPALIVE_DEFAULT = 50.0
 router = APIRouter(prefix=ENVD_PREFIX, include_in_schema=False)
@@ -132,18 +137,55 @@ async def stat(http: Request, svc: Services, sandbox_id: str, body: bytes) -> di
     return {"entry": entry(await svc.files.stat(sandbox_id, absolute(request.path)))}
 
 
-async def list_dir(http: Request, svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
+MAX_PENDING_DIRECTORIES = 10_000  # directories found but not yet listed (ListDir with depth)
+
+
+async def list_dir(http: Request, svc: Services, sandbox_id: str, body: bytes) -> Response:
+    """filesystem.Filesystem/ListDir, streamed as it is listed (like our own /files/list): at
+    most max-list-entries entries in all, and at most MAX_PENDING_DIRECTORIES waiting to be
+    descended into; errors before the first entry are Connect errors, later ones end the list."""
+    if not http.headers.get("content-type", "").startswith("application/json"):
+        raise E2BError(415, "only the Connect JSON codec (application/json) is served", "invalid_argument")
     request = ListDirRequest.model_validate_json(body)
     root = absolute(request.path)
-    entries: list[dict[str, Any]] = []
-    pending = [(root, 1)]
-    while pending:
-        directory, depth = pending.pop(0)
-        for info in await svc.files.list(sandbox_id, directory):
-            entries.append(entry(info))
-            if info["type"] == "directory" and depth < max(1, request.depth):
-                pending.append((info["path"], depth + 1))
-    return {"entries": entries}
+    first = await svc.files.list(sandbox_id, root, svc.settings.max_list_entries)
+    return StreamingResponse(
+        _list_dir_json(svc, sandbox_id, first, max(1, request.depth)), media_type="application/json"
+    )
+
+
+async def _list_dir_json(svc: Services, sandbox_id: str, first: BoundedListing, depth: int) -> AsyncIterator[bytes]:
+    budget = svc.settings.max_list_entries
+    pending: collections.deque[tuple[str, int]] = collections.deque()
+    listing: BoundedListing | None = first
+    level = 1
+    piece = bytearray(b'{"entries":[')
+    separator = b""
+    try:
+        while listing is not None and budget > 0:
+            async for info in listing.entries():
+                piece += separator + json.dumps(entry(info), separators=(",", ":")).encode()
+                separator = b","
+                budget -= 1
+                if info["type"] == "directory" and level < depth and len(pending) < MAX_PENDING_DIRECTORIES:
+                    pending.append((info["path"], level + 1))
+                if len(piece) >= 64 * 1024:
+                    yield bytes(piece)
+                    piece.clear()
+                if budget == 0:
+                    break
+            listing.close()
+            listing = None
+            while pending and listing is None and budget > 0:
+                directory, level = pending.popleft()
+                with contextlib.suppress(WorkspaceError):  # gone or replaced meanwhile: skipped
+                    listing = await svc.files.list(sandbox_id, directory, budget)
+    except WorkspaceError as exc:
+        log.warning("e2b ListDir cut short: %s", exc.message)
+    finally:
+        if listing is not None:
+            listing.close()
+    yield bytes(piece + b"]}")
 
 
 async def make_dir(http: Request, svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
@@ -350,7 +392,6 @@ async def close_stdin(http: Request, svc: Services, sandbox_id: str, body: bytes
 
 UNARY: dict[str, Unary] = {
     "filesystem.Filesystem/Stat": stat,
-    "filesystem.Filesystem/ListDir": list_dir,
     "filesystem.Filesystem/MakeDir": make_dir,
     "filesystem.Filesystem/Move": move,
     "filesystem.Filesystem/Remove": remove,
@@ -368,6 +409,7 @@ STREAMS: dict[str, Stream] = {
     "process.Process/Start": start,
     "process.Process/Connect": connect,
     "filesystem.Filesystem/WatchDir": watch_dir_stream,
+    "filesystem.Filesystem/ListDir": list_dir,
 }
 
 

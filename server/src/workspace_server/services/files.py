@@ -1,13 +1,14 @@
 """File operations, done by the agent from inside the sandbox's own root.
 
-Reads and writes stream through the agent link's flow-control window: the server never
-holds more than a window of a file, whatever its size."""
+Reads, writes and directory listings stream through the agent link's flow-control window:
+the server never holds more than a window of a file or a listing, whatever its size."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
+from workspace_server.agent_link.listing import DirectoryListing
 from workspace_server.domain.errors import WorkspaceError
 from workspace_server.domain.paths import sandbox_path
 from workspace_server.services.sandboxes import SandboxService
@@ -40,9 +41,10 @@ class FileService:
         path = sandbox_path(path)
         return await self.sandboxes.agent(sandbox_id).write(path, limited())
 
-    async def list(self, sandbox_id: str, path: str) -> list[dict[str, Any]]:
+    async def list(self, sandbox_id: str, path: str, max_entries: int) -> BoundedListing:
+        """Start listing; errors (not found, not a directory...) raise here, before any entry."""
         path = sandbox_path(path)
-        return await self.sandboxes.agent(sandbox_id).list_dir(path)
+        return BoundedListing(await self.sandboxes.agent(sandbox_id).list_dir(path), max_entries)
 
     async def stat(self, sandbox_id: str, path: str) -> dict[str, Any]:
         path = sandbox_path(path)
@@ -67,3 +69,28 @@ class FileService:
     async def copy(self, sandbox_id: str, source: str, destination: str, recursive: bool) -> dict[str, Any]:
         source, destination = sandbox_path(source, field="source"), sandbox_path(destination, field="destination")
         return await self.sandboxes.agent(sandbox_id).copy(source, destination, recursive)
+
+
+class BoundedListing:
+    """A directory's entries as they arrive (sorted by name), at most `max_entries` of them;
+    `truncated` says, once iterated, whether there were more."""
+
+    def __init__(self, listing: DirectoryListing, max_entries: int) -> None:
+        self._listing = listing
+        self._max_entries = max_entries
+        self.truncated = False
+
+    async def entries(self) -> AsyncIterator[dict[str, Any]]:
+        count = 0
+        try:
+            async for entry in self._listing.entries():
+                if count == self._max_entries:
+                    self.truncated = True
+                    return
+                count += 1
+                yield entry
+        finally:
+            self._listing.close()
+
+    def close(self) -> None:
+        self._listing.close()

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic_core import to_json
 
 from workspace_server.agent_link.client import (
     CommandExit,
@@ -43,12 +46,94 @@ class RunCommand:
     stdin: str | None = None
 
 
+class EncodedOutput:
+    """One stream of a `run`'s output, kept as the JSON string it is sent as.
+
+    Control bytes cost six bytes each in JSON (`\\u0001`) and a replacement character three,
+    so a bound on raw bytes does not bound the response: this one counts what is sent.
+    The text is decoded and encoded once, chunk by chunk, and never held as a `str`."""
+
+    def __init__(self, limit: int) -> None:
+        self._decoder = Utf8Stream()
+        self._limit = limit
+        self.json = bytearray(b'"')  # the JSON string literal, closed by `finish`
+        self.truncated = False
+        self._tail = bytearray()  # the last raw bytes, for a timeout's error details
+
+    def feed(self, data: bytes) -> None:
+        self._tail += data
+        if len(self._tail) > 2 * TIMEOUT_OUTPUT_TAIL:
+            del self._tail[:-TIMEOUT_OUTPUT_TAIL]
+        if not self.truncated:
+            self._append(self._decoder.feed(data))
+
+    def finish(self) -> bytearray:
+        """The complete JSON string literal (quotes included; not copied)."""
+        if not self.truncated:
+            self._append(self._decoder.flush())
+        self.json += b'"'
+        return self.json
+
+    def tail(self) -> str:
+        return decode(self._tail[-TIMEOUT_OUTPUT_TAIL:])
+
+    def _append(self, text: str) -> None:
+        if not text:
+            return
+        encoded = to_json(text)
+        room = self._limit - (len(self.json) - 1)
+        if len(encoded) - 2 > room:
+            encoded = _longest_prefix_encoding(text, room)
+            self.truncated = True
+        self.json += memoryview(encoded)[1:-1]
+
+
+def _longest_prefix_encoding(text: str, room: int) -> bytes:
+    """The JSON encoding of the longest prefix of `text` whose escaped body fits in `room`
+    bytes (never cutting an escape sequence or a character)."""
+    low, high = 0, min(len(text), room)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if len(to_json(text[:middle])) - 2 <= room:
+            low = middle
+        else:
+            high = middle - 1
+    return to_json(text[:low])
+
+
 @dataclass
 class CommandResult:
+    """A finished `run`: its output as JSON string literals, ready to send (EncodedOutput)."""
+
     exit_code: int
-    stdout: str
-    stderr: str
+    stdout_json: bytearray
+    stderr_json: bytearray
     pid: int
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+
+    @property
+    def stdout(self) -> str:
+        return str(json.loads(self.stdout_json))
+
+    @property
+    def stderr(self) -> str:
+        return str(json.loads(self.stderr_json))
+
+    def body(self) -> list[bytes | bytearray]:
+        """The response body (docs/api.md) in pieces, so the output is never copied whole."""
+        return [
+            b'{"exit_code":%d,"stdout":' % self.exit_code,
+            self.stdout_json,
+            b',"stderr":',
+            self.stderr_json,
+            b',"pid":%d,"stdout_truncated":%s,"stderr_truncated":%s}'
+            % (self.pid, _json_bool(self.stdout_truncated), _json_bool(self.stderr_truncated)),
+        ]
+
+
+def _json_bool(value: bool) -> bytes:
+    return b"true" if value else b"false"
 
 
 def base_environment(user: str | None, sandbox: Sandbox, pty: bool, image: ImageConfig | None = None) -> dict[str, str]:
@@ -154,9 +239,14 @@ class ProcessService:
         return stream, pid
 
     async def run(self, sandbox_id: str, command: RunCommand, max_output: int) -> CommandResult:
+        """Run to completion. Each stream keeps at most `max_output` bytes of its JSON
+        encoding (what the response carries); beyond, it is cut and marked truncated."""
         began = time.perf_counter()
         stream, pid = await self.start(sandbox_id, command)
-        outputs: dict[OutputName, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
+        outputs: dict[OutputName, EncodedOutput] = {
+            "stdout": EncodedOutput(max_output),
+            "stderr": EncodedOutput(max_output),
+        }
         out, err = outputs["stdout"], outputs["stderr"]
         self.sandboxes.activity.follow(sandbox_id)
         try:
@@ -165,15 +255,14 @@ class ProcessService:
                 while True:
                     event = await stream.next()
                     if isinstance(event, CommandOutput):
-                        kept = outputs[event.name]
-                        kept += event.data[: max(0, max_output - len(kept))]
+                        outputs[event.name].feed(event.data)
                     elif isinstance(event, CommandFailed):
                         raise event.error
                     elif isinstance(event, CommandExit):
                         if event.timed_out:
                             raise timeout_error(command.timeout, out, err)
                         self.sandboxes.metrics.exec_seconds.observe(time.perf_counter() - began)
-                        return CommandResult(event.code, decode(out), decode(err), pid)
+                        return CommandResult(event.code, out.finish(), err.finish(), pid, out.truncated, err.truncated)
                     else:
                         raise AgentNotConnected(sandbox_id, "the agent ended the command without an exit status")
         except TimeoutError:
@@ -245,12 +334,12 @@ class ProcessService:
         ]
 
 
-def timeout_error(timeout: float | None, out: bytearray, err: bytearray) -> ProcessTimeout:
+def timeout_error(timeout: float | None, out: EncodedOutput, err: EncodedOutput) -> ProcessTimeout:
     return ProcessTimeout(
         f"command timed out after {timeout} s and was killed",
         timeout=timeout,
-        stdout=decode(out[-TIMEOUT_OUTPUT_TAIL:]),
-        stderr=decode(err[-TIMEOUT_OUTPUT_TAIL:]),
+        stdout=out.tail(),
+        stderr=err.tail(),
     )
 
 

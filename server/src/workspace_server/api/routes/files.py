@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from pydantic_core import to_json
 
 from workspace_server.api.deps import Services, services
 from workspace_server.api.errors import ERROR_RESPONSES
@@ -17,7 +19,10 @@ from workspace_server.api.schemas import (
     MkdirBody,
     MoveBody,
 )
+from workspace_server.domain.errors import WorkspaceError
+from workspace_server.services.files import BoundedListing
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/sandboxes/{sandbox_id}/files", tags=["files"], responses=ERROR_RESPONSES)
 PathQuery = Annotated[str, Query(min_length=1, max_length=4096, description="Absolute path inside the sandbox")]
 
@@ -64,8 +69,38 @@ async def remove_file(
 
 
 @router.get("/list", response_model=FileList)
-async def list_files(sandbox_id: str, path: PathQuery, svc: Annotated[Services, Depends(services)]) -> FileList:
-    return FileList(files=[FileInfoBody(**f) for f in await svc.files.list(sandbox_id, path)])
+async def list_files(sandbox_id: str, path: PathQuery, svc: Annotated[Services, Depends(services)]) -> Response:
+    listing = await svc.files.list(sandbox_id, path, svc.settings.max_list_entries)
+    return StreamingResponse(file_list_json(listing), media_type="application/json")
+
+
+LIST_PIECE = 64 * 1024
+
+
+async def file_list_json(listing: BoundedListing) -> AsyncIterator[bytes]:
+    """The FileList document, entry by entry as the agent sends them (flow-controlled end to
+    end: a slow client holds up the agent, not the server's memory). A listing that fails
+    once the response has begun still ends as valid JSON: `truncated` and the `error`."""
+    piece = bytearray(b'{"files":[')
+    separator = b""
+    error: dict[str, str] | None = None
+    try:
+        async for entry in listing.entries():
+            piece += separator
+            piece += to_json(entry)
+            separator = b","
+            if len(piece) >= LIST_PIECE:
+                yield bytes(piece)
+                piece.clear()
+    except WorkspaceError as exc:
+        log.warning("directory listing cut short: %s", exc.message)
+        error = {"code": exc.code, "message": exc.message}
+    finally:
+        listing.close()
+    piece += b'],"truncated":' + (b"true" if listing.truncated or error else b"false")
+    if error is not None:
+        piece += b',"error":' + to_json(error)
+    yield bytes(piece + b"}")
 
 
 @router.get("/stat", response_model=FileInfoBody)
