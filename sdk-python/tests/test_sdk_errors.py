@@ -17,6 +17,10 @@ from workspace_sdk import (
     ERROR_CODE_TABLE,
     AgentNotConnectedError,
     AuthenticationError,
+    BuildCancelledError,
+    BuildFailedError,
+    BuildNotFoundError,
+    BuildTimeoutError,
     CommandNotFoundError,
     FileExistsError,
     FileNotFoundError,
@@ -67,6 +71,10 @@ DOCUMENTED: dict[str, tuple[int, type[WorkspaceError]]] = {
     "TEMPLATE_IN_USE": (409, TemplateInUseError),
     "INVALID_IMAGE": (400, InvalidImageError),
     "IMAGE_TOO_LARGE": (413, WorkspaceError),
+    "BUILD_NOT_FOUND": (404, BuildNotFoundError),
+    "BUILD_FAILED": (422, BuildFailedError),
+    "BUILD_TIMEOUT": (408, BuildTimeoutError),
+    "BUILD_CANCELLED": (409, BuildCancelledError),
     "FILE_EXISTS": (409, FileExistsError),
     "TAG_IN_USE": (409, TagInUseError),
     "STDIN_CLOSED": (409, StdinClosedError),
@@ -156,6 +164,9 @@ def test_details_and_attributes() -> None:
         ("AGENT_NOT_CONNECTED", {"sandbox_id": "sbx-2"}, "sandbox_id", "sbx-2"),
         ("SANDBOX_NOT_RUNNING", {"sandbox_id": "s", "state": "stopped"}, "state", "stopped"),
         ("INVALID_REQUEST", {"errors": [{"loc": "x"}]}, "errors", [{"loc": "x"}]),
+        ("BUILD_NOT_FOUND", {"build_id": "bld-1"}, "build_id", "bld-1"),
+        ("BUILD_FAILED", {"build_id": "bld-2", "step": 3, "line": 7, "exit_code": 2}, "exit_code", 2),
+        ("BUILD_TIMEOUT", {"build_id": "bld-3", "step": 1, "line": 4}, "line", 4),
     ]
     for code, details, attribute, value in cases:
         error = error_from_response(400, envelope_body(code, **details))

@@ -42,6 +42,10 @@ SEED_NAMES = [
 
 DOCS_EXCEPTIONS = [
     "InvalidImageError",
+    "BuildNotFoundError",
+    "BuildFailedError",
+    "BuildTimeoutError",
+    "BuildCancelledError",
     "InvalidRequestError",
     "CommandNotFoundError",
     "AuthenticationError",

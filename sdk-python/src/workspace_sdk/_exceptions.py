@@ -184,6 +184,47 @@ class InvalidImageError(WorkspaceError):
         return _optional_str(self._detail("reason"))
 
 
+class BuildNotFoundError(WorkspaceError):
+    """No build of this id (finished builds' records are kept until deleted, the last 200)."""
+
+    @property
+    def build_id(self) -> str | None:
+        return _optional_str(self._detail("build_id"))
+
+
+class BuildFailedError(WorkspaceError):
+    """A template build ended in error. ``step`` and ``line`` name the failing step (0-based
+    index, Containerfile line), ``exit_code`` a failing RUN's status; the build's log is at
+    ``GET /builds/{build_id}/logs``."""
+
+    @property
+    def build_id(self) -> str | None:
+        return _optional_str(self._detail("build_id"))
+
+    @property
+    def step(self) -> int | None:
+        value = self._detail("step")
+        return value if isinstance(value, int) else None
+
+    @property
+    def line(self) -> int | None:
+        value = self._detail("line")
+        return value if isinstance(value, int) else None
+
+    @property
+    def exit_code(self) -> int | None:
+        value = self._detail("exit_code")
+        return value if isinstance(value, int) else None
+
+
+class BuildTimeoutError(BuildFailedError):
+    """The build went past its time limit (``timeout``); its step sandbox was deleted."""
+
+
+class BuildCancelledError(BuildFailedError):
+    """The build was cancelled (deleted while building, or cut by a server restart)."""
+
+
 class FileNotFoundError(WorkspaceError, builtins.FileNotFoundError):
     """The path does not exist in the sandbox (also a builtin ``FileNotFoundError``)."""
 
@@ -367,6 +408,10 @@ ERROR_CODE_TABLE: Mapping[str, type[WorkspaceError]] = MappingProxyType(
         "TEMPLATE_IN_USE": TemplateInUseError,
         "INVALID_IMAGE": InvalidImageError,
         "IMAGE_TOO_LARGE": WorkspaceError,
+        "BUILD_NOT_FOUND": BuildNotFoundError,
+        "BUILD_FAILED": BuildFailedError,
+        "BUILD_TIMEOUT": BuildTimeoutError,
+        "BUILD_CANCELLED": BuildCancelledError,
         "FILE_EXISTS": FileExistsError,
         "TAG_IN_USE": TagInUseError,
         "STDIN_CLOSED": StdinClosedError,

@@ -28,6 +28,7 @@ DUMMIES = {
     "pty_id": "pty-0000",
     "name": "busybox:latest",
     "port": "8000",
+    "build_id": "bld-0000000000000000",
 }
 EXTRA_PATHS = [
     "/openapi.json",

@@ -94,6 +94,7 @@ class Agent:
             ops.COPY: files.op_copy,
             ops.READ: files.op_read,
             ops.WRITE: files.op_write,
+            ops.UNPACK: op_unpack,
         }
 
     def start_operation(self, stream: Stream, request: Dict[str, Any]) -> None:
@@ -118,6 +119,12 @@ class Agent:
 
     def op_hello(self, stream: Stream, request: Dict[str, Any]) -> None:
         stream.finish(ops.ok(version=wire.PROTOCOL_VERSION, pid=os.getpid()))
+
+
+def op_unpack(stream: Stream, request: Dict[str, Any]) -> None:
+    from .unpack import op_unpack as unpack  # tarfile: loaded by the first build step that copies
+
+    unpack(stream, request)
 
 
 def op_watch(stream: Stream, request: Dict[str, Any]) -> None:

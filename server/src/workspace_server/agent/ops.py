@@ -36,6 +36,7 @@ MOVE = "move"  # -> ok(info)
 COPY = "copy"  # -> ok(info)
 READ = "read"  # -> ok(size), data frames (OUT), then end()
 WRITE = "write"  # -> ready(), data frames (IN) from the host, its eof, then ok(info)
+UNPACK = "unpack"  # -> ready(), a tar as data frames (IN) from the host, its eof, then ok(entries)
 # Background processes (agent/background.py); `target` is a pid (int) or a tag (str).
 START = "start"  # -> ok(process)
 PROCESS = "process"  # -> ok(process)
@@ -136,6 +137,10 @@ def read(path: str) -> Message:
 
 def write(path: str) -> Message:
     return {"op": WRITE, "path": path}
+
+
+def unpack(path: str) -> Message:
+    return {"op": UNPACK, "path": path}
 
 
 def start(

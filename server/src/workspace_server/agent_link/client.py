@@ -256,3 +256,25 @@ class SandboxAgent:
             return dict(answer["info"])
         finally:
             stream.close()  # before eof this makes the agent discard the partial file
+
+    async def unpack(self, path: str, chunks: AsyncIterable[bytes]) -> int:
+        """Unpack a tar (from `chunks`) at `path` as root, owners and modes as it says (a
+        build's COPY); the count of entries."""
+        stream = await self._open(ops.unpack(path))
+        try:
+            with self._mapped("the sandbox agent disconnected while unpacking"):
+                await stream.recv_message()  # "ready", or the error that says why not
+                try:
+                    async for chunk in chunks:
+                        if chunk:
+                            await stream.send_data(chunk)
+                    await stream.send_message(ops.eof())
+                except StreamEnded:
+                    pass  # the agent stopped (a bad entry, disk full): its answer says why
+                answer = await stream.recv_message()
+            if answer.get("type") != ops.OK:
+                raise WorkspaceError("the agent ended the unpack early", code="INTERNAL")
+            return int(answer.get("entries", 0))
+        finally:
+            stream.close()
+

@@ -13,7 +13,7 @@ from workspace_server.api.deps import Services
 from workspace_server.api.errors import install_error_handlers
 from workspace_server.api.middleware import GuardMiddleware
 from workspace_server.api.previews import PortPathProxy, PreviewHosts
-from workspace_server.api.routes import files, health, lifecycle, ports, processes, pty, sandboxes, templates
+from workspace_server.api.routes import builds, files, health, lifecycle, ports, processes, pty, sandboxes, templates
 from workspace_server.api.sessions import SessionStore
 from workspace_server.config import Settings
 from workspace_server.console import routes as console
@@ -26,6 +26,7 @@ from workspace_server.metrics import Metrics
 from workspace_server.nfs.exports import NfsExports
 from workspace_server.runtimes.base import Runtime
 from workspace_server.services.background import BackgroundProcessService
+from workspace_server.services.builds import BuildService
 from workspace_server.services.files import FileService
 from workspace_server.services.lifecycle import LifecycleService
 from workspace_server.services.ports import PortService, PreviewSite, load_preview_key
@@ -35,6 +36,7 @@ from workspace_server.services.sandboxes import SandboxService
 from workspace_server.services.templates import TemplateService
 from workspace_server.services.watches import WatchService
 from workspace_server.store.sqlite import SandboxStore
+from workspace_server.templates.build_store import BuildStore
 from workspace_server.templates.store import TemplateStore
 
 log = logging.getLogger("workspace")
@@ -82,6 +84,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None, checked: bool
             layers_in_use=chosen.layers_in_use,
             on_changed=sandbox_service.pool_template_changed,
         )
+        build_service = BuildService(template_service, sandbox_service, BuildStore(template_store.root / "builds"))
         metrics.track_states(sandbox_service.counts_by_state)
         lifecycle_service = LifecycleService(sandbox_service)
         process_service = ProcessService(sandbox_service, lifecycle_service)
@@ -95,6 +98,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None, checked: bool
             ptys=PtyService(sandbox_service, process_service),
             watches=WatchService(sandbox_service),
             templates=template_service,
+            builds=build_service,
             ports=PortService(
                 sandbox_service,
                 lifecycle_service,
@@ -115,6 +119,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None, checked: bool
             if exports is not None:
                 await exports.close()
             raise
+        await build_service.start()
         lifecycle_service.start_background()
         log.info(
             "runtime=%s data_dir=%s templates=%s pool_size=%d",
@@ -129,6 +134,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None, checked: bool
         try:
             yield
         finally:
+            await build_service.shutdown()
             await sandbox_service.shutdown()
             if exports is not None:
                 await exports.close()
@@ -144,7 +150,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None, checked: bool
     sessions = SessionStore(settings.session_seconds)
     app.state.settings = settings
     app.state.sessions = sessions
-    for module in (health, sandboxes, templates, lifecycle, processes, files, pty, ports):
+    for module in (health, sandboxes, templates, builds, lifecycle, processes, files, pty, ports):
         app.include_router(module.router)
     app.include_router(pty.socket_router)
     app.include_router(ports.socket_router)

@@ -9,6 +9,7 @@ from starlette.requests import HTTPConnection
 from workspace_server.config import Settings
 from workspace_server.metrics import Metrics
 from workspace_server.services.background import BackgroundProcessService
+from workspace_server.services.builds import BuildService
 from workspace_server.services.files import FileService
 from workspace_server.services.lifecycle import LifecycleService
 from workspace_server.services.ports import PortService
@@ -30,6 +31,7 @@ class Services:
     ptys: PtyService
     watches: WatchService
     templates: TemplateService
+    builds: BuildService
     ports: PortService
     metrics: Metrics
 

@@ -24,6 +24,7 @@ MAX_HEADER_BYTES = 32 * 1024
 UPLOAD_PATH = re.compile(r"^/api/v1/sandboxes/[^/]+/files$")
 STDIN_PATH = re.compile(r"^/api/v1/sandboxes/[^/]+/processes/[^/]+/stdin$")  # streamed like an upload
 IMPORT_PATH = "/api/v1/templates/import"
+BUILD_PATH = "/api/v1/templates/build"  # the build context, streamed like an import
 PORT_PROXY_PATH = re.compile(r"^/api/v1/sandboxes/[^/]+/ports/[0-9]+(/.*)?$")  # any body, streamed to the sandbox
 SANDBOX_PATH = re.compile(r"^/api/v1/sandboxes/([^/]+)")
 # E2B's envd data plane authenticates each sandbox's calls with its own X-Access-Token (checked
@@ -186,7 +187,7 @@ class GuardMiddleware:
         streamed = (
             (UPLOAD_PATH.match(path) and scope.get("method") == "PUT")
             or (STDIN_PATH.match(path) and scope.get("method") == "POST")
-            or (path == IMPORT_PATH and scope.get("method") == "POST")
+            or (path in (IMPORT_PATH, BUILD_PATH) and scope.get("method") == "POST")
             or PORT_PROXY_PATH.match(path)
             or (path == E2B_UPLOAD_PATH and scope.get("method") == "POST")
         )

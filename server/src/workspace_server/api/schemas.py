@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from workspace_server.domain.builds import Build
 from workspace_server.domain.models import OnTimeout, Sandbox, SandboxState, Template
 
 ShortText = Annotated[str, StringConstraints(max_length=256)]
@@ -153,6 +155,7 @@ class TemplateBody(BaseModel):
     env: dict[str, str] = Field(default_factory=dict, description="The image's Env: defaults for every command")
     working_dir: str | None = Field(None, description="The image's WorkingDir: commands' default cwd")
     user: str | None = Field(None, description="The image's User (commands still run as `user` unless asked)")
+    labels: dict[str, str] = Field(default_factory=dict, description="The LABELs of a built template")
 
     @classmethod
     def of(cls, template: Template) -> TemplateBody:
@@ -167,11 +170,56 @@ class TemplateBody(BaseModel):
             env=dict(template.config.env),
             working_dir=template.config.working_dir,
             user=template.config.user,
+            labels=dict(template.labels),
         )
 
 
 class TemplateList(BaseModel):
     templates: list[TemplateBody]
+
+
+class BuildStepBody(BaseModel):
+    index: int = Field(description="0-based, in the order of the Containerfile (FROM excluded)")
+    line: int = Field(description="The Containerfile line the instruction starts on (1-based)")
+    instruction: str = Field(description="As written")
+    kind: Literal["config", "run", "copy"] = Field(
+        description="config: ENV, ARG, WORKDIR, USER, LABEL (no sandbox); run: RUN; copy: COPY, ADD"
+    )
+    state: Literal["pending", "running", "done", "error"]
+    cached: bool | None = Field(None, description="run/copy steps: true if the layer came from the step cache")
+    layer: str | None = Field(None, description="The step's layer digest, once made")
+    exit_code: int | None = Field(None, description="RUN steps: the command's exit code")
+    seconds: float | None = None
+
+
+class BuildErrorBody(BaseModel):
+    code: str = Field(description="BUILD_FAILED, BUILD_TIMEOUT, BUILD_CANCELLED, or another error code")
+    message: str
+    step: int | None = Field(None, description="The failing step's index")
+    line: int | None = Field(None, description="The failing step's Containerfile line")
+    exit_code: int | None = Field(None, description="A failing RUN's exit code")
+
+
+class BuildBody(BaseModel):
+    id: str
+    template: str = Field(description="The name:tag the build makes")
+    base: str = Field(description="The FROM template")
+    state: Literal["building", "ready", "error"]
+    created_at: str
+    updated_at: str
+    steps: list[BuildStepBody]
+    error: BuildErrorBody | None = None
+    digest: str | None = Field(None, description="The template's digest, once ready")
+    log_bytes: int = Field(0, description="Bytes of log so far (GET .../logs?offset= reads from any of them)")
+    sandbox_id: str | None = Field(None, description="The sandbox running the current step")
+
+    @classmethod
+    def of(cls, build: Build) -> BuildBody:
+        return cls.model_validate(asdict(build))
+
+
+class BuildList(BaseModel):
+    builds: list[BuildBody]
 
 
 class SnapshotBody(StrictModel):

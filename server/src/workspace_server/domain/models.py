@@ -91,6 +91,7 @@ class Template:
     created_at: str | None = None
     source: str = "builtin"  # builtin | imported | built | snapshot | bootstrap
     config: ImageConfig = field(default_factory=ImageConfig)
+    labels: dict[str, str] = field(default_factory=dict)  # a build's LABELs
 
     @property
     def is_image(self) -> bool:

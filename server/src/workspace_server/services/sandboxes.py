@@ -26,7 +26,15 @@ from workspace_server.domain.errors import (
     ShuttingDown,
     WorkspaceError,
 )
-from workspace_server.domain.models import ImageConfig, OnTimeout, ResourceLimits, Sandbox, SandboxState, new_sandbox_id
+from workspace_server.domain.models import (
+    ImageConfig,
+    OnTimeout,
+    ResourceLimits,
+    Sandbox,
+    SandboxState,
+    Template,
+    new_sandbox_id,
+)
 from workspace_server.domain.templates import TemplateRegistry
 from workspace_server.logs import request_id_var, sandbox_id_var
 from workspace_server.metrics import Metrics
@@ -240,10 +248,12 @@ class SandboxService:
         if live >= self.settings.max_sandboxes:
             raise ResourceExhausted(f"the server already runs {live} sandboxes (max_sandboxes)")
 
-    async def create(self, request: CreateRequest) -> Sandbox:
+    async def create(self, request: CreateRequest, *, image: Template | None = None) -> Sandbox:
+        """`image`: boot on these layers and config instead of the named template's (a build
+        step's intermediate image, recorded under its base template's name); never pooled."""
         if self._closing:
             raise ShuttingDown("the server is shutting down")
-        template = self.templates.get(request.template)
+        template = image if image is not None else self.templates.get(request.template)
         limits = self.limits(cpu=request.cpu, memory_mb=request.memory_mb, pids=request.pids, disk_mb=request.disk_mb)
         network = bool(request.network)
         if request.timeout is not None and request.timeout <= 0:
@@ -270,7 +280,7 @@ class SandboxService:
             auto_resume=request.auto_resume if request.auto_resume is not None else True,
         )
         warm = None
-        if self.pool.serves(limits, network):
+        if image is None and self.pool.serves(limits, network):
             self._claims_in_flight += 1  # counted while a claim's limits are rewritten (no record yet)
             try:
                 warm = await self.pool.claim(template.name, limits, network)
@@ -280,7 +290,7 @@ class SandboxService:
             record = replace(record, id=warm.sandbox_id, host_pid=warm.host_pid)
             self._adopt(record, warm.agent)
         else:
-            record = await self._start_cold(replace(record, id=new_sandbox_id()), template.name)
+            record = await self._start_cold(replace(record, id=new_sandbox_id()), template)
         try:
             record = self._mark_running(record)
         except WorkspaceError:  # the state could not be stored: nobody may be left holding it
@@ -296,10 +306,10 @@ class SandboxService:
         self.metrics.create_seconds.labels(source="pool" if warm else "cold").observe(time.perf_counter() - started)
         return self._with_nfs_url(record)
 
-    async def _start_cold(self, record: Sandbox, template_name: str) -> Sandbox:
+    async def _start_cold(self, record: Sandbox, template: Template) -> Sandbox:
         self.store.put(record)
         self._records[record.id] = record
-        spec = SandboxSpec(record.id, self.templates.get(template_name), record.limits, record.network)
+        spec = SandboxSpec(record.id, template, record.limits, record.network)
         try:
             started = await self.runtime.start(spec)
             agent = await self._connect(record.id, started.agent_address, self.settings.agent_connect_timeout)

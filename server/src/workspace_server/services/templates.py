@@ -78,7 +78,7 @@ class TemplateService:
         async with self._imports:
             with self.store.scratch() as work, self.store.pins() as pin:
                 archive = work / "upload.tar"
-                await self._receive(body, archive)
+                await self.receive(body, archive)
                 image = await asyncio.to_thread(
                     importer.import_archive, archive, self.store, work, self.max_image_bytes, pin
                 )
@@ -99,7 +99,8 @@ class TemplateService:
         log.info("imported template %s (%s, %d layers, %d bytes)", name, image.digest, len(image.layers), image.size)
         return template
 
-    async def _receive(self, body: AsyncIterator[bytes], target: Path) -> None:
+    async def receive(self, body: AsyncIterator[bytes], target: Path, what: str = "an image archive") -> None:
+        """The request body into `target`, at most the maximum image size."""
         received = 0
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb", buffering=0) as out:
@@ -109,7 +110,7 @@ class TemplateService:
                     raise ImageTooLarge(f"the upload exceeds the maximum image size of {self.max_image_bytes} bytes")
                 out.write(chunk)  # into the page cache: microseconds per chunk
         if received == 0:
-            raise InvalidRequest("the request body is empty: send an image archive", field="body")
+            raise InvalidRequest(f"the request body is empty: send {what}", field="body")
 
     async def snapshot(
         self,
@@ -144,7 +145,7 @@ class TemplateService:
                 finally:
                     if not was_frozen:
                         await runtime.thaw(sandbox_id)
-                layer = await asyncio.to_thread(self._store_layer, changes, work / "layer", pin)
+                layer = await asyncio.to_thread(self.store_layer, changes, work / "layer", pin)
                 layers = (*parent.layers, layer.diff_id)
                 template = Template(
                     name=name,
@@ -161,7 +162,7 @@ class TemplateService:
         log.info("snapshot of %s saved as template %s (%d bytes changed)", sandbox_id, name, layer.size)
         return template
 
-    def _store_layer(self, tar: Path, unpacked: Path, pin: Callable[[str], None]) -> layers.UnpackedLayer:
+    def store_layer(self, tar: Path, unpacked: Path, pin: Callable[[str], None]) -> layers.UnpackedLayer:
         """Unpack a layer tar into the store (checked like any archive: it came from a sandbox)."""
         unpacked.mkdir()
         with open(tar, "rb") as stream:
@@ -169,6 +170,12 @@ class TemplateService:
         pin(layer.diff_id)
         self.store.commit_layer(unpacked, layer.diff_id, layer.size)
         return layer
+
+    def store_template(self, template: Template, *, replace: bool) -> None:
+        """Record a template whose layers are in the store (a build's result)."""
+        self.store.put(template, replace=replace)
+        self._on_changed(template.name)
+        log.info("built template %s (%s, %d layers)", template.name, template.digest, len(template.layers))
 
     async def delete(self, reference: str) -> None:
         template = self.registry.get(reference)

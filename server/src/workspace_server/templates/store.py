@@ -181,4 +181,5 @@ def _decode(data: dict[str, Any]) -> Template:
             working_dir=config.get("working_dir"),
             user=config.get("user"),
         ),
+        labels={str(k): str(v) for k, v in (data.get("labels") or {}).items()},
     )
