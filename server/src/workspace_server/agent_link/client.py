@@ -277,4 +277,3 @@ class SandboxAgent:
             return int(answer.get("entries", 0))
         finally:
             stream.close()
-
