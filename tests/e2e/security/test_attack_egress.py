@@ -64,9 +64,12 @@ def host_addresses() -> list[str]:
     return sorted(a for a in found if not ipaddress.IPv4Address(a).is_loopback)
 
 
-@pytest.fixture
-def networked(api: httpx.Client) -> Iterator[dict[str, Any]]:
-    sandbox = create_sandbox(api, network=True)
+# A create with network claims a warm pool sandbox (its filter was loaded while it waited,
+# and is reloaded if the host's networks changed since: the peer below adds one), unless it
+# asks for another disk size, which starts a sandbox with its filter.
+@pytest.fixture(params=[{}, {"disk_mb": 1000}], ids=["warm-pool", "cold"])
+def networked(api: httpx.Client, request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    sandbox = create_sandbox(api, network=True, **request.param)
     yield sandbox
     delete_sandbox(api, sandbox["id"])
 

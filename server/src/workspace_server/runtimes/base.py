@@ -19,6 +19,9 @@ class SandboxSpec:
     # Boot on the disk the sandbox already has (a start after stop, a fork's copy) instead
     # of a new empty one.
     existing_disk: bool = False
+    # Load the egress filter even without network, so that network can be attached fast
+    # later (a warm pool sandbox); it lets loopback through, so it changes nothing until then.
+    egress_filter: bool = False
 
 
 @dataclass(frozen=True)

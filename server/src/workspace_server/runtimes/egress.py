@@ -123,13 +123,26 @@ async def restrict(bundle: Path, host_pid: int, allowed: Sequence[IPv4Network]) 
     """Load the ruleset into the network namespace of the sandbox whose init is `host_pid`.
 
     Called before slirp4netns starts, so no packet ever leaves unfiltered. The rules are
-    kept in the bundle (for the operator to read); nft applies the file atomically."""
+    kept in the bundle (for the operator to read) once they are loaded; nft applies the
+    file atomically, replacing an older ruleset of ours. A warm pool sandbox has them
+    loaded while it waits: a claim with network then only checks that the host's
+    networks did not change meanwhile (one `ip`, no `nft`)."""
     if shutil.which("nft") is None:
         raise RuntimeFailure(
             "network=true needs nftables to keep sandboxes off the host's networks: install Debian's nftables package"
         )
+    wanted = ruleset(await host_networks(), allowed)
     rules = bundle / RULES_FILE
-    rules.write_text(ruleset(await host_networks(), allowed))
-    code, out = await run_host_command("nsenter", f"--net=/proc/{host_pid}/ns/net", "nft", "-f", str(rules))
+    try:
+        if rules.read_text() == wanted:
+            return  # loaded already, and still right
+    except FileNotFoundError:
+        pass
+    loading = bundle / (RULES_FILE + ".loading")
+    # Declaring the table first makes the delete valid whether or not it exists yet.
+    loading.write_text(f"table inet {TABLE} {{}}\ndelete table inet {TABLE}\n" + wanted)
+    code, out = await run_host_command("nsenter", f"--net=/proc/{host_pid}/ns/net", "nft", "-f", str(loading))
     if code != 0:
         raise RuntimeFailure(f"could not restrict the sandbox's network (nftables): {out}")
+    rules.write_text(wanted)
+    loading.unlink()

@@ -384,8 +384,9 @@ class RuncRuntime(RuncLifecycle):
             if code != 0:
                 raise RuntimeFailure(f"runc could not start the sandbox: {tail.decode(errors='replace').strip()}")
             host_pid = int(pid_file.read_text().strip())
-            if spec.network:
+            if spec.network or spec.egress_filter:
                 await egress.restrict(bundle, host_pid, self.network_allow)  # before any packet can leave
+            if spec.network:
                 await self._start_network(bundle, host_pid)
         except BaseException:
             # A failed boot on a kept disk keeps the disk: its files are the user's.

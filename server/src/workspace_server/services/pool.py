@@ -185,7 +185,9 @@ class WarmPool:
 
     async def _start_one(self, template: Template) -> Warm | None:
         sandbox_id = new_sandbox_id()
-        spec = SandboxSpec(sandbox_id, template, self.settings.default_limits, False)
+        spec = SandboxSpec(
+            sandbox_id, template, self.settings.default_limits, False, egress_filter=self.runtime.attachable_network
+        )
         try:
             started = await self.runtime.start(spec)
             agent = await SandboxAgent.connect(sandbox_id, started.agent_address, self.settings.agent_connect_timeout)
