@@ -72,6 +72,8 @@ PROCESS_AND_WATCH_NAMES = [
     "FileWatchEventType",
     "PortForward",
     "AsyncPortForward",
+    "Build",
+    "BuildStep",
 ]
 
 

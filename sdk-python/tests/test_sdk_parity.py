@@ -149,3 +149,21 @@ def test_client_constructor_seed_signature() -> None:
         assert [p.name for p in parameters[:3]] == ["api_url", "api_key", "timeout"]
         assert [p.default for p in parameters[:3]] == [None, None, 60.0]
         assert parameters[0].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+
+
+def test_build_helpers_match() -> None:
+    """The module-level helpers of a build (`_async/build.py`) have their sync twins."""
+    from workspace_sdk._async import build as async_build
+    from workspace_sdk._sync import build as sync_build
+
+    def functions(module: ModuleType) -> dict[str, Any]:
+        return {
+            name: member
+            for name, member in inspect.getmembers(module, inspect.isfunction)
+            if member.__module__ == module.__name__
+        }
+
+    async_functions, sync_functions = functions(async_build), functions(sync_build)
+    assert {sync_name(name) for name in async_functions} == set(sync_functions)
+    for name, function in async_functions.items():
+        assert sync_name(str(inspect.signature(function))) == str(inspect.signature(sync_functions[sync_name(name)]))

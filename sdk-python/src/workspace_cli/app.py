@@ -7,7 +7,6 @@ Each verb accepts ``--json`` (machine-readable output on stdout) and reports fai
 from __future__ import annotations
 
 import functools
-import pathlib
 import signal as signals
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -505,75 +504,6 @@ def set_timeout(
         sys.stdout.write(f"{sandbox.id} expires {sandbox.expires_at or 'when it runs again'}\n")
 
 
-@verb(template_app.command("ls"))
-def list_templates(json_output: JsonOption = False) -> None:
-    """List templates."""
-    with client() as api:
-        templates = api.template.list()
-    if json_output:
-        print_json(templates)
-        return
-    print_table(["NAME", "DESCRIPTION"], ([t.name, t.description or ""] for t in templates), "no templates")
-
-
-@verb(template_app.command("inspect"))
-def inspect_template(
-    name: Annotated[str, typer.Argument(help="name[:tag]", show_default=False)], json_output: JsonOption = False
-) -> None:
-    """Show one template (digest, layers, size, the image's defaults)."""
-    with client() as api:
-        template = api.template.get(name)
-    if json_output:
-        print_json(template)
-        return
-    from workspace_cli.output import human_bytes
-
-    print_fields(
-        [
-            ("name", template.name),
-            ("description", template.description or "-"),
-            ("source", template.source or "built-in"),
-            ("digest", template.digest or "-"),
-            ("layers", str(len(template.layers))),
-            ("size", human_bytes(template.size) if template.size else "-"),
-            ("created", template.created_at or "-"),
-            ("env", " ".join(f"{k}={v}" for k, v in template.env.items()) or "-"),
-            ("working dir", template.working_dir or "-"),
-            ("user", template.user or "-"),
-        ]
-    )
-
-
-@verb(template_app.command("import"))
-def import_template(
-    name: Annotated[str, typer.Argument(help="name[:tag] to create", show_default=False)],
-    archive: Annotated[str, typer.Argument(help="docker/podman save or OCI archive, or OCI layout dir")],
-    replace: Annotated[bool, typer.Option(help="Replace a template of that name")] = False,
-    description: Annotated[str, typer.Option(help="Shown by template ls")] = "",
-    json_output: JsonOption = False,
-) -> None:
-    """Import an image archive as a template, streamed (a progress bar on a terminal)."""
-    from workspace_cli.transfer import upload_progress
-
-    with client() as api, upload_progress(archive, enabled=not json_output) as source:
-        template = api.template.import_image(name, source, replace=replace, description=description)
-    if json_output:
-        print_json(template)
-    else:
-        sys.stdout.write(template.name + "\n")
-
-
-@verb(template_app.command("rm"))
-def remove_template(
-    name: Annotated[str, typer.Argument(help="name[:tag]", show_default=False)], json_output: JsonOption = False
-) -> None:
-    """Delete an image template (refused while sandboxes use it)."""
-    with client() as api:
-        api.template.delete(name)
-    if json_output:
-        print_json({"removed": name})
-
-
 @verb(app.command())
 def snapshot(
     sandbox_id: SandboxId,
@@ -591,39 +521,8 @@ def snapshot(
         sys.stdout.write(template.name + "\n")
 
 
-@verb(template_app.command("bootstrap"))
-def bootstrap_template(
-    suite: Annotated[str, typer.Argument(help="debian:SUITE, e.g. debian:bookworm", show_default=False)],
-    name: Annotated[str | None, typer.Option("--name", help="Template name [the argument]")] = None,
-    mirror: Annotated[str | None, typer.Option("--mirror", help="Debian mirror [this machine's apt mirror]")] = None,
-    variant: Annotated[str, typer.Option("--variant", help="mmdebstrap variant")] = "minbase",
-    replace: Annotated[bool, typer.Option("--replace", help="Replace a template of that name")] = False,
-    json_output: JsonOption = False,
-) -> None:
-    """Build a minimal Debian base with mmdebstrap (on this machine) and import it."""
-    from workspace_cli import bootstrap
-
-    distribution, _, release = suite.partition(":")
-    if distribution != "debian" or not release:
-        raise typer.BadParameter("give debian:SUITE, e.g. debian:bookworm", param_hint="SUITE")
-    chosen_mirror = mirror or bootstrap.host_mirror()
-    with bootstrap.scratch_dir() as work:
-        try:
-            archive = bootstrap.bootstrap_archive(release, pathlib.Path(work), chosen_mirror, variant)
-        except RuntimeError as exc:
-            raise typer.BadParameter(str(exc)) from None
-        with client() as api:
-            template = api.template.import_image(
-                name or suite,
-                archive,
-                replace=replace,
-                description=f"mmdebstrap {variant} {release} from {chosen_mirror}",
-            )
-    if json_output:
-        print_json(template)
-    else:
-        sys.stdout.write(f"{template.name} {template.digest} ({template.size} bytes)\n")
-
+# The template verbs live in their own module; importing it registers them on template_app.
+from workspace_cli import templates as _template_verbs  # noqa: E402,F401
 
 # --- entry point -------------------------------------------------------------------------
 

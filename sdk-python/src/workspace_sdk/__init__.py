@@ -50,6 +50,8 @@ from ._sync.pty import PtyHandle
 from ._version import __version__
 from .types import (
     AsyncFileContent,
+    Build,
+    BuildStep,
     CommandResult,
     CreateSandboxParams,
     DroppedEvent,
@@ -88,9 +90,11 @@ __all__ = [
     "AsyncPtyHandle",
     "AsyncWorkspaceClient",
     "AuthenticationError",
+    "Build",
     "BuildCancelledError",
     "BuildFailedError",
     "BuildNotFoundError",
+    "BuildStep",
     "BuildTimeoutError",
     "CommandNotFoundError",
     "CommandResult",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass, field
-from typing import IO, Literal, TypeAlias
+from typing import IO, Any, Literal, TypeAlias
 
 SandboxState: TypeAlias = Literal["starting", "running", "paused", "stopping", "stopped", "deleting", "error"]
 """Lifecycle state of a sandbox (the state machine: docs/api.md, "Lifecycle")."""
@@ -308,6 +308,40 @@ class Template:
     env: dict[str, str] = field(default_factory=dict)
     working_dir: str | None = None
     user: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class BuildStep:
+    """One instruction of a build (``Build.steps``). ``kind`` is ``config`` (ENV, ARG,
+    WORKDIR, USER, LABEL), ``run`` or ``copy`` (COPY, ADD); ``cached`` is true when a run or
+    copy step's layer came from the server's step cache."""
+
+    index: int
+    line: int
+    instruction: str
+    kind: str
+    state: str
+    cached: bool | None = None
+    layer: str | None = None
+    exit_code: int | None = None
+
+
+@dataclass
+class Build:
+    """A template build (``client.template.get_build``): ``state`` is ``building``,
+    ``ready`` or ``error``; ``error`` is the server's (``code``, ``message``, ``step``,
+    ``line``, ``exit_code``)."""
+
+    id: str
+    template: str
+    base: str
+    state: str
+    created_at: str | None = None
+    steps: list[BuildStep] = field(default_factory=list)
+    error: dict[str, Any] | None = None
+    digest: str | None = None
+    log_bytes: int = 0
 
 
 LocalPath: TypeAlias = str | os.PathLike[str]

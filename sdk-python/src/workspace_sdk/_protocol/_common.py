@@ -38,7 +38,7 @@ class ApiRequest:
 
     method: str
     path: str
-    params: Mapping[str, str] = field(default_factory=dict)
+    params: Mapping[str, str | list[str]] = field(default_factory=dict)  # a list: the key repeated
     json: Any = None
     error_context: Mapping[str, Any] = field(default_factory=dict)
 

@@ -60,6 +60,7 @@ def parse_template(data: Any) -> Template:
         env=optional_str_dict(obj, "env") or {},
         working_dir=optional_str(obj, "working_dir"),
         user=optional_str(obj, "user"),
+        labels=optional_str_dict(obj, "labels") or {},
     )
 
 

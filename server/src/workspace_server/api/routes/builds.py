@@ -30,7 +30,7 @@ CONTEXT_BODY = {
 }
 LOG_DOC: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "Server-Sent Events: `log` (id: the byte offset after it; data: {offset, text}), "
+        "description": "Server-Sent Events: `log` (id: the byte offset after it; data: {offset, end, text}), "
         "then `end` (data: the build record) once the build is over and its log was sent",
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
     }
@@ -155,7 +155,7 @@ async def build_logs(
             if data:
                 usable = complete_utf8(data) or len(data)
                 text = data[:usable].decode(errors="replace")
-                event = to_json({"offset": position, "text": text})
+                event = to_json({"offset": position, "end": position + usable, "text": text})
                 position += usable
                 yield b"event: log\nid: %d\ndata: %s\n\n" % (position, event)
                 continue
