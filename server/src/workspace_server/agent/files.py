@@ -5,6 +5,7 @@ New files and directories belong to the owner of the directory that holds them.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -12,12 +13,12 @@ import shutil
 import stat
 import time
 
-from . import ops, wire
-from .errors import OpError
+from . import confined, ops, wire
+from .errors import OpError, os_error
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional, Tuple
+    from typing import Any, Dict, Iterator, List, Optional, Tuple
 
     from .link import Stream
 
@@ -59,27 +60,9 @@ def check_regular(st: os.stat_result, path: str) -> None:
         raise OpError("INVALID_REQUEST", "%s is not a regular file (%s)" % (path, file_type(st.st_mode)), path=path)
 
 
-def owner_of(path: str) -> Tuple[int, int]:
-    st = os.stat(path)
+def owner_of_dir(place: confined.Place) -> Tuple[int, int]:
+    st = os.fstat(place.dir_fd)
     return st.st_uid, st.st_gid
-
-
-def make_dirs(path: str) -> None:
-    """mkdir -p, each new directory owned like the directory that holds it."""
-    missing = []
-    current = path
-    while not os.path.isdir(current):
-        if os.path.lexists(current):
-            raise OpError("NOT_A_DIRECTORY", "%s is not a directory" % current, path=current)
-        missing.append(current)
-        current = os.path.dirname(current)
-    uid, gid = owner_of(current)
-    for directory in reversed(missing):
-        try:
-            os.mkdir(directory, 0o755)
-        except FileExistsError:
-            continue
-        os.lchown(directory, uid, gid)
 
 
 def chown_tree(path: str, uid: int, gid: int) -> None:
@@ -95,24 +78,36 @@ def _placed(path: str) -> str:
     return os.path.join(os.path.realpath(os.path.dirname(path) or "/"), os.path.basename(path.rstrip("/")))
 
 
-def refuse_mount_point(path: str, verb: str) -> None:
+def refuse_mount_point(path: str, shown: str, verb: str) -> None:
     if os.path.realpath(path) == "/" or (os.path.isdir(path) and not os.path.islink(path) and os.path.ismount(path)):
-        raise OpError("INVALID_REQUEST", "%s is a mount point: it cannot be %s" % (path, verb), path=path)
+        raise OpError("INVALID_REQUEST", "%s is a mount point: it cannot be %s" % (shown, verb), path=shown)
 
 
-def refuse_into_itself(source: str, destination: str, verb: str) -> None:
+def refuse_into_itself(source: confined.Place, destination: confined.Place, verb: str) -> None:
     """Copying or moving something onto itself or into itself is the caller's mistake."""
-    src, dst = _placed(source), _placed(destination)
-    same = os.path.lexists(destination) and os.path.samestat(os.lstat(source), os.lstat(destination))
+    src, dst = _placed(source.path), _placed(destination.path)
+    same = os.path.lexists(destination.path) and os.path.samestat(os.lstat(source.path), os.lstat(destination.path))
     if same or dst == src or dst.startswith(src.rstrip("/") + "/"):
-        raise OpError("INVALID_REQUEST", "cannot %s %s onto or into itself" % (verb, source), path=source)
+        raise OpError("INVALID_REQUEST", "cannot %s %s onto or into itself" % (verb, source.shown), path=source.shown)
 
 
-def target_for(source: str, destination: str) -> str:
+def target_for(source: str, destination: str, follow_last: bool = False) -> confined.Place:
     """Like cp and mv: an existing directory as destination receives the source inside it."""
-    if os.path.isdir(destination) and not os.path.islink(destination):
-        return os.path.join(destination, os.path.basename(source.rstrip("/")))
-    return destination
+    place = confined.resolve(destination, follow_last)
+    st = place.lstat() if place.name else os.fstat(place.dir_fd)
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        place.close()
+        return confined.resolve(destination.rstrip("/") + "/" + os.path.basename(source.rstrip("/")), follow_last)
+    return place
+
+
+@contextlib.contextmanager
+def naming(shown: str) -> Iterator[None]:
+    """OSErrors about descriptor paths (/proc/self/fd/N/...) told with the caller's path."""
+    try:
+        yield
+    except OSError as exc:
+        raise os_error(exc, shown) from None
 
 
 # --------------------------------------------------------------------------- agent
@@ -159,78 +154,123 @@ def op_list(stream: Stream, request: Dict[str, Any]) -> None:
     stream.finish(ops.end())
 
 
+# Write-like operations resolve their paths with confined.resolve: a symlink lends them only
+# its owner's authority (confined.py). The names below are the caller's, for messages; the
+# operations themselves go through the descriptors the walk holds.
+
+
 def op_mkdir(stream: Stream, request: Dict[str, Any]) -> None:
     path = request["path"]
     if request.get("recursive"):
-        make_dirs(path)
+        with confined.directory(path) as made:
+            info = file_info(path, os.fstat(made.dir_fd))
     else:
-        os.mkdir(path, 0o755)
-        uid, gid = owner_of(os.path.dirname(path) or "/")
-        os.lchown(path, uid, gid)
-    stream.finish(ops.ok(info=file_info(path)))
+        with confined.resolve(path) as place:
+            place.check_change()
+            os.mkdir(place.path, 0o755)
+            uid, gid = owner_of_dir(place)
+            os.lchown(place.path, uid, gid)
+            info = file_info(path, os.lstat(place.path))
+    stream.finish(ops.ok(info=info))
 
 
 def op_remove(stream: Stream, request: Dict[str, Any]) -> None:
     path = request["path"]
-    st = os.lstat(path)
-    refuse_mount_point(path, "deleted")
-    if stat.S_ISDIR(st.st_mode):
-        if request.get("recursive"):
-            shutil.rmtree(path)
+    with confined.resolve(path) as place:
+        st = os.lstat(place.path)
+        refuse_mount_point(place.path, path, "deleted")
+        place.check_change()
+        if stat.S_ISDIR(st.st_mode):
+            if request.get("recursive"):
+                shutil.rmtree(place.path)
+            else:
+                os.rmdir(place.path)
         else:
-            os.rmdir(path)
-    else:
-        os.unlink(path)
+            os.unlink(place.path)
     stream.finish(ops.ok())
 
 
 def op_move(stream: Stream, request: Dict[str, Any]) -> None:
-    source = request["source"]
-    os.lstat(source)
-    refuse_mount_point(source, "moved")
-    destination = target_for(source, request["destination"])
-    refuse_into_itself(source, destination, "move")
-    try:
-        os.rename(source, destination)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        shutil.move(source, destination)
-    stream.finish(ops.ok(info=file_info(destination)))
+    source, destination = request["source"], request["destination"]
+    with naming(source):
+        src = confined.resolve(source)
+    with src:
+        with naming(source):
+            os.lstat(src.path)
+            refuse_mount_point(src.path, source, "moved")
+        with naming(destination):
+            dst = target_for(source, destination)
+        with dst, naming(source):
+            refuse_into_itself(src, dst, "move")
+            src.check_change()
+            dst.check_change()
+            try:
+                os.rename(src.path, dst.path)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                shutil.move(src.path, dst.path)
+            info = file_info(dst.shown, os.lstat(dst.path))
+    stream.finish(ops.ok(info=info))
 
 
 def op_copy(stream: Stream, request: Dict[str, Any]) -> None:
-    source = request["source"]
-    st = os.lstat(source)
-    destination = target_for(source, request["destination"])
-    refuse_into_itself(source, destination, "copy")
-    uid, gid = owner_of(os.path.dirname(destination) or "/")
-    if stat.S_ISDIR(st.st_mode):
-        if not request.get("recursive", True):
-            raise OpError("IS_A_DIRECTORY", "%s is a directory" % source, path=source)
-        try:
-            shutil.copytree(source, destination, symlinks=True)
-        except shutil.Error as exc:  # one entry per file that failed: name the first, count the rest
-            failures = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
-            first = failures[0] if failures else ("", "", str(exc))
-            raise OpError(
-                "PERMISSION_DENIED",
-                "%d files of %s could not be copied; the first: %s: %s" % (len(failures), source, first[0], first[2]),
-                path=source,
-            ) from None
-    elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
-        shutil.copy2(source, destination, follow_symlinks=False)
-    else:
-        raise OpError("INVALID_REQUEST", "%s is not a regular file" % source, path=source)
-    chown_tree(destination, uid, gid)
-    stream.finish(ops.ok(info=file_info(destination)))
+    source, destination = request["source"], request["destination"]
+    with naming(source):
+        src = confined.resolve(source)
+    with src, naming(source):
+        st = os.lstat(src.path)
+        if not stat.S_ISLNK(st.st_mode):  # a link is copied as a link
+            src.check_read(tree=stat.S_ISDIR(st.st_mode))
+        with naming(destination):
+            # Like cp, a destination that is a link is written through: as its owner allows.
+            dst = target_for(source, destination, follow_last=True)
+        with dst:
+            refuse_into_itself(src, dst, "copy")
+            dst.check_change()
+            uid, gid = owner_of_dir(dst)
+            if stat.S_ISDIR(st.st_mode):
+                if not request.get("recursive", True):
+                    raise OpError("IS_A_DIRECTORY", "%s is a directory" % source, path=source)
+                copy_tree(src.path, dst.path, source)
+            elif stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                # Into a new name, then renamed over the target: never through a link
+                # that appears at the target meanwhile.
+                temp = dst.parent + "/.ws-copy-" + os.urandom(8).hex()
+                try:
+                    shutil.copy2(src.path, temp, follow_symlinks=False)
+                    os.rename(temp, dst.path)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.unlink(temp)
+                    raise
+            else:
+                raise OpError("INVALID_REQUEST", "%s is not a regular file" % source, path=source)
+            chown_tree(dst.path, uid, gid)
+            info = file_info(dst.shown, os.lstat(dst.path))
+    stream.finish(ops.ok(info=info))
+
+
+def copy_tree(source_path: str, destination_path: str, source: str) -> None:
+    try:
+        shutil.copytree(source_path, destination_path, symlinks=True)
+    except shutil.Error as exc:  # one entry per file that failed: name the first, count the rest
+        failures = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
+        first = failures[0] if failures else ("", "", str(exc))
+        raise OpError(
+            "PERMISSION_DENIED",
+            "%d files of %s could not be copied; the first: %s: %s" % (len(failures), source, first[0], first[2]),
+            path=source,
+        ) from None
 
 
 def op_read(stream: Stream, request: Dict[str, Any]) -> None:
     path = request["path"]
-    check_regular(os.stat(path), path)  # sockets, devices and fifos: refused before open
-    # O_NONBLOCK: should a fifo appear in the meantime, opening it must not hang.
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with confined.resolve(path, follow_last=True) as place:  # links lend their owner's authority
+        check_regular(os.stat(place.path), path)  # sockets, devices and fifos: refused before open
+        place.check_read()
+        # O_NONBLOCK: should a fifo appear in the meantime, opening it must not hang.
+        fd = os.open(place.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
     try:
         st = os.fstat(fd)
         check_regular(st, path)
@@ -249,47 +289,55 @@ def op_read(stream: Stream, request: Dict[str, Any]) -> None:
 
 def op_write(stream: Stream, request: Dict[str, Any]) -> None:
     path = request["path"]
-    parent = os.path.dirname(path) or "/"
-    make_dirs(parent)
-    if os.path.isdir(path):
-        raise OpError("IS_A_DIRECTORY", "%s is a directory" % path, path=path)
-    if os.path.lexists(path) and not stat.S_ISREG(os.stat(path).st_mode if os.path.exists(path) else 0o100000):
-        raise OpError("INVALID_REQUEST", "%s is not a regular file" % path, path=path)
     try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-    except OSError:
-        mode = 0o644
-    uid, gid = owner_of(parent)
-    import tempfile
-
-    fd, temp_path = tempfile.mkstemp(prefix=".ws-upload-", dir=parent)
-    completed = False
-    try:
-        stream.send(ops.ready())
-        while True:
-            what, value = stream.inbox.get()
-            if what == "data":
-                view = memoryview(value)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-                stream.grant(len(value))
-            elif what == "msg" and value.get("type") == ops.EOF:
-                break
-            elif what == "closed":
-                return
-        os.fchmod(fd, mode)
-        os.fchown(fd, uid, gid)
-        os.close(fd)
-        fd = -1
-        os.rename(temp_path, path)
-        completed = True
-    finally:
-        if fd >= 0:
+        place = confined.resolve(path)
+    except FileNotFoundError:  # parents are made, owned like the directory that holds them
+        confined.directory(os.path.dirname(path) or "/").close()
+        place = confined.resolve(path)
+    with place:
+        if not place.name:
+            raise OpError("IS_A_DIRECTORY", "%s is a directory" % path, path=path)
+        existing = place.lstat()
+        if existing is not None and stat.S_ISDIR(existing.st_mode):
+            raise OpError("IS_A_DIRECTORY", "%s is a directory" % path, path=path)
+        if existing is not None and not (stat.S_ISREG(existing.st_mode) or stat.S_ISLNK(existing.st_mode)):
+            raise OpError("INVALID_REQUEST", "%s is not a regular file" % path, path=path)
+        place.check_change()
+        # A link at the path itself is replaced by the file (the rename does not follow it).
+        mode = stat.S_IMODE(existing.st_mode) if existing is not None and stat.S_ISREG(existing.st_mode) else 0o644
+        uid, gid = owner_of_dir(place)
+        temp = ".ws-upload-" + os.urandom(8).hex()
+        fd = os.open(
+            temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=place.dir_fd
+        )
+        completed = False
+        try:
+            stream.send(ops.ready())
+            while True:
+                what, value = stream.inbox.get()
+                if what == "data":
+                    view = memoryview(value)
+                    while view:
+                        written = os.write(fd, view)
+                        view = view[written:]
+                    stream.grant(len(value))
+                elif what == "msg" and value.get("type") == ops.EOF:
+                    break
+                elif what == "closed":
+                    return
+            os.fchmod(fd, mode)
+            os.fchown(fd, uid, gid)
             os.close(fd)
-        if not completed:
-            try:
-                os.unlink(temp_path)
-            except OSError:
-                pass
-    stream.finish(ops.ok(info=file_info(path)))
+            fd = -1
+            os.rename(temp, place.name, src_dir_fd=place.dir_fd, dst_dir_fd=place.dir_fd)
+            completed = True
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            if not completed:
+                try:
+                    os.unlink(temp, dir_fd=place.dir_fd)
+                except OSError:
+                    pass
+        info = file_info(path, os.lstat(place.path))
+    stream.finish(ops.ok(info=info))
