@@ -154,6 +154,56 @@ def test_e2b_envd_requires_the_sandbox_access_token(e2b_server: LiveServer, e2b_
     assert keyed.status_code == 401  # the API key is not a sandbox's access token
 
 
+def fetch_host(server: LiveServer, host: str) -> httpx.Response:
+    """GET http://{host}/ at the server's address: `*.localhost` names need no DNS, but
+    Python's resolver does not know them."""
+    return httpx.get(server.url + "/", headers={"Host": host}, timeout=30)
+
+
+SERVE_HOSTNAME = (
+    "mkdir -p /tmp/site && hostname > /tmp/site/index.html && cd /tmp/site && exec python3 -m http.server {port}"
+)
+
+
+def wait_served(server: LiveServer, host: str) -> httpx.Response:
+    deadline = time.monotonic() + 20
+    while True:
+        response = fetch_host(server, host)
+        if response.status_code != 502 or time.monotonic() > deadline:  # 502: nothing listens yet
+            return response
+        time.sleep(0.2)
+
+
+def test_e2b_get_host_reaches_a_server_in_the_sandbox_without_a_token(
+    e2b_server: LiveServer, e2b_sandbox: Sandbox
+) -> None:
+    e2b_sandbox.commands.run(SERVE_HOSTNAME.format(port=8123), background=True)
+    host = e2b_sandbox.get_host(8123)
+    assert host == f"8123-{e2b_sandbox.sandbox_id}.localhost:{e2b_server.url.rsplit(':', 1)[1]}"
+    response = wait_served(e2b_server, host)
+    assert response.status_code == 200, response.text
+    assert response.text.strip() == e2b_sandbox.commands.run("hostname").stdout.strip()
+
+
+def test_e2b_private_traffic_needs_a_workspace_token_and_egress_rules_are_refused(
+    e2b_server: LiveServer,
+) -> None:
+    private = Sandbox.create(timeout=120, network={"allow_public_traffic": False})
+    try:
+        private.commands.run(SERVE_HOSTNAME.format(port=8124), background=True)
+        response = wait_served(e2b_server, private.get_host(8124))
+        assert response.status_code == 401, response.text  # the port is private: a preview token is needed
+    finally:
+        private.kill()
+    refused = httpx.post(
+        e2b_server.url + "/e2b/sandboxes",
+        json={"templateID": "base", "network": {"denyOut": ["0.0.0.0/0"]}},
+        headers={"X-API-KEY": API_KEY},
+        timeout=60,
+    )
+    assert refused.status_code == 400 and "denyOut" in refused.json()["message"]
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "status"),
     [

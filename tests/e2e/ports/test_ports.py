@@ -221,9 +221,9 @@ def test_public_port_needs_no_token_until_revoked(web: tuple[LiveServer, str], a
     server, sandbox_id = web
     public = preview_url(api, sandbox_id, WEB_PORT, public=True)
     assert public["public"] is True and public["token"] is None
-    assert api.get(f"/sandboxes/{sandbox_id}/public-ports").json() == {"ports": [WEB_PORT]}
+    assert api.get(f"/sandboxes/{sandbox_id}/public-ports").json() == {"ports": [WEB_PORT], "every_port": False}
     assert preview_get(server, sandbox_id, WEB_PORT, "/headers").status_code == 200
-    assert api.delete(f"/sandboxes/{sandbox_id}/public-ports/{WEB_PORT}").json() == {"ports": []}
+    assert api.delete(f"/sandboxes/{sandbox_id}/public-ports/{WEB_PORT}").json() == {"ports": [], "every_port": False}
     assert preview_get(server, sandbox_id, WEB_PORT, "/headers").status_code == 401
 
 

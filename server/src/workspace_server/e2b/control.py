@@ -48,7 +48,7 @@ def _time(value: str | float | None) -> str:
     return datetime.fromtimestamp(value, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def describe(record: Sandbox, token: str | None = None) -> dict[str, Any]:
+def describe(record: Sandbox, domain: str, token: str | None = None) -> dict[str, Any]:
     info: dict[str, Any] = {
         "sandboxID": record.id,
         "templateID": record.template,
@@ -61,7 +61,7 @@ def describe(record: Sandbox, token: str | None = None) -> dict[str, Any]:
         "endAt": _time(record.expires_at if record.expires_at is not None else time.time() + 86_400 * 365),
         "state": VISIBLE.get(record.state, "paused"),
         "metadata": record.metadata,
-        "domain": None,
+        "domain": domain,
     }
     if token is not None:
         info["envdAccessToken"] = token
@@ -79,6 +79,9 @@ def visible(svc: Services, sandbox_id: str) -> Sandbox:
 async def create(request: Request, svc: Svc) -> Response:
     try:
         body = NewSandbox.model_validate_json(await request.body())
+        network = body.network
+        if network is not None and (network.allow_out or network.deny_out or network.mask_request_host):
+            raise E2BError(400, "egress rules (allowOut, denyOut) and maskRequestHost are not supported")
         record = await svc.sandboxes.create(
             CreateRequest(
                 template=template_name(body.template_id),
@@ -89,9 +92,11 @@ async def create(request: Request, svc: Svc) -> Response:
                 on_timeout="pause" if body.auto_pause else None,
             )
         )
+        if network is None or network.allow_public_traffic:
+            svc.ports.make_every_port_public(record.id)  # E2B's default: get_host(port) URLs need no token
     except (WorkspaceError, E2BError, ValueError) as exc:
         return api_error(exc)
-    sandbox = describe(record, tokens(request).token(record.id))
+    sandbox = describe(record, svc.ports.site.host_suffix, tokens(request).token(record.id))
     return JSONResponse(
         {k: sandbox[k] for k in ("sandboxID", "templateID", "clientID", "envdVersion", "envdAccessToken", "domain")},
         status_code=201,
@@ -104,7 +109,7 @@ async def get(sandbox_id: str, request: Request, svc: Svc) -> Response:
         record = visible(svc, sandbox_id)
     except (WorkspaceError, E2BError) as exc:
         return api_error(exc)
-    return JSONResponse(describe(record, tokens(request).token(record.id)))
+    return JSONResponse(describe(record, svc.ports.site.host_suffix, tokens(request).token(record.id)))
 
 
 def _listed(svc: Services, state: str | None, metadata: str | None) -> list[Sandbox]:
@@ -125,7 +130,7 @@ def _listed(svc: Services, state: str | None, metadata: str | None) -> list[Sand
 @router.get("/sandboxes")
 async def list_v1(svc: Svc, metadata: str | None = None) -> Response:
     try:
-        return JSONResponse([describe(r) for r in _listed(svc, None, metadata)])
+        return JSONResponse([describe(r, svc.ports.site.host_suffix) for r in _listed(svc, None, metadata)])
     except E2BError as exc:
         return api_error(exc)
 
@@ -147,7 +152,7 @@ async def list_v2(
         return api_error(exc)
     page, rest = records[:limit], records[limit:]
     headers = {"X-Next-Token": rest[0].id} if rest else {}
-    return JSONResponse([describe(r) for r in page], headers=headers)
+    return JSONResponse([describe(r, svc.ports.site.host_suffix) for r in page], headers=headers)
 
 
 @router.delete("/sandboxes/{sandbox_id}")
@@ -187,7 +192,7 @@ async def connect(sandbox_id: str, request: Request, svc: Svc) -> Response:
         record = svc.sandboxes.get(sandbox_id)
     except (WorkspaceError, E2BError, ValueError) as exc:
         return api_error(exc)
-    sandbox = describe(record, tokens(request).token(record.id))
+    sandbox = describe(record, svc.ports.site.host_suffix, tokens(request).token(record.id))
     return JSONResponse(
         {k: sandbox[k] for k in ("sandboxID", "templateID", "clientID", "envdVersion", "envdAccessToken", "domain")},
         status_code=201 if resumed else 200,

@@ -18,6 +18,13 @@ class Message(BaseModel):
 # control plane
 
 
+class NetworkConfig(Message):
+    allow_public_traffic: bool = Field(default=True, alias="allowPublicTraffic")
+    allow_out: list[str] | None = Field(default=None, alias="allowOut")
+    deny_out: list[str] | None = Field(default=None, alias="denyOut")
+    mask_request_host: str | None = Field(default=None, alias="maskRequestHost")
+
+
 class NewSandbox(Message):
     template_id: str = Field(alias="templateID", min_length=1, max_length=200)
     timeout: int = Field(default=15, ge=1, le=86_400)
@@ -25,6 +32,7 @@ class NewSandbox(Message):
     allow_internet_access: bool | None = Field(default=None, alias="allow_internet_access")
     metadata: dict[str, str] | None = None
     env_vars: dict[str, str] | None = Field(default=None, alias="envVars")
+    network: NetworkConfig | None = None
 
 
 class TimeoutRequest(Message):

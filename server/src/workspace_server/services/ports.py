@@ -22,6 +22,10 @@ from workspace_server.services.lifecycle import LifecycleService
 from workspace_server.services.sandboxes import SandboxService
 from workspace_server.store.sqlite import SandboxStore
 
+# Kept among a sandbox's public ports (0 is no port of its own): every port is public, as
+# E2B makes a sandbox's ports unless it is created with allowPublicTraffic false.
+EVERY_PORT = 0
+
 
 @dataclass(frozen=True)
 class PreviewUrl:
@@ -44,6 +48,12 @@ class PreviewSite:
     def url(self, address: PreviewAddress) -> str:
         suffix = f":{self.port}" if self.port else ""
         return f"{self.scheme}://{preview_host(address, self.domain)}{suffix}/"
+
+    @property
+    def host_suffix(self) -> str:
+        """What follows `{port}-{id}.` in a preview host: the domain and the port, if any
+        (E2B's sandbox `domain`, from which its SDK's `get_host` builds the same host)."""
+        return f"{self.domain}:{self.port}" if self.port else self.domain
 
 
 def load_preview_key(path: Path) -> bytes:
@@ -116,16 +126,25 @@ class PortService:
     # ------------------------------------------------------------------ public ports
     def public_ports(self, sandbox_id: str) -> list[int]:
         self.sandboxes.record(sandbox_id)  # SANDBOX_NOT_FOUND
-        return self.store.public_ports(sandbox_id)
+        return [port for port in self.store.public_ports(sandbox_id) if port != EVERY_PORT]
 
     def set_public(self, sandbox_id: str, port: int, public: bool) -> list[int]:
         check_port(port)
         self.sandboxes.record(sandbox_id)
         self.store.set_port_public(sandbox_id, port, public)
-        return self.store.public_ports(sandbox_id)
+        return self.public_ports(sandbox_id)
+
+    def every_port_public(self, sandbox_id: str) -> bool:
+        """True if the sandbox was made with all of its ports public (E2B's default)."""
+        return EVERY_PORT in self.store.public_ports(sandbox_id)
+
+    def make_every_port_public(self, sandbox_id: str) -> None:
+        self.sandboxes.record(sandbox_id)
+        self.store.set_port_public(sandbox_id, EVERY_PORT, True)
 
     def is_public(self, address: PreviewAddress) -> bool:
-        return address.port in self.store.public_ports(address.sandbox_id)
+        ports = self.store.public_ports(address.sandbox_id)
+        return address.port in ports or EVERY_PORT in ports
 
     # ------------------------------------------------------------------ preview URLs
     def preview_url(self, sandbox_id: str, port: int, public: bool, seconds: int) -> PreviewUrl:

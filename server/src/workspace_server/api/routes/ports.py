@@ -47,6 +47,13 @@ class PreviewUrlBody(BaseModel):
 
 class PublicPortsBody(BaseModel):
     ports: list[int]
+    every_port: bool = Field(
+        default=False, description="Every port of the sandbox is public (a sandbox created through the E2B API)"
+    )
+
+    @classmethod
+    def of(cls, svc: Services, sandbox_id: str, ports: list[int]) -> PublicPortsBody:
+        return cls(ports=ports, every_port=svc.ports.every_port_public(sandbox_id))
 
 
 @router.post("/preview-urls", response_model=PreviewUrlBody, status_code=201)
@@ -59,13 +66,13 @@ async def create_preview_url(
 
 @router.get("/public-ports", response_model=PublicPortsBody)
 async def list_public_ports(sandbox_id: str, svc: Annotated[Services, Depends(services)]) -> PublicPortsBody:
-    return PublicPortsBody(ports=svc.ports.public_ports(sandbox_id))
+    return PublicPortsBody.of(svc, sandbox_id, svc.ports.public_ports(sandbox_id))
 
 
 @router.put("/public-ports/{port}", response_model=PublicPortsBody)
 async def make_port_public(sandbox_id: str, port: int, svc: Annotated[Services, Depends(services)]) -> PublicPortsBody:
     """Anyone who can reach the preview host may open this port, without a token."""
-    return PublicPortsBody(ports=svc.ports.set_public(sandbox_id, port, True))
+    return PublicPortsBody.of(svc, sandbox_id, svc.ports.set_public(sandbox_id, port, True))
 
 
 @router.delete("/public-ports/{port}", response_model=PublicPortsBody)
@@ -73,7 +80,7 @@ async def revoke_public_port(
     sandbox_id: str, port: int, svc: Annotated[Services, Depends(services)]
 ) -> PublicPortsBody:
     """The port is private again: its preview URL needs a token."""
-    return PublicPortsBody(ports=svc.ports.set_public(sandbox_id, port, False))
+    return PublicPortsBody.of(svc, sandbox_id, svc.ports.set_public(sandbox_id, port, False))
 
 
 @socket_router.websocket("/port-forward/{port}")
