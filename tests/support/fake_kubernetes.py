@@ -233,17 +233,29 @@ class Store:
         if obj is not None and not obj["metadata"].get("finalizers"):
             self._finish_delete("pods", namespace, name, graceful=False)
 
-    def list(self, resource: str, namespace: str, selector: str) -> dict[str, Any]:
+    def list(
+        self, resource: str, namespace: str, selector: str, limit: int = 0, continue_token: str = ""
+    ) -> dict[str, Any]:
+        """A list, paged as the API server pages one: `limit` items a page, `continue` for the
+        next, all pages at the first page's resourceVersion (names after the last one sent)."""
         matches = parse_selector(selector)
+        revision, after = self.revision, ""
+        if continue_token:
+            revision_text, _, after = continue_token.partition(":")
+            revision = int(revision_text)
         items = [
             copy.deepcopy(obj)
-            for (res, ns, _), obj in sorted(self.objects.items())
-            if res == resource and ns == namespace and matches(obj["metadata"].get("labels") or {})
+            for (res, ns, name), obj in sorted(self.objects.items())
+            if res == resource and ns == namespace and name > after and matches(obj["metadata"].get("labels") or {})
         ]
+        metadata: dict[str, Any] = {"resourceVersion": str(revision)}
+        if limit and len(items) > limit:
+            items = items[:limit]
+            metadata["continue"] = f"{revision}:{items[-1]['metadata']['name']}"
         return {
             "kind": KINDS.get(resource, "Object") + "List",
             "apiVersion": "v1",
-            "metadata": {"resourceVersion": str(self.revision)},
+            "metadata": metadata,
             "items": items,
         }
 
@@ -414,7 +426,15 @@ class FakeKubernetes:
             return await self._watch(request, resource, namespace)
         if verb == "list":
             try:
-                return web.json_response(self.store.list(resource, namespace, request.query.get("labelSelector", "")))
+                query = request.query
+                listed = self.store.list(
+                    resource,
+                    namespace,
+                    query.get("labelSelector", ""),
+                    int(query.get("limit", "0")),
+                    query.get("continue", ""),
+                )
+                return web.json_response(listed)
             except ValueError as exc:
                 raise ApiFailure(400, "BadRequest", str(exc)) from None
         if verb == "get" and name:

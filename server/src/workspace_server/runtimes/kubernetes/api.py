@@ -39,6 +39,9 @@ class Gone(ApiError):
     """410: the resourceVersion a watch resumes from is older than the API server keeps."""
 
 
+LIST_PAGE = 500  # pods per page of a list
+
+
 class KubernetesApi:
     def __init__(self, settings: KubernetesSettings) -> None:
         self.settings = settings
@@ -136,9 +139,29 @@ class KubernetesApi:
         return dict(await self._call(self._core.create_namespaced_secret, self.namespace, body))
 
     async def list_pods(self, selector: str) -> tuple[list[dict[str, Any]], str]:
-        """Every matching pod and the list's resourceVersion (where a watch resumes)."""
-        body = await self._call(self._core.list_namespaced_pod, self.namespace, label_selector=selector)
-        return list(body.get("items") or []), str(body["metadata"]["resourceVersion"])
+        """Every matching pod and the list's resourceVersion (where a watch resumes), read in
+        pages of LIST_PAGE: one response for 10k pods would hold the API server (and us) to
+        a body of hundreds of MiB. The pages are one snapshot, at the first page's version."""
+        pods: list[dict[str, Any]] = []
+        continue_token: str | None = None
+        version = ""
+        while True:
+            page = {"_continue": continue_token} if continue_token else {}
+            try:
+                body = await self._call(
+                    self._core.list_namespaced_pod, self.namespace, label_selector=selector, limit=LIST_PAGE, **page
+                )
+            except ApiError as exc:
+                if exc.status != 410 or not continue_token:
+                    raise
+                pods, continue_token, version = [], None, ""  # the snapshot expired mid-list: again
+                continue
+            pods += body.get("items") or []
+            metadata = body["metadata"]
+            version = version or str(metadata["resourceVersion"])
+            continue_token = metadata.get("continue")
+            if not continue_token:
+                return pods, version
 
     async def watch_pods(self, selector: str, resource_version: str) -> AsyncIterator[dict[str, Any]]:
         async for event in self._watch(self._core.list_namespaced_pod, selector, resource_version):
