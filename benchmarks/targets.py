@@ -23,6 +23,7 @@ TARGETS: list[Target] = [
     Target("create → first command p50, imported image, warm pool", "templates.warm_to_first", 10, at_most=True),
     Target("cold create → first command, image over default (p50s)", "templates.cold_ratio", 1.3, at_most=True),
     Target("import of a 100 MB docker-save archive p50 (ms)", "templates.import_100mb", 5000, at_most=True),
+    Target("unchanged rebuild p50 (ms)", "templates.build_unchanged", 1000, at_most=True),
     Target("disk added by 10 sandboxes of a 500 MB template (MiB)", "templates.du_10_sandboxes", 10, at_most=True),
     Target("idle memory per image sandbox (MiB)", "templates.idle_memory", 16, at_most=True),
     Target("pause p50", "lifecycle_ops.pause", 10, at_most=True),

@@ -1,13 +1,17 @@
 """Image templates: create → first command from an imported image (warm pool, and cold
 beside the `default` template's cold create in the same loop), import of a 100 MB
-`docker save` archive, the disk 10 sandboxes of a 500 MB template add, and the idle memory
-of image sandboxes. Runs on a server of its own with `--pool bench/busybox=1`."""
+`docker save` archive, a Containerfile build (every step run, and the unchanged rebuild that
+is all cache hits), the disk 10 sandboxes of a 500 MB template add, and the idle memory of
+image sandboxes. Runs on a server of its own with `--pool bench/busybox=1`."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -32,6 +36,16 @@ MIB = 1024 * 1024
 IMPORT_MB = 100
 LARGE_TEMPLATE_MB = 500
 DISK_SANDBOXES = 10
+BUILD_ROUNDS = 5
+CONTAINERFILE = """\
+FROM {base}
+ARG NONCE
+RUN echo "$NONCE" > /etc/build-nonce
+ENV APP=/opt/app
+WORKDIR /opt/app
+COPY app.sh ./
+RUN ./app.sh > out.txt
+"""
 
 
 def import_archive(api: Api, archive: Path, name: str) -> dict[str, object]:
@@ -147,8 +161,84 @@ def template_benchmarks(server: Server, cfg: Config, scratch: Path) -> list[Metr
                 imports,
             ),
         ]
+        metrics += build_benchmarks(api, canonical)
         metrics += disk_and_memory(server, api, scratch)
     return metrics
+
+
+def build_context(base: str) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as archive:
+        for name, data, mode in (
+            ("Containerfile", CONTAINERFILE.format(base=base).encode(), 0o644),
+            ("app.sh", b"#!/bin/sh\necho built\n", 0o755),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), mode
+            archive.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def timed_build(api: Api, context: bytes, nonce: str) -> tuple[float, dict[str, object]]:
+    """POST → the end event of the build's log (the record, ready): seconds, and the record."""
+    t0 = time.perf_counter()
+    response = api.http.post(
+        f"{API}/templates/build",
+        params={"name": "bench/built", "replace": "true", "build_arg": f"NONCE={nonce}"},
+        content=context,
+        headers={"content-type": "application/x-tar"},
+        timeout=300,
+    )
+    build_id = _check(response).json()["id"]
+    record: dict[str, object] = {}
+    with api.http.stream("GET", f"{API}/builds/{build_id}/logs", timeout=300) as stream:
+        event = ""
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                event = line[len("event: ") :]
+            elif line.startswith("data: ") and event == "end":
+                record = json.loads(line[len("data: ") :])
+                break
+    elapsed = time.perf_counter() - t0
+    if record.get("state") != "ready":
+        raise RuntimeError(f"the benchmark build failed: {record.get('error')}")
+    return elapsed, record
+
+
+def build_benchmarks(api: Api, base: str) -> list[Metric]:
+    """A build of 2 RUN and 1 COPY step (each in a fresh sandbox of the image so far), then
+    the same build again: every step a cache hit, no sandbox made."""
+    context = build_context(base)
+    first: list[float] = []
+    rebuild: list[float] = []
+    timed_build(api, context, "warm-up")
+    for i in range(BUILD_ROUNDS):
+        nonce = f"{time.time_ns()}-{i}"
+        elapsed, record = timed_build(api, context, nonce)  # a new NONCE: every step runs
+        steps = record["steps"]
+        assert isinstance(steps, list) and not any(s["cached"] for s in steps if s["kind"] != "config")
+        first.append(elapsed)
+        elapsed, record = timed_build(api, context, nonce)  # unchanged: all cache hits
+        steps = record["steps"]
+        assert isinstance(steps, list) and all(s["cached"] for s in steps if s["kind"] != "config")
+        rebuild.append(elapsed)
+    _check(api.http.delete(f"{API}/templates/bench/built"))
+    return [
+        latency(
+            "templates.build_first",
+            TEMPLATES,
+            "build, 2 RUN + 1 COPY steps, each run (same loop)",
+            first,
+            short="first build",
+        ),
+        latency(
+            "templates.build_unchanged",
+            TEMPLATES,
+            "unchanged rebuild (all steps from the cache)",
+            rebuild,
+            baselines=("templates.build_first",),
+        ),
+    ]
 
 
 def disk_and_memory(server: Server, api: Api, scratch: Path) -> list[Metric]:

@@ -5,6 +5,8 @@ cancellation, refusals before any step runs, and the log re-read from an offset.
 from __future__ import annotations
 
 import json
+import shutil
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +14,7 @@ import httpx
 import pytest
 
 from tests.support.builds import build, context_tar, import_busybox, sse_events, start_build, wait_build
-from tests.support.live_server import LiveServer
+from tests.support.live_server import LiveServer, data_root, start_server, stop_server
 
 CONTAINERFILE = """\
 FROM {base}
@@ -140,7 +142,7 @@ def test_failing_run_keeps_step_exit_code_and_log(api: httpx.Client, base: str) 
 
 
 def test_time_limit_and_cancel_delete_the_step_sandbox(api: httpx.Client, base: str) -> None:
-    context = context_tar({"Containerfile": f"FROM {base}\nRUN echo started; sleep 60\n"})
+    context = context_tar({"Containerfile": f"FROM {base}\nRUN echo $((6*7)); sleep 60\n"})
     timed = build(api, context, "test/slow:1", timeout=2)
     assert timed["state"] == "error" and timed["error"]["code"] == "BUILD_TIMEOUT", timed
     assert timed["error"]["step"] == 0
@@ -149,7 +151,7 @@ def test_time_limit_and_cancel_delete_the_step_sandbox(api: httpx.Client, base: 
     assert started.status_code == 202, started.text
     build_id = started.json()["id"]
     for event, _, data in _stream(api, build_id):  # wait until the step runs
-        if event == "log" and "started" in json.loads(data)["text"]:
+        if event == "log" and "42\n" in json.loads(data)["text"]:  # the step's output: it runs
             break
     assert api.delete(f"/builds/{build_id}").status_code == 204
     cancelled = wait_build(api, build_id)
@@ -209,3 +211,36 @@ def test_refused_before_any_step(
     assert response.status_code == status, response.text
     assert response.json()["code"] == code
     assert needle in response.json()["message"]
+
+
+def test_build_cut_by_a_server_crash_ends_in_error_and_its_sandbox_goes(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    root = data_root()
+    server = start_server(root / "data")
+    try:
+        with httpx.Client(base_url=server.url + "/api/v1", timeout=60) as client:
+            base = import_busybox(client, tmp_path_factory.mktemp("crash") / "busybox.tar")
+            context = context_tar({"Containerfile": f"FROM {base}\nRUN echo $((6*7)); sleep 120\n"})
+            started = start_build(client, context, "test/crashed:1")
+            assert started.status_code == 202, started.text
+            build_id = started.json()["id"]
+            for event, _, data in _stream(client, build_id):
+                if event == "log" and "42\n" in json.loads(data)["text"]:  # the step's output: it runs
+                    break
+            step_sandbox = client.get(f"/builds/{build_id}").json()["sandbox_id"]
+            assert step_sandbox
+        stop_server(server, signal.SIGKILL)  # the step's sandbox outlives the server
+        server = start_server(root / "data", port=int(server.url.rsplit(":", 1)[1]))
+        with httpx.Client(base_url=server.url + "/api/v1", timeout=60) as client:
+            record = client.get(f"/builds/{build_id}").json()
+            assert record["state"] == "error" and record["error"]["code"] == "BUILD_CANCELLED", record
+            assert "restarted" in record["error"]["message"] and record["sandbox_id"] is None
+            assert (record["error"]["step"], record["error"]["line"]) == (0, 2)
+            assert client.get(f"/sandboxes/{step_sandbox}").status_code == 404
+            assert client.get("/sandboxes").json()["sandboxes"] == []
+            assert client.get("/templates/test/crashed:1").status_code == 404
+            assert "restarted" in client.get(f"/builds/{build_id}/logs").text  # the log says so too
+    finally:
+        stop_server(server)
+        shutil.rmtree(root, ignore_errors=True)

@@ -173,7 +173,7 @@ class BuildService:
         copies = {}
         for step in plan:
             if step.kind == "copy":
-                copies[step.index] = await asyncio.to_thread(build_context.plan_copy, context, step)
+                copies[step.index] = await asyncio.to_thread(build_context.plan_copy, context, step, limit)
         stamp = now_iso()
         build = Build(
             id=new_build_id(),
@@ -208,6 +208,10 @@ class BuildService:
 
     def _end(self, build: Build, error: BuildError | None, digest: str | None = None) -> None:
         build.state = BuildState.ERROR if error else BuildState.READY
+        if error is not None and error.step is None:  # the step that was running names the failure
+            running = next((s for s in build.steps if s.state == "running"), None)
+            if running is not None:
+                error.step, error.line = running.index, running.line
         build.error, build.digest, build.sandbox_id = error, digest, None
         build.updated_at = now_iso()
         for step in build.steps:
@@ -244,10 +248,6 @@ class BuildService:
         finally:
             shutil.rmtree(job.work, ignore_errors=True)
             self._jobs.pop(build.id, None)
-        if error is not None and error.step is None:
-            running = next((s for s in build.steps if s.state == "running"), None)
-            if running is not None:
-                error.step, error.line = running.index, running.line
         self._end(build, error, template.digest if template else None)
 
     async def _steps(self, job: _Job) -> Template:
@@ -257,6 +257,12 @@ class BuildService:
         config = base.config
         labels: dict[str, str] = {}
         with self.templates.store.pins() as pin:
+            for digest in base.layers:  # the base may be deleted meanwhile: its layers stay until we are done
+                pin(digest)
+            if not all(self.templates.store.has_layer(d) for d in base.layers):
+                raise InvalidRequest(
+                    f"the base template {base.name} was deleted during the build", field="containerfile"
+                )
             for step, record in zip(job.plan, build.steps, strict=True):
                 began = time.monotonic()
                 self._log(build, f"\nstep {step.index + 1}/{len(job.plan)} (line {step.line}): {step.text}\n")

@@ -93,8 +93,9 @@ class CopyPlan:
     digest: str = ""
 
 
-def plan_copy(context: Path, step: Step) -> CopyPlan:
-    """What the COPY/ADD step takes from the context, and where it lands."""
+def plan_copy(context: Path, step: Step, max_bytes: int) -> CopyPlan:
+    """What the COPY/ADD step takes from the context, and where it lands; at most
+    `max_bytes` of file content (an ADD archive may unpack to far more than it weighs)."""
     into_dir = step.destination.endswith("/")
     destination = step.destination.rstrip("/") or "/"
     matched: list[tuple[str, Path]] = []
@@ -127,6 +128,9 @@ def plan_copy(context: Path, step: Step) -> CopyPlan:
             plan.entries.append(CopyEntry(target, real, tarfile.REGTYPE, stat.S_IMODE(info.st_mode), info.st_size))
         else:
             raise _line(step, f"{name!r} is neither a file nor a directory")
+    total = sum(entry.size for entry in plan.entries)
+    if total > max_bytes:
+        raise _line(step, f"{step.text.split()[0]} would copy {total} bytes, over the maximum of {max_bytes}")
     plan.digest = _digest(plan)
     return plan
 
