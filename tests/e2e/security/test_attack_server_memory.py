@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.e2e.reliability.reliability_support import Harness, create, rss_bytes, sh
@@ -22,10 +23,74 @@ MAX_LIST_ENTRIES = 150_000
 GROWTH_BOUND = 64 << 20
 
 
+SETTINGS = ["--max-run-output-mb", str(MAX_RUN_OUTPUT_MB), "--max-list-entries", str(MAX_LIST_ENTRIES)]
+
+# Sandbox root replaces the agent's socket with its own agent, which answers hello and then
+# answers any listing with valid entries forever, as fast as the server's credit allows.
+HOSTILE_LISTER = r"""
+import json, os, socket, struct, sys
+HEADER = struct.Struct(">IIB")
+WINDOW = 4 * 1024 * 1024
+path = "/run/workspace/agent.sock"
+os.unlink(path)
+listener = socket.socket(socket.AF_UNIX)
+listener.bind(path)
+listener.listen(4)
+print("planted", flush=True)
+os.close(1)
+os.close(2)
+name = "n" * 255
+line = json.dumps({"name": name, "path": "/workspace/" + name, "type": "file", "size": 0,
+                   "modified_at": "2026-01-01T00:00:00.000000Z", "mode": "0644"}).encode() + b"\n"
+chunk = line * (64 * 1024 // len(line))
+
+def frame(stream, kind, payload=b""):
+    return HEADER.pack(len(payload), stream, kind) + payload
+
+def exact(conn, size):
+    data = b""
+    while len(data) < size:
+        more = conn.recv(size - len(data))
+        if not more:
+            raise EOFError
+        data += more
+    return data
+
+def answer(conn, stream, body):
+    op = json.loads(body).get("op")
+    if op == "list":
+        conn.sendall(frame(stream, 2, json.dumps({"type": "ready"}).encode()))
+        return stream
+    reply = {"type": "ok", "version": 1, "pid": 1} if op == "hello" else {"type": "ok"}
+    conn.sendall(frame(stream, 2, json.dumps(reply).encode()) + frame(stream, 7))
+    return None
+
+while True:
+    conn, _ = listener.accept()
+    listing, outstanding = None, 0
+    try:
+        while True:
+            if listing is not None and outstanding + len(chunk) <= WINDOW:
+                conn.sendall(frame(listing, 3, chunk))
+                outstanding += len(chunk)
+                continue
+            length, stream, kind = HEADER.unpack(exact(conn, HEADER.size))
+            body = exact(conn, length) if length else b""
+            if kind == 1:
+                listing = answer(conn, stream, body) or listing
+            elif kind == 6 and stream == listing:
+                outstanding -= struct.unpack(">I", body)[0]
+            elif kind == 7 and stream == listing:
+                listing, outstanding = None, 0
+    except Exception:
+        conn.close()
+"""
+
+
 @pytest.fixture(scope="module")
 def harness() -> Iterator[Harness]:
     with Harness("server-memory") as h:
-        h.start(extra=["--max-run-output-mb", str(MAX_RUN_OUTPUT_MB), "--max-list-entries", str(MAX_LIST_ENTRIES)])
+        h.start(extra=SETTINGS)
         yield h
 
 
@@ -136,3 +201,38 @@ def test_run_output_within_the_cap_is_whole_and_not_marked(harness: Harness) -> 
         result = response.json()
         assert result["stdout"] == "\x01é" * 1000 + "end\n"
         assert result["stdout_truncated"] is False and result["stderr_truncated"] is False
+
+
+def test_attack_hostile_agent_sending_an_endless_listing_is_cut_at_the_maximum(harness: Harness) -> None:
+    """Sandbox root replaces the agent (its socket, then a server restart) with one that
+    answers a listing with entries forever. The server streams them under flow control and
+    stops at --max-list-entries with `truncated`; its memory stays flat."""
+    with harness.client(timeout=120) as client:
+        sandbox = create(client)
+        planted = sh(
+            client,
+            sandbox["id"],
+            f"setsid python3 -c '{HOSTILE_LISTER}' </dev/null >/tmp/fake.out 2>&1 & "
+            "for i in $(seq 600); do grep -q planted /tmp/fake.out && break; sleep 0.05; done; cat /tmp/fake.out",
+            user="root",
+        )
+        assert planted.split() == ["planted"], planted
+    harness.terminate()
+    harness.start(extra=SETTINGS, same_port=True)
+    with harness.client(timeout=300) as client:
+        before = reset_peak(harness.pid)
+        received = 0
+        pieces = []
+        with client.stream("GET", f"/sandboxes/{sandbox['id']}/files/list", params={"path": "/workspace"}) as response:
+            assert response.status_code == 200, response.read()
+            for piece in response.iter_bytes():
+                received += len(piece)
+                pieces.append(piece)
+                assert received < 1 << 30, "the listing did not stop"
+        growth = peak_rss(harness.pid) - before
+        print(f"hostile listing: {received >> 20} MiB sent, server peak growth {growth >> 20} MiB")
+        assert growth < GROWTH_BOUND, f"the server grew by {growth >> 20} MiB on a hostile listing"
+        listing = json.loads(b"".join(pieces))
+        assert len(listing["files"]) == MAX_LIST_ENTRIES and listing["truncated"] is True
+        assert "error" not in listing
+        assert httpx.get(harness.url + "/healthz", timeout=10).status_code == 200

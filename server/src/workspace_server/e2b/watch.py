@@ -29,6 +29,7 @@ EVENT_TYPES = {
     "chmod": "EVENT_TYPE_CHMOD",
 }
 MAX_BUFFERED = 10_000  # per polled watcher: the oldest events go first
+MAX_BUFFERED_BYTES = 1024 * 1024  # and at most this many bytes of names (paths are up to 4 KiB)
 MAX_WATCHERS = 64  # polled watchers per sandbox
 KEEPALIVE = 50.0
 
@@ -66,10 +67,35 @@ async def watch_dir(request: Request, svc: Services, sandbox_id: str, root: str,
     return StreamingResponse(frames(), media_type="application/connect+json")
 
 
+class BufferedEvents:
+    """A polled watcher's events until the next poll: the oldest go first past MAX_BUFFERED
+    events or MAX_BUFFERED_BYTES of names."""
+
+    def __init__(self) -> None:
+        self._events: deque[dict[str, Any]] = deque()
+        self._bytes = 0
+
+    def __bool__(self) -> bool:
+        return bool(self._events)
+
+    def extend(self, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            self._events.append(event)
+            self._bytes += len(event["name"])
+        while len(self._events) > MAX_BUFFERED or self._bytes > MAX_BUFFERED_BYTES:
+            self._bytes -= len(self._events.popleft()["name"])
+
+    def take(self) -> list[dict[str, Any]]:
+        events = list(self._events)
+        self._events.clear()
+        self._bytes = 0
+        return events
+
+
 @dataclass
 class Watcher:
     sandbox_id: str
-    buffered: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=MAX_BUFFERED))
+    buffered: BufferedEvents = field(default_factory=BufferedEvents)
     task: asyncio.Task[None] | None = None
     failure: str | None = None
 
@@ -117,8 +143,7 @@ def _watcher(http: Request, sandbox_id: str, body: bytes) -> tuple[str, Watcher]
 
 async def get_watcher_events(http: Request, svc: Services, sandbox_id: str, body: bytes) -> dict[str, Any]:
     _, watcher = _watcher(http, sandbox_id, body)
-    events = list(watcher.buffered)
-    watcher.buffered.clear()
+    events = watcher.buffered.take()
     if not events and watcher.failure is not None:
         raise E2BError(503, watcher.failure)
     return {"events": events}

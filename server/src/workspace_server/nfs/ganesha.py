@@ -217,8 +217,11 @@ class GaneshaProcess:
         return process is None or process.returncode is not None
 
     def _tail(self, name: str) -> str:
+        """The end of a log (read from its end: the log itself may be large)."""
         try:
-            return (self.state_dir / name).read_text(errors="replace")[-1500:].strip()
+            with open(self.state_dir / name, "rb") as log:
+                log.seek(max(0, log.seek(0, 2) - 1500))
+                return log.read(1500).decode(errors="replace").strip()
         except OSError:
             return ""
 

@@ -16,10 +16,35 @@ from workspace_server.services.sandboxes import SandboxService
 
 SCROLLBACK = 64 * 1024
 SUBSCRIBER_QUEUE = 1024
+# Output waiting for one attached client: the pump never waits for clients (the PTY's own
+# output must keep flowing), so a client that reads less is detached past this many bytes.
+SUBSCRIBER_BYTES = 4 * 1024 * 1024
 MAX_DIMENSION = 1000
 
 # What subscribers receive: ("data", bytes) | ("exit", int) | ("error", message)
 PtyEvent = tuple[str, Any]
+
+
+class SubscriberQueue(asyncio.Queue[PtyEvent]):
+    """A client's queue, full at SUBSCRIBER_QUEUE events or SUBSCRIBER_BYTES of output."""
+
+    def __init__(self) -> None:
+        super().__init__(SUBSCRIBER_QUEUE)
+        self.queued_bytes = 0
+
+    def full(self) -> bool:
+        return super().full() or self.queued_bytes >= SUBSCRIBER_BYTES
+
+    def _put(self, item: PtyEvent) -> None:
+        if item[0] == "data":
+            self.queued_bytes += len(item[1])
+        super()._put(item)
+
+    def _get(self) -> PtyEvent:
+        item: PtyEvent = super()._get()
+        if item[0] == "data":
+            self.queued_bytes -= len(item[1])
+        return item
 
 
 @dataclass
@@ -74,7 +99,7 @@ class PtyService:
         return [s.info() for s in self._sessions.values() if s.sandbox_id == sandbox_id]
 
     def subscribe(self, session: PtySession) -> tuple[asyncio.Queue[PtyEvent], bytes]:
-        queue: asyncio.Queue[PtyEvent] = asyncio.Queue(SUBSCRIBER_QUEUE)
+        queue = SubscriberQueue()
         session.subscribers.add(queue)
         return queue, bytes(session.scrollback)
 

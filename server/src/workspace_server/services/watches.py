@@ -21,6 +21,7 @@ from workspace_server.services.sandboxes import SandboxService
 
 WATCH_EVENT_TYPES = frozenset({"create", "write", "remove", "rename", "chmod", "overflow"})
 MAX_EVENT_LINE = 64 * 1024  # a path is at most 4 KiB: a longer line is a misbehaving agent
+MAX_EVENT_PATH = 4096 + 256  # the watched path (4 KiB at most) and a name; longer: dropped
 
 
 class WatchService:
@@ -84,11 +85,11 @@ def parse_event(line: bytes) -> ProcessEvent | None:
         return None
     kind = str(raw["type"])
     if kind == "overflow":
-        return ProcessEvent(kind, {"message": str(raw.get("message", "events were lost"))})
-    if not isinstance(raw.get("path"), str):
+        return ProcessEvent(kind, {"message": str(raw.get("message", "events were lost"))[:1024]})
+    if not isinstance(raw.get("path"), str) or len(raw["path"]) > MAX_EVENT_PATH:
         return None
     data: dict[str, Any] = {"path": raw["path"], "is_dir": raw.get("is_dir") is True}
     if kind == "rename":
         new_path = raw.get("new_path")
-        data["new_path"] = new_path if isinstance(new_path, str) else None
+        data["new_path"] = new_path if isinstance(new_path, str) and len(new_path) <= MAX_EVENT_PATH else None
     return ProcessEvent(kind, data)

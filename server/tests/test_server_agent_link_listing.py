@@ -1,0 +1,54 @@
+"""The host's check of each directory-listing line a (possibly hostile) agent sends."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from workspace_server.agent_link.listing import MAX_ENTRY_LINE, MAX_NAME, MAX_PATH, checked_entry
+from workspace_server.domain.errors import AgentNotConnected
+
+GOOD: dict[str, Any] = {
+    "name": "a",
+    "path": "/workspace/a",
+    "type": "file",
+    "size": 3,
+    "modified_at": "2026-01-01T00:00:00.000000Z",
+    "mode": "0644",
+}
+
+
+def line(**changes: Any) -> bytes:
+    return json.dumps({**GOOD, **changes}).encode()
+
+
+def test_a_valid_entry_is_kept_with_its_fields_only() -> None:
+    assert checked_entry("sb", line(extra="x" * 100)) == GOOD
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"name": ""},
+        {"name": "n" * (MAX_NAME + 1)},
+        {"name": 3},
+        {"path": "/" + "p" * MAX_PATH},
+        {"type": "socket"},
+        {"size": -1},
+        {"size": True},
+        {"size": 2**63},
+        {"modified_at": "x" * 65},
+        {"mode": ["0644"]},
+    ],
+)
+def test_an_entry_out_of_bounds_ends_the_listing(changes: dict[str, Any]) -> None:
+    with pytest.raises(AgentNotConnected):
+        checked_entry("sb", line(**changes))
+
+
+@pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", b"{" + b" " * MAX_ENTRY_LINE + b"}"])
+def test_a_malformed_line_ends_the_listing(raw: bytes) -> None:
+    with pytest.raises(AgentNotConnected):
+        checked_entry("sb", raw)
