@@ -44,6 +44,23 @@ def serve(
     default_memory_mb: Annotated[int, typer.Option(envvar="WORKSPACE_DEFAULT_MEMORY_MB")] = 512,
     default_pids: Annotated[int, typer.Option(envvar="WORKSPACE_DEFAULT_PIDS")] = 256,
     default_disk_mb: Annotated[int, typer.Option(envvar="WORKSPACE_DEFAULT_DISK_MB")] = 1024,
+    disk_reserve_mb: Annotated[
+        int,
+        typer.Option(
+            envvar="WORKSPACE_DISK_RESERVE_MB",
+            min=0,
+            help="Space of the data dir's file system that sandbox disks never take (the server's state, "
+            "template imports); half of it is held by a ballast file, released when the file system fills",
+        ),
+    ] = 256,
+    disk_overcommit: Annotated[
+        bool,
+        typer.Option(
+            envvar="WORKSPACE_DISK_OVERCOMMIT",
+            help="Keep sandbox disks sparse and admit creates beyond the free space (thin provisioning: "
+            "sandboxes filling their disks can then fill the host's)",
+        ),
+    ] = False,
     process_log_bytes: Annotated[
         int,
         typer.Option(
@@ -223,7 +240,7 @@ def serve(
     """Run the Workspace service (sandboxes on this host, or as pods in a Kubernetes cluster)."""
     import uvicorn
 
-    from workspace_server.api.app import create_app, default_runtime
+    from workspace_server.api.app import create_app, data_dir_space, default_runtime
 
     logs.configure(log_level.upper())
     try:
@@ -256,6 +273,8 @@ def serve(
         api_key=api_key or None,
         pool_size=pool_size,
         max_sandboxes=max_sandboxes,
+        disk_reserve_mb=disk_reserve_mb,
+        disk_overcommit=disk_overcommit,
         network_allow=allowed,
         preview_domain=preview_domain.lower().strip("."),
         preview_scheme=preview_scheme,
@@ -285,8 +304,10 @@ def serve(
             err=True,
         )
         raise typer.Exit(2)
+    space = data_dir_space(settings)
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        space.make_room()  # a full file system: the ballast goes, so the server can start
         probe = settings.data_dir / ".write-test"
         probe.write_text("ok")
         probe.unlink()
@@ -330,7 +351,7 @@ def serve(
             typer.echo(f"error: --runtime kubernetes: {exc}", err=True)
             raise typer.Exit(2) from None
     elif runtime_name == "local":
-        runtime = default_runtime(settings)
+        runtime = default_runtime(settings, space)
     else:
         typer.echo(f"error: --runtime must be local or kubernetes, not {runtime_name!r}", err=True)
         raise typer.Exit(2)
@@ -340,7 +361,7 @@ def serve(
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
     uvicorn.run(
-        create_app(settings, runtime, checked=True),
+        create_app(settings, runtime, checked=True, space=space),
         host=host,
         port=port,
         log_config=None,

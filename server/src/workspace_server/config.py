@@ -21,6 +21,10 @@ class Settings:
         default_factory=lambda: ResourceLimits(cpu=8.0, memory_mb=16384, pids=4096, disk_mb=65536)
     )
     max_sandboxes: int = 500
+    # Of the data dir's file system, what sandbox disks never take (store/disk_space.py).
+    disk_reserve_mb: int = 256
+    # Keep sandbox disks sparse and admit creates beyond what is free (thin provisioning).
+    disk_overcommit: bool = False
     pool_size: int = 2
     # Warm sandboxes of other templates, as (template name, count): `--pool TEMPLATE=N`.
     pool_templates: tuple[tuple[str, int], ...] = ()

@@ -213,6 +213,23 @@ def percentile(values: list[float], q: float) -> float:
 # --------------------------------------------------------------------------- API helpers
 
 
+def fill_file_system(directory: Path, name: str = "filler") -> None:
+    """Take every free block of the file system holding `directory` (as another program on
+    the host would), in files named `name`-big and `name`-small."""
+    for suffix, block in (("big", 1 << 16), ("small", 1 << 10)):
+        try:
+            with open(directory / f"{name}-{suffix}", "wb", buffering=0) as filler:
+                while True:
+                    filler.write(b"\0" * block)
+        except OSError:
+            pass  # ENOSPC: that is the point
+
+
+def unfill_file_system(directory: Path, name: str = "filler") -> None:
+    for suffix in ("big", "small"):
+        (directory / f"{name}-{suffix}").unlink(missing_ok=True)
+
+
 def envelope(response: httpx.Response) -> dict[str, Any]:
     """The error envelope of a failed response (asserting that it is one)."""
     body = response.json()
@@ -441,6 +458,18 @@ class Harness:
             capture_output=True,
             timeout=30,
         )
+        self.own_mounts.append(target)
+
+    def mount_ext4(self, target: Path, size_mb: int) -> None:
+        """A small ext4 file system of its own at `target` (an image file beside it, loop-mounted
+        with autoclear: the loop device goes with the unmount in close())."""
+        image = self.root / f"{target.name}-fs.img"
+        with open(image, "wb") as handle:
+            handle.truncate(size_mb * 1024 * 1024)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", str(image)], check=True, capture_output=True, timeout=60)
+        target.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-o", "loop", str(image), str(target)], check=True, capture_output=True, timeout=30)
+        target.chmod(0o755)
         self.own_mounts.append(target)
 
     # -- cleanup

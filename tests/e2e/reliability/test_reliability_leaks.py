@@ -132,3 +132,26 @@ def test_delete_of_a_busy_sandbox_leaves_no_processes_or_cgroups() -> None:
                 alive = dict(zip(ids, pool.map(delete, ids), strict=True))
             assert not any(alive.values()), f"DELETE answered while the sandbox's processes ran: {alive}"
             h.assert_no_leftovers(ids, timeout=5)
+
+
+DISTINCT_SIZES = 10
+BLANK_IMAGES_KEPT = 4  # runtimes/blank_disks.py KEEP
+
+
+def test_distinct_disk_sizes_leave_a_bounded_number_of_blank_images() -> None:
+    """Every new disk is a copy of a formatted blank image of its size. One image per
+    distinct disk_mb used to stay in the data dir until a restart: a client could leave
+    thousands. Now only the few sizes used last are kept."""
+    with Harness("blank-images") as h:
+        h.start()
+        runtime_dir = h.data_dir / "runtime"
+        with h.client() as c:
+            for index in range(DISTINCT_SIZES):
+                sandbox_id = create(c, disk_mb=16 + index)["id"]
+                assert sh(c, sandbox_id, "df -m /workspace | tail -1 | awk '{print $2}'").strip()
+                assert c.delete(f"/sandboxes/{sandbox_id}").status_code == 204
+                blanks = sorted(p.name for p in runtime_dir.glob("blank-disk-*"))
+                assert len(blanks) <= BLANK_IMAGES_KEPT, f"after {index + 1} sizes: {blanks}"
+        last_used = range(DISTINCT_SIZES - BLANK_IMAGES_KEPT, DISTINCT_SIZES)
+        assert blanks == [f"blank-disk-{16 + i}m.img" for i in last_used], blanks
+        h.assert_data_dir_empty()

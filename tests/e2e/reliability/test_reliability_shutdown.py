@@ -19,6 +19,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.e2e.reliability.reliability_support import (
+    SANDBOX_ID,
     Harness,
     api_processes,
     asse_events,
@@ -32,6 +33,7 @@ from tests.e2e.reliability.reliability_support import (
     wait_until,
 )
 
+POOL_FILLING = 6  # per template: the pool is still filling when the server stops
 SERVER_GRACE = 10.0  # uvicorn's timeout_graceful_shutdown in `workspace serve`
 EXIT_BOUND = SERVER_GRACE + 5.0
 
@@ -133,11 +135,31 @@ async def test_sigterm_drains_in_flight_work_and_leaves_sandboxes_running() -> N
 
 def test_sigterm_while_the_pool_fills_leaves_no_pool_sandbox() -> None:
     """A SIGTERM can land while a warm sandbox is half made (runc still running, the agent
-    not yet connected, the warm-up command in flight): whatever the moment, none is left."""
+    not yet connected, the warm-up command in flight): whatever the moment, none is left:
+    no runc container, bundle, mount, loop device, cgroup or process."""
     with Harness("sigterm-pool") as h:
-        for delay in (0.05, 0.15, 0.3, 0.6):
-            h.start(pool_size=2)
+        for delay in (0.05, 0.15, 0.3, 0.6, 1.2):
+            h.start(pool_size=POOL_FILLING)
             time.sleep(delay)
             h.terminate()
             assert runc_ids(h.data_dir) == [], delay
             assert bundle_ids(h.data_dir) == [], delay
+            h.assert_no_leftovers(SANDBOX_ID.findall(h.log()))
+
+
+def test_a_crash_while_the_pool_fills_is_cleaned_up_by_the_next_start() -> None:
+    """kill -9 while warm sandboxes are being started leaves them half made; the next
+    server's recovery tears every one of them down (they have no record)."""
+    with Harness("crash-pool") as h:
+        left_by_crashes: list[str] = []
+        for delay in (0.1, 0.6):
+            h.start(pool_size=POOL_FILLING)
+            time.sleep(delay)
+            h.crash()
+            half_made = bundle_ids(h.data_dir)
+            left_by_crashes += half_made
+            h.start()
+            h.terminate()
+            h.assert_no_leftovers([*half_made, *SANDBOX_ID.findall(h.log())])
+            h.assert_data_dir_empty()
+        assert left_by_crashes, "no crash landed while the pool was filling"

@@ -2,7 +2,8 @@
 
 Guarantees under test: a data dir the server cannot write is refused at startup with a
 non-zero exit and a message naming the dir; a full data dir (a tiny tmpfs mounted by the
-test) makes the calls that need it fail with a clear 507 while the server keeps serving
+test) makes the calls that need it fail with a clear error (a create: 429
+RESOURCE_EXHAUSTED, as its disk cannot be reserved) while the server keeps serving
 everything else, and leaves no corrupted state (state.db opens, is in WAL mode and passes
 its integrity check, and a restarted server sees exactly the sandboxes it should); a
 sandbox's own disk quota (disk_mb) is enforced with DISK_QUOTA_EXCEEDED without touching
@@ -25,32 +26,20 @@ from tests.e2e.reliability.reliability_support import (
     bundle_ids,
     create,
     envelope,
+    fill_file_system,
     list_workspace,
     run,
     sh,
+    unfill_file_system,
 )
 from tests.support.live_server import free_port, workspace_command
 
 STARTUP_BOUND = 60.0
-FULL_TMPFS = "size=8m,mode=0755"
+FULL_TMPFS = "size=48m,mode=0755"
+# Sandbox disks are reserved in full (store/disk_space.py): small ones, and a small reserve, on a small tmpfs.
+SMALL_DISKS = ["--default-disk-mb", "8", "--disk-reserve-mb", "8"]
 CLEAR_WORDS = ("space", "full", "quota")
 QUOTA_ANSWER_BOUND = 5.0  # writing 12 MiB to a tmpfs takes milliseconds
-
-
-def _fill(directory: Path) -> None:
-    """Take every free block of the file system holding `directory`."""
-    for name, block in (("filler-big", 1 << 16), ("filler-small", 1 << 10)):
-        try:
-            with open(directory / name, "wb", buffering=0) as filler:
-                while True:
-                    filler.write(b"\0" * block)
-        except OSError:
-            pass  # ENOSPC: that is the point
-
-
-def _unfill(directory: Path) -> None:
-    for name in ("filler-big", "filler-small"):
-        (directory / name).unlink(missing_ok=True)
 
 
 def _db_facts(data_dir: Path) -> tuple[str, str, list[tuple[str, str]]]:
@@ -79,7 +68,7 @@ def test_unwritable_data_dir_is_refused_at_startup(case: str) -> None:
         else:
             data_dir = h.root / "full"
             h.mount_tmpfs(data_dir, "size=1m,mode=0755")
-            _fill(data_dir)
+            fill_file_system(data_dir)
         command = [
             *workspace_command(),
             "serve",
@@ -101,17 +90,18 @@ def test_unwritable_data_dir_is_refused_at_startup(case: str) -> None:
         print(f"\n{case}: exit {result.returncode}: {output.strip().splitlines()[-1]}")
 
 
-def test_full_data_dir_create_fails_with_a_clear_507() -> None:
+def test_full_data_dir_create_is_refused_clearly() -> None:
     with Harness("full-create") as h:
         h.mount_tmpfs(h.data_dir, FULL_TMPFS)
-        h.start()
+        h.start(extra=SMALL_DISKS)
         with h.client() as c:
             existing = create(c)["id"]
-            _fill(h.data_dir)
+            fill_file_system(h.data_dir)
             response = c.post("/sandboxes", json={})
-            assert response.status_code == 507, response.text
+            assert response.status_code == 429, response.text
             body = envelope(response)
-            assert body["code"] in ("STORAGE_ERROR", "DISK_QUOTA_EXCEEDED"), body
+            assert body["code"] == "RESOURCE_EXHAUSTED", body
+            assert body["details"]["needed_mb"] == 8 and body["details"]["free_mb"] < 8, body
             assert any(word in body["message"].lower() for word in CLEAR_WORDS), body
             assert bundle_ids(h.data_dir) == [existing], "the failed create left a bundle behind"
 
@@ -119,13 +109,13 @@ def test_full_data_dir_create_fails_with_a_clear_507() -> None:
 def test_full_data_dir_keeps_serving_and_leaves_no_corrupted_state() -> None:
     with Harness("full-serve") as h:
         h.mount_tmpfs(h.data_dir, FULL_TMPFS)
-        h.start()
+        h.start(extra=SMALL_DISKS)
         with h.client() as c:
             kept = create(c)["id"]
             sh(c, kept, "echo kept > /workspace/kept.txt")
             assert _db_facts(h.data_dir)[0] == "wal", "state.db is not in WAL mode"
 
-            _fill(h.data_dir)
+            fill_file_system(h.data_dir)
             for _ in range(3):
                 response = c.post("/sandboxes", json={})
                 assert response.status_code >= 400, "a create succeeded on a full data dir"
@@ -146,7 +136,7 @@ def test_full_data_dir_keeps_serving_and_leaves_no_corrupted_state() -> None:
             assert bundle_ids(h.data_dir) == [kept], "failed creates left bundles behind"
 
             # Space comes back: so does every operation.
-            _unfill(h.data_dir)
+            unfill_file_system(h.data_dir)
             fresh = create(c)["id"]
             assert run(c, fresh, "echo", "ok")["stdout"] == "ok\n"
             assert c.delete(f"/sandboxes/{fresh}").status_code == 204
@@ -156,7 +146,7 @@ def test_full_data_dir_keeps_serving_and_leaves_no_corrupted_state() -> None:
         mode, check, rows = _db_facts(h.data_dir)
         assert (mode, check) == ("wal", "ok")
         assert rows == [(kept, "running")], f"state.db holds more than the one sandbox: {rows}"
-        h.start()
+        h.start(extra=SMALL_DISKS)
         with h.client() as c:
             assert [(s["id"], s["state"]) for s in c.get("/sandboxes").json()["sandboxes"]] == [(kept, "running")]
             assert assert_running_means_usable(c) == [kept]
@@ -168,10 +158,10 @@ def test_full_data_dir_keeps_serving_and_leaves_no_corrupted_state() -> None:
 def test_failed_delete_on_a_full_data_dir_leaves_state_consistent() -> None:
     with Harness("full-delete") as h:
         h.mount_tmpfs(h.data_dir, FULL_TMPFS)
-        h.start()
+        h.start(extra=SMALL_DISKS)
         with h.client() as c:
             sandbox_id = create(c)["id"]
-            _fill(h.data_dir)
+            fill_file_system(h.data_dir)
             response = c.delete(f"/sandboxes/{sandbox_id}")
             if response.status_code == 204:
                 assert c.get(f"/sandboxes/{sandbox_id}").status_code == 404
@@ -182,7 +172,7 @@ def test_failed_delete_on_a_full_data_dir_leaves_state_consistent() -> None:
                 # The delete did not happen: the sandbox must be reported as what it still is.
                 assert c.get(f"/sandboxes/{sandbox_id}").json()["state"] == "running"
                 assert run(c, sandbox_id, "true")["exit_code"] == 0
-            _unfill(h.data_dir)
+            unfill_file_system(h.data_dir)
             if c.get(f"/sandboxes/{sandbox_id}").status_code == 200:
                 assert c.delete(f"/sandboxes/{sandbox_id}").status_code == 204
             h.assert_no_leftovers([sandbox_id])

@@ -35,6 +35,7 @@ from workspace_server.services.ptys import PtyService
 from workspace_server.services.sandboxes import SandboxService
 from workspace_server.services.templates import TemplateService
 from workspace_server.services.watches import WatchService
+from workspace_server.store.disk_space import MIB, DataDirSpace
 from workspace_server.store.sqlite import SandboxStore
 from workspace_server.templates.build_store import BuildStore
 from workspace_server.templates.store import TemplateStore
@@ -42,10 +43,19 @@ from workspace_server.templates.store import TemplateStore
 log = logging.getLogger("workspace")
 
 
-def default_runtime(settings: Settings) -> Runtime:
+def data_dir_space(settings: Settings) -> DataDirSpace:
+    return DataDirSpace(settings.data_dir, settings.disk_reserve_mb * MIB, overcommit=settings.disk_overcommit)
+
+
+def default_runtime(settings: Settings, space: DataDirSpace | None = None) -> Runtime:
     from workspace_server.runtimes.runc import RuncRuntime
 
-    return RuncRuntime(settings.data_dir, runc=settings.runc, network_allow=settings.network_allow)
+    return RuncRuntime(
+        settings.data_dir,
+        runc=settings.runc,
+        network_allow=settings.network_allow,
+        space=space or data_dir_space(settings),
+    )
 
 
 def nfs_exports(settings: Settings, runtime: Runtime) -> NfsExports | None:
@@ -59,14 +69,20 @@ def nfs_exports(settings: Settings, runtime: Runtime) -> NfsExports | None:
     return NfsExports(settings.nfs, settings.data_dir / "nfs", locate)
 
 
-def create_app(settings: Settings, runtime: Runtime | None = None, checked: bool = False) -> FastAPI:
+def create_app(
+    settings: Settings, runtime: Runtime | None = None, checked: bool = False, space: DataDirSpace | None = None
+) -> FastAPI:
+    """`space`: the data dir's space (its ballast, sandbox disk admission), shared with the
+    runtime; one is made if not given."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        chosen = runtime or default_runtime(settings)
+        data_space = space or data_dir_space(settings)
+        chosen = runtime or default_runtime(settings, data_space)
         if not checked:
             chosen.check()
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        store = SandboxStore(settings.data_dir / "state.db")
+        store = SandboxStore(settings.data_dir / "state.db", on_full=data_space.make_room)
         metrics = Metrics()
         template_store = TemplateStore(settings.data_dir / "templates")
         template_store.open()
@@ -75,7 +91,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None, checked: bool
         if exports is not None:
             await exports.start()
             log.info("nfs: serving sandboxes' /workspace under %s", exports.settings.url("/sandboxes"))
-        sandbox_service = SandboxService(settings, store, chosen, registry, metrics, exports)
+        sandbox_service = SandboxService(settings, store, chosen, registry, metrics, exports, data_space)
         template_service = TemplateService(
             registry,
             template_store,

@@ -33,11 +33,13 @@ from workspace_server.domain.errors import InvalidRequest, RuntimeFailure
 from workspace_server.domain.models import ResourceLimits
 from workspace_server.runtimes import disk_copy, egress, image_root, oci_config, shared_dirs, uid_ranges
 from workspace_server.runtimes.base import HostWorkspace, SandboxSpec, StartedSandbox
+from workspace_server.runtimes.blank_disks import BlankDisks
 from workspace_server.runtimes.cgroups import SandboxCgroups
 from workspace_server.runtimes.host_commands import run_host_command
 from workspace_server.runtimes.image_mounts import ImageMounts
 from workspace_server.runtimes.runc_lifecycle import DISK_IMAGE, RuncLifecycle
 from workspace_server.runtimes.user_namespace import owned_user_namespace
+from workspace_server.store.disk_space import MIB, DataDirSpace
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +178,7 @@ class RuncRuntime(RuncLifecycle):
         runc: str = "runc",
         slirp4netns: str = "slirp4netns",
         network_allow: Sequence[egress.IPv4Network] = (),
+        space: DataDirSpace | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.runc = runc
@@ -189,7 +192,8 @@ class RuncRuntime(RuncLifecycle):
         self.agent_dir = self.shared_dir / "agent-unpublished"
         self.rootfs_dir = self.shared_dir / "rootfs-unpublished"
         self.cgroups = SandboxCgroups()
-        self._blank_disk_lock = asyncio.Lock()
+        self.blank_disks = BlankDisks(self.shared_dir)
+        self.space = space or DataDirSpace(data_dir, 0, overcommit=True)
         self.uid_ranges = uid_ranges.UidRanges(uid_ranges.HOST_REGISTRY, self.sandboxes_dir)
         self.images = ImageMounts(self.shared_dir, data_dir / "templates" / "layers")
 
@@ -213,8 +217,8 @@ class RuncRuntime(RuncLifecycle):
                     f"{ancestor} is not searchable by other users (chmod o+x it), so sandboxes cannot "
                     f"reach their root under {self.data_dir}; or choose a --data-dir elsewhere"
                 )
-        for stale in self.shared_dir.glob("blank-disk-*"):  # remade on demand, for current sizes only
-            stale.unlink(missing_ok=True)
+        self.blank_disks.sweep()  # remade on demand, for current sizes only
+        shared_dirs.sweep_scratch(self.shared_dir)
         self.etc_dir = shared_dirs.publish(self.shared_dir, "etc", build_etc)
         self.agent_dir = shared_dirs.publish(self.shared_dir, "agent", self._build_agent)
         self.rootfs_dir = shared_dirs.publish(self.shared_dir, "rootfs", build_rootfs)
@@ -323,7 +327,10 @@ class RuncRuntime(RuncLifecycle):
     async def start(self, spec: SandboxSpec) -> StartedSandbox:
         if spec.existing_disk:
             bundle = self._bundle(spec.sandbox_id)
+            # A disk made sparse (by an older server) gets its blocks before it is used again.
+            await asyncio.to_thread(self.space.allocate_image, bundle / DISK_IMAGE)
         else:
+            self.space.check(spec.limits.disk_mb * MIB)  # before any work: a clear refusal
             bundle = await asyncio.to_thread(self._prepare_bundle, spec)
         rw = bundle / "rw"
         try:
@@ -411,48 +418,18 @@ class RuncRuntime(RuncLifecycle):
         await egress.restrict(bundle, host_pid, self.network_allow)  # before any packet can leave
         await self._start_network(bundle, host_pid)
 
-    async def _blank_disk(self, size_mb: int) -> Path:
-        """A freshly formatted, empty ext4 image of size_mb, made once per size and kept in
-        the shared runtime dir (never mounted itself: sandboxes get copies)."""
-        blank = self.shared_dir / f"blank-disk-{size_mb}m.img"
-        if blank.exists():
-            return blank
-        async with self._blank_disk_lock:
-            if blank.exists():
-                return blank
-            partial = blank.with_suffix(".partial")
-            with open(partial, "wb") as handle:
-                handle.truncate(size_mb * 1024 * 1024)
-            code, out = await run_host_command(  # root dir owned by host root: each sandbox chowns its copy
-                "mkfs.ext4",
-                "-q",
-                "-F",
-                "-m",
-                "0",
-                "-O",
-                # csum_seed: a copy's UUID can then change without rewriting every checksum
-                "^has_journal,metadata_csum_seed",
-                "-E",
-                "lazy_itable_init=1,lazy_journal_init=1,nodiscard,root_owner=0:0",
-                str(partial),
-            )
-            if code != 0:
-                partial.unlink(missing_ok=True)
-                raise RuntimeFailure(f"could not make the sandbox's disk: {out}")
-            partial.rename(blank)  # atomic: a half-made image is never used
-        return blank
-
     async def _mount_disk(self, image: Path, mountpoint: Path, size_mb: int) -> None:
         """The sandbox's writable dirs live on an ext4 image of exactly disk_mb, loop-mounted.
 
         A real filesystem, not a tmpfs: its page cache can be written back and reclaimed,
-        so files never count against memory_mb, and the host disk holds at most disk_mb
-        (the image is sparse and deleted with the sandbox)."""
-        blank = await self._blank_disk(size_mb)
-        # A sparse copy of a formatted blank image of that size: ~3 ms against ~10 ms for mkfs.
-        code, out = await run_host_command("cp", "--sparse=always", str(blank), str(image))
+        so files never count against memory_mb. Its blocks are allocated in full before it
+        is used (store/disk_space.py), so what disk_mb promises is there to be written."""
+        async with self.blank_disks.use(size_mb) as blank:
+            # A sparse copy of a formatted blank image of that size: ~3 ms against ~10 ms for mkfs.
+            code, out = await run_host_command("cp", "--sparse=always", str(blank), str(image))
         if code != 0:
             raise RuntimeFailure(f"could not make the sandbox's disk: {out}")
+        await asyncio.to_thread(self.space.allocate_image, image, size_mb * MIB)
         await disk_copy.give_own_uuid(image)
         await self._mount_image(image, mountpoint)
         mountpoint.chmod(0o755)

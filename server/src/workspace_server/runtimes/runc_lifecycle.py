@@ -18,6 +18,7 @@ from workspace_server.runtimes.base import WorkloadSample
 from workspace_server.runtimes.cgroups import SandboxCgroups
 from workspace_server.runtimes.host_commands import run_host_command
 from workspace_server.runtimes.image_mounts import ImageMounts
+from workspace_server.store.disk_space import DataDirSpace
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ def unmount(target: Path) -> str:
 
 class RuncLifecycle:
     uid_ranges: uid_ranges.UidRanges
+    space: DataDirSpace
     images: ImageMounts
     cgroups: SandboxCgroups
 
@@ -187,12 +189,15 @@ class RuncLifecycle:
 
     async def copy_disk(self, source_id: str, target_id: str) -> None:
         source, target = self._bundle(source_id), self._bundle(target_id)
+        fork_disk = "the fork's copy of the disk"
+        self.space.check((source / DISK_IMAGE).stat().st_size, fork_disk)  # before any work
         old_base = self.uid_ranges.take(source_id)
         target.mkdir()
         (target / "rw").mkdir()
         try:
             new_base = self.uid_ranges.take(target_id)
             await disk_copy.copy_image(source / DISK_IMAGE, source / "rw", target / DISK_IMAGE)
+            await asyncio.to_thread(self.space.allocate_image, target / DISK_IMAGE, None, fork_disk)
             await self._mount_image(target / DISK_IMAGE, target / "rw")
             try:
                 await asyncio.to_thread(

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from workspace_server.agent_link.client import CommandEnded, CommandExit, CommandFailed, SandboxAgent
 from workspace_server.config import Settings
-from workspace_server.domain.errors import AgentNotConnected, TemplateNotFound, WorkspaceError
+from workspace_server.domain.errors import AgentNotConnected, ResourceExhausted, TemplateNotFound, WorkspaceError
 from workspace_server.domain.models import ResourceLimits, Template, new_sandbox_id
 from workspace_server.domain.templates import TemplateRegistry
 from workspace_server.metrics import Metrics
@@ -75,6 +75,8 @@ class WarmPool:
         self._sizes.update(dict(settings.pool_templates))
         self._warm: dict[str, list[Warm]] = {name: [] for name in self._sizes}
         self._filling: set[str] = set()
+        self._stalled: set[str] = set()  # stopped filling for want of host resources (disk, uids)
+        self._freed = 0  # how many times resources were freed: a fill that failed meanwhile tries again
         self._closing = False
 
     def start(self) -> None:
@@ -156,6 +158,13 @@ class WarmPool:
             return None
         return warm
 
+    def resume(self) -> None:
+        """Host resources were freed (a sandbox was deleted): pools that stopped for want of
+        them try again."""
+        self._freed += 1
+        for template in list(self._stalled):
+            self.refill(template)
+
     def refill(self, template: str, delay: float = 0.0) -> None:
         if self._closing or self._sizes.get(template, 0) <= 0 or template in self._filling:
             return
@@ -173,7 +182,25 @@ class WarmPool:
                     template_now = self.templates.get(template)
                 except TemplateNotFound:
                     return  # not imported yet: template_changed fills it once it is
-                warm = await self._start_one(template_now)
+                freed = self._freed
+                try:
+                    warm = await self._start_one(template_now)
+                except ResourceExhausted as exc:
+                    if self._freed != freed:
+                        continue  # something was freed while this one started: try again
+                    if template not in self._stalled:
+                        log.warning(
+                            "warm pool for %s: stopped at %d of %d sandboxes until a sandbox is deleted: %s",
+                            template,
+                            len(pool),
+                            self._sizes[template],
+                            exc.message,
+                        )
+                    self._stalled.add(template)
+                    return
+                if template in self._stalled:
+                    log.info("warm pool for %s: filling again", template)
+                    self._stalled.discard(template)
                 if warm is None:
                     await asyncio.sleep(START_RETRY_DELAY)
                     continue
@@ -191,6 +218,9 @@ class WarmPool:
         try:
             started = await self.runtime.start(spec)
             agent = await SandboxAgent.connect(sandbox_id, started.agent_address, self.settings.agent_connect_timeout)
+        except ResourceExhausted:  # no room for another: the fill stops (and says so once)
+            await self._destroy(sandbox_id)
+            raise
         except Exception as exc:
             log.warning("warm pool for %s: could not start a sandbox: %s", template.name, exc)
             await self._destroy(sandbox_id)

@@ -45,6 +45,7 @@ from workspace_server.services.gates import Gates
 from workspace_server.services.pool import WarmPool
 from workspace_server.services.recovery import recover
 from workspace_server.services.tasks import BackgroundTasks
+from workspace_server.store.disk_space import DataDirSpace
 from workspace_server.store.sqlite import SandboxStore
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ class SandboxService:
         templates: TemplateRegistry,
         metrics: Metrics,
         exports: WorkspaceExports | None = None,
+        space: DataDirSpace | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -108,6 +110,7 @@ class SandboxService:
         self.templates = templates
         self.metrics = metrics
         self.exports = exports  # NFS: running sandboxes' /workspace, when the server serves it
+        self.space = space  # the data dir's ballast, kept (or given up when the disk is full) in the background
         self._agents: dict[str, SandboxAgent] = {}
         self._records: dict[str, Sandbox] = {}
         self._deleting: dict[str, asyncio.Event] = {}  # each is set once its sandbox is gone
@@ -128,6 +131,8 @@ class SandboxService:
     async def start(self) -> None:
         if isinstance(self.runtime, ClusterRuntime):
             self.runtime.attach(self)
+        if self.space is not None:
+            self.space.keep_reserve()
         await recover(self)
         self._tasks.spawn(self._reclaim_loop())
         self.pool.start()
@@ -374,10 +379,13 @@ class SandboxService:
     async def _reclaim_loop(self) -> None:
         while True:
             await asyncio.sleep(RECLAIM_INTERVAL)
+            if self.space is not None:
+                self.space.keep_reserve()
             for sandbox_id, forget_record in list(self._unreclaimed.items()):
                 if sandbox_id in self._deleting or not await self._destroy(sandbox_id, forget_record):
                     continue
                 log.info("sandbox %s: torn down after an earlier failure", sandbox_id)
+                self.pool.resume()
                 if forget_record and sandbox_id in self._records:
                     with contextlib.suppress(WorkspaceError):
                         self.store.delete(sandbox_id)
@@ -500,6 +508,7 @@ class SandboxService:
             self.store.delete(sandbox_id)
             self._records.pop(sandbox_id, None)
             self.activity.forget(sandbox_id)
+            self.pool.resume()  # its disk is free: a pool that ran out of room fills again
         finally:
             del self._deleting[sandbox_id]
             gone.set()

@@ -10,6 +10,7 @@ import builtins
 import json
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -127,8 +128,11 @@ def _from_row(row: sqlite3.Row) -> Sandbox:
 class SandboxStore:
     """The sandbox records, in SQLite (WAL): they outlive the server."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, on_full: Callable[[], bool] | None = None) -> None:
+        """`on_full()`: called when a write fails on a full file system; True if it freed
+        room (the data dir's ballast), and the write is tried once more."""
         self.path = path
+        self._on_full = on_full
         self._lock = threading.Lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,17 +152,27 @@ class SandboxStore:
     def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    rows = self._db.execute(sql, params).fetchall()
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
-                        self._db.execute("ROLLBACK")
-                    raise
-                return rows
+                return self._transaction(sql, params)
+            except sqlite3.OperationalError as exc:
+                if self._on_full is None or not self._on_full():
+                    raise StorageError(f"state database error: {exc}") from exc
             except sqlite3.Error as exc:
                 raise StorageError(f"state database error: {exc}") from exc
+            try:  # the file system was full, and room was made
+                return self._transaction(sql, params)
+            except sqlite3.Error as exc:
+                raise StorageError(f"state database error: {exc}") from exc
+
+    def _transaction(self, sql: str, params: tuple[Any, ...]) -> list[sqlite3.Row]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = self._db.execute(sql, params).fetchall()
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+                self._db.execute("ROLLBACK")
+            raise
+        return rows
 
     def put(self, sandbox: Sandbox) -> None:
         placeholders = ",".join("?" * len(COLUMNS))

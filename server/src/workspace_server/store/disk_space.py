@@ -1,0 +1,194 @@
+"""The data dir's file system: what sandbox disks are promised is reserved, and a reserve is
+kept for the server's own state.
+
+A sandbox's disk is an ext4 image of disk_mb. Left sparse, it would hold only what was
+written so far, so sandboxes that each stay within their own quota could together fill the
+host's file system: then a neighbour's write fails inside its own quota, and the server can
+no longer write its state. So an image's blocks are allocated in full when it is made
+(`fallocate`: unwritten extents, no data written; ~3 ms per GiB on ext4), and only if they
+fit beside the reserve; otherwise the create is refused with RESOURCE_EXHAUSTED, saying how
+much it needed and how much was free.
+
+The reserve (`--disk-reserve-mb`) is the part of the file system sandbox disks never take:
+the server's state database, bundles, template imports and snapshots in flight. Half of it
+is held by a ballast: CHUNKS files under `disk-reserve/`, allocated, never read. If the file
+system fills anyway (an import, another program on the host), a chunk is released, then
+another if it fills again, so the server can still write its state, start, recover and
+delete sandboxes (which frees their whole images). Chunks are taken back once there is
+room again; creates that would eat into the reserve are refused meanwhile.
+
+`overcommit` (`--disk-overcommit`) keeps images sparse and admits every create: thin
+provisioning, for operators who watch the host's disk themselves.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import threading
+from pathlib import Path
+
+from workspace_server.domain.errors import ResourceExhausted
+
+log = logging.getLogger(__name__)
+
+BALLAST = "disk-reserve"
+CHUNKS = 4
+MIB = 1024 * 1024
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+
+
+def allocate(fd: int, size: int) -> None:
+    """fallocate(2) itself: Python's posix_fallocate falls back to writing zeros where the
+    file system cannot allocate (that would write every byte of a disk)."""
+    if _libc.fallocate(fd, 0, 0, size) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def allocated_bytes(path: Path) -> int:
+    try:
+        return os.stat(path).st_blocks * 512
+    except FileNotFoundError:
+        return 0
+
+
+class DataDirSpace:
+    """Admission and allocation of sandbox disks, and the ballast (see the module's doc)."""
+
+    def __init__(self, data_dir: Path, reserve_bytes: int, overcommit: bool = False) -> None:
+        self.data_dir = data_dir
+        self.reserve = max(0, reserve_bytes)
+        self.chunk_size = self.reserve // 2 // CHUNKS
+        self.overcommit = overcommit
+        self.ballast = data_dir / BALLAST
+        # Below this much free space a chunk of the ballast is given up for the server's own writes.
+        self.low_water = self.chunk_size
+        self._lock = threading.Lock()  # admission and allocation, one image at a time
+        self._supported = True
+
+    # ------------------------------------------------------------------ figures
+    def free(self) -> int:
+        """Bytes an unprivileged writer may still allocate on the data dir's file system."""
+        stat = os.statvfs(self.data_dir)
+        return stat.f_bavail * stat.f_frsize
+
+    def _chunks(self) -> list[Path]:
+        return [self.ballast / str(index) for index in range(CHUNKS)]
+
+    def held(self) -> int:
+        return sum(min(allocated_bytes(chunk), self.chunk_size) for chunk in self._chunks())
+
+    def available(self) -> int:
+        """What sandbox disks may still take: everything but the reserve (the part the
+        ballast holds is not free already)."""
+        return self.free() + self.held() - self.reserve
+
+    # ------------------------------------------------------------------ sandbox disks
+    def check(self, size: int, what: str = "the sandbox's disk") -> None:
+        """Refuse early (before any work) what cannot fit; `allocate_image` checks again."""
+        if self.overcommit:
+            return
+        available = self.available()
+        if size > available:
+            raise self.exhausted(size, available, what)
+
+    def allocate_image(self, image: Path, size: int | None = None, what: str = "the sandbox's disk") -> None:
+        """Allocate every block of `image` (made sparse) up to `size` (default: its length),
+        if what it still lacks fits beside the reserve; RESOURCE_EXHAUSTED if not."""
+        if self.overcommit or not self._supported:
+            return
+        with self._lock:
+            if size is None:
+                size = os.stat(image).st_size
+            needed = max(0, size - allocated_bytes(image))
+            available = self.available()
+            if needed > available:
+                raise self.exhausted(needed, available, what)
+            fd = os.open(image, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+            try:
+                allocate(fd, size)
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise self.exhausted(needed, self.available(), what) from None
+                if exc.errno in (errno.EOPNOTSUPP, errno.ENOSYS):
+                    self._unsupported(exc)
+                    return
+                raise
+            finally:
+                os.close(fd)
+
+    def _unsupported(self, exc: OSError) -> None:
+        self._supported = False
+        log.warning(
+            "the file system of %s cannot allocate ahead (fallocate: %s): sandbox disks stay sparse, no "
+            "ballast is held, and only creates that do not fit what is free are refused",
+            self.data_dir,
+            exc.strerror,
+        )
+
+    def exhausted(self, needed: int, available: int, what: str) -> ResourceExhausted:
+        return ResourceExhausted(
+            f"not enough disk space on the server for {what}: it needs {ceil_mib(needed)} MiB, "
+            f"{max(0, available) // MIB} MiB are free beside the server's reserve",
+            needed_mb=ceil_mib(needed),
+            free_mb=max(0, available) // MIB,
+            reserve_mb=self.reserve // MIB,
+        )
+
+    # ------------------------------------------------------------------ the ballast
+    def make_room(self) -> bool:
+        """The file system is (nearly) full: release a chunk of the ballast so the server's
+        own writes work. True if that freed something."""
+        free = self.free()
+        if free >= self.low_water and free > 0:
+            return False
+        for chunk in self._chunks():
+            held = allocated_bytes(chunk)
+            if held:
+                chunk.unlink(missing_ok=True)
+                log.warning(
+                    "the data dir's file system is full: released %d MiB of the ballast so the server can keep "
+                    "its state and delete sandboxes (%d MiB left); creates that do not fit beside the reserve "
+                    "are refused",
+                    held // MIB,
+                    self.held() // MIB,
+                )
+                return True
+        return False
+
+    def keep_reserve(self) -> None:
+        """Periodically: give a chunk of the ballast up when the file system is full, take
+        chunks back once there is room for them and the low-water mark besides."""
+        if self.make_room() or not self._supported or self.chunk_size == 0:
+            return
+        for chunk in self._chunks():
+            missing = self.chunk_size - allocated_bytes(chunk)
+            if missing <= 0:
+                continue
+            if self.free() < missing + 2 * self.low_water:
+                return
+            try:
+                self.ballast.mkdir(mode=0o700, exist_ok=True)
+                fd = os.open(chunk, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            except OSError as exc:
+                log.warning("could not make the disk reserve %s: %s", chunk, exc)
+                return
+            try:
+                allocate(fd, self.chunk_size)
+            except OSError as exc:
+                if exc.errno in (errno.EOPNOTSUPP, errno.ENOSYS):
+                    self._unsupported(exc)
+                elif exc.errno != errno.ENOSPC:
+                    log.warning("could not make the disk reserve %s: %s", chunk, exc)
+                return
+            finally:
+                os.close(fd)
+
+
+def ceil_mib(size: int) -> int:
+    return -(-size // MIB)

@@ -1,0 +1,154 @@
+"""What sandbox disks are promised is reserved on the host (issue 12, item 3).
+
+Attack: sandbox disks were sparse images, so sandboxes each filling only their own disk_mb
+could together fill the host's file system; then a neighbour's writes failed inside its own
+quota (ext4 on the loop device lost pages at writeback), creates and deletes answered errors
+and the server could not start again.
+
+Guarantees under test, on a small ext4 file system of the test's own as the data dir (never
+the host's disk): a create that does not fit beside the reserve is refused with 429
+RESOURCE_EXHAUSTED saying what it needed and what was free; every admitted sandbox can write
+its whole disk and fsync it even once the file system is at 100% (filled from outside, as
+another program on the host would); deletes work on the full file system; the server starts
+again on it, re-adopts its sandboxes with their files, and deletes them; the warm pool stops
+filling, and says so, when the next sandbox would not fit.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import httpx
+
+from tests.e2e.reliability.reliability_support import (
+    CREATED_IDS,
+    Harness,
+    create,
+    envelope,
+    fill_file_system,
+    run,
+    sh,
+    unfill_file_system,
+    wait_until,
+)
+
+FS_MB = 192
+DISK_MB = 32
+RESERVE_MB = 32
+SETTINGS = ["--default-disk-mb", str(DISK_MB), "--disk-reserve-mb", str(RESERVE_MB)]
+WRITE_MB = 26  # of a 32 MiB disk: what its own ext4 leaves to files, and some to spare
+MAX_CREATES = 12  # sparse disks would let all of them in (each holds ~1 MiB on the host)
+
+
+def _free_mb(path: Path) -> float:
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize / (1 << 20)
+
+
+def _assert_reserve_kept(data_dir: Path) -> None:
+    left = _free_mb(data_dir) + RESERVE_MB / 2  # free, and the ballast held beside it
+    assert left >= RESERVE_MB - 1, f"the warm pool ate into the reserve: {left:.1f} MiB left"
+
+
+def _create_until_refused(c: httpx.Client) -> tuple[list[str], httpx.Response]:
+    created: list[str] = []
+    for _ in range(MAX_CREATES):
+        response = c.post("/sandboxes", json={})
+        if response.status_code != 201:
+            return created, response
+        CREATED_IDS.add(response.json()["id"])
+        created.append(response.json()["id"])
+    raise AssertionError(f"{MAX_CREATES} sandboxes of {DISK_MB} MiB were admitted on a {FS_MB} MiB file system")
+
+
+def _write_whole_disk(c: httpx.Client, sandbox_id: str) -> dict[str, object]:
+    """Write (and fsync) most of the sandbox's disk; the result of the command."""
+    return run(
+        c,
+        sandbox_id,
+        "dd",
+        "if=/dev/zero",
+        "of=/workspace/fill",
+        "bs=1M",
+        f"count={WRITE_MB}",
+        "conv=fsync",
+        timeout=120,
+    )
+
+
+def _reads_back(c: httpx.Client, sandbox_id: str) -> bool:
+    size = sh(c, sandbox_id, "stat -c %s /workspace/fill").strip()
+    same = run(c, sandbox_id, "cmp", "-n", str(WRITE_MB << 20), "/workspace/fill", "/dev/zero")
+    return size == str(WRITE_MB << 20) and same["exit_code"] == 0
+
+
+def test_disks_are_reserved_and_a_full_file_system_still_deletes_and_restarts() -> None:
+    with Harness("disk-reserve") as h:
+        h.mount_ext4(h.data_dir, FS_MB)
+        h.start(extra=SETTINGS)
+        with h.client(timeout=120) as c:
+            ids, refused = _create_until_refused(c)
+            assert refused.status_code == 429, refused.text
+            body = envelope(refused)
+            assert body["code"] == "RESOURCE_EXHAUSTED", body
+            assert body["details"]["needed_mb"] == DISK_MB and body["details"]["free_mb"] < DISK_MB, body
+            assert "disk space" in body["message"], body
+            assert len(ids) >= 2, f"only {len(ids)} sandboxes of {DISK_MB} MiB fit on {FS_MB} MiB"
+            print(f"\nadmitted {len(ids)} sandboxes of {DISK_MB} MiB; refused: {body['message']}")
+
+            # Another program fills the file system to the last block.
+            fill_file_system(h.data_dir)
+            assert _free_mb(h.data_dir) < 1
+            # Every sandbox can still write its whole disk, to the disk (fsync), and read it back.
+            for sandbox_id in ids:
+                result = _write_whole_disk(c, sandbox_id)
+                assert result["exit_code"] == 0, (sandbox_id, result)
+            subprocess.run(["sh", "-c", "echo 3 > /proc/sys/vm/drop_caches"], check=False)
+            assert all(_reads_back(c, sandbox_id) for sandbox_id in ids)
+
+            # Creates are refused cleanly; a delete works on the full file system.
+            again = c.post("/sandboxes", json={})
+            assert again.status_code == 429 and envelope(again)["code"] == "RESOURCE_EXHAUSTED", again.text
+            gone = ids.pop()
+            assert c.delete(f"/sandboxes/{gone}").status_code == 204
+            assert c.get(f"/sandboxes/{gone}").status_code == 404
+            h.assert_no_leftovers([gone])
+
+        # Full again (what the delete freed is taken too); the server restarts on it.
+        fill_file_system(h.data_dir, "filler-again")
+        assert _free_mb(h.data_dir) < 1
+        h.terminate()
+        h.start(extra=SETTINGS)
+        with h.client(timeout=120) as c:
+            listed = {s["id"]: s["state"] for s in c.get("/sandboxes").json()["sandboxes"]}
+            assert listed == dict.fromkeys(ids, "running"), listed
+            assert all(_reads_back(c, sandbox_id) for sandbox_id in ids)
+            refused = c.post("/sandboxes", json={})
+            assert refused.status_code == 429 and envelope(refused)["code"] == "RESOURCE_EXHAUSTED", refused.text
+            for sandbox_id in ids:
+                assert c.delete(f"/sandboxes/{sandbox_id}").status_code == 204
+        assert "Traceback" not in h.log(), h.log_tail()
+        unfill_file_system(h.data_dir)
+        unfill_file_system(h.data_dir, "filler-again")
+        h.assert_data_dir_empty()
+
+
+def test_the_warm_pool_stops_where_the_next_disk_would_not_fit() -> None:
+    with Harness("disk-reserve-pool") as h:
+        h.mount_ext4(h.data_dir, FS_MB)
+        h.start(pool_size=MAX_CREATES, extra=SETTINGS)
+        for template in ("default", "workspace-test:latest"):  # both built-in templates have a pool
+            stopped = f"warm pool for {template}: stopped at"
+            wait_until(lambda s=stopped: s in h.log(), 60, 0.2, "the pool to stop")
+        _assert_reserve_kept(h.data_dir)
+        with h.client(timeout=60) as c:
+            # A delete frees a disk, and a pool fills again, up to what fits.
+            sandbox_id = create(c)["id"]
+            assert c.delete(f"/sandboxes/{sandbox_id}").status_code == 204
+        wait_until(lambda: ": filling again" in h.log(), 30, 0.2, "a pool to fill again")
+        wait_until(lambda: h.log().count(": stopped at") >= 3, 30, 0.2, "it to stop again")
+        _assert_reserve_kept(h.data_dir)
+        h.terminate()
+        h.assert_data_dir_empty()
