@@ -9,7 +9,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -28,7 +28,6 @@ from workspace_server.domain.errors import (
 )
 from workspace_server.domain.models import (
     ImageConfig,
-    OnTimeout,
     ResourceLimits,
     Sandbox,
     SandboxState,
@@ -41,6 +40,8 @@ from workspace_server.metrics import Metrics
 from workspace_server.nfs.base import WorkspaceExports
 from workspace_server.runtimes.base import ClusterRuntime, Runtime, SandboxSpec
 from workspace_server.services.activity import Activity
+from workspace_server.services.create_request import CreateRequest as CreateRequest
+from workspace_server.services.create_request import timeout_policy as timeout_policy
 from workspace_server.services.gates import Gates
 from workspace_server.services.pool import WarmPool
 from workspace_server.services.recovery import recover
@@ -67,23 +68,6 @@ RELINK_TIMEOUT = 2.0
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-@dataclass
-class CreateRequest:
-    template: str | None = None
-    name: str | None = None
-    env: dict[str, str] | None = None
-    metadata: dict[str, str] | None = None
-    timeout: int | None = None
-    cpu: float | None = None
-    memory_mb: int | None = None
-    pids: int | None = None
-    disk_mb: int | None = None
-    network: bool | None = None
-    on_timeout: str | None = None
-    idle_timeout: int | None = None
-    auto_resume: bool | None = None
 
 
 class SandboxService:
@@ -592,16 +576,6 @@ class SandboxService:
 
     def warm_count(self) -> int:
         return self.pool.count()
-
-
-def timeout_policy(request: CreateRequest) -> tuple[OnTimeout, int | None]:
-    try:
-        on_timeout = OnTimeout(request.on_timeout or OnTimeout.DELETE.value)
-    except ValueError:
-        raise InvalidRequest("on_timeout must be one of delete, stop, pause", field="on_timeout") from None
-    if request.idle_timeout is not None and request.idle_timeout <= 0:
-        raise InvalidRequest("idle_timeout must be a positive number of seconds", field="idle_timeout")
-    return on_timeout, request.idle_timeout
 
 
 def epoch(iso: str) -> float:
