@@ -139,6 +139,8 @@ def test_seed_dataclass_fields_and_defaults() -> None:
     assert all(f.default is None for f in dataclasses.fields(workspace_sdk.Sandbox)[11:])
     assert fields(workspace_sdk.CommandResult)[:3] == ["exit_code", "stdout", "stderr"]
     assert fields(workspace_sdk.FileInfo) == ["name", "path", "type", "size", "modified_at", "mode"]
+    listing = workspace_sdk.FileList([workspace_sdk.FileInfo("a", "/a", "file", 0)])
+    assert isinstance(listing, list) and listing.truncated is False and len(listing) == 1
     # Fields added since the seed come after its own, with defaults.
     assert fields(workspace_sdk.StdoutEvent) == ["type", "data", "offset", "end"]
     assert fields(workspace_sdk.StderrEvent) == ["type", "data", "offset", "end"]

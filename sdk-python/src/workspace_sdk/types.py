@@ -249,6 +249,17 @@ class FileInfo:
     """Permission bits in octal, e.g. ``"0644"``."""
 
 
+class FileList(list[FileInfo]):
+    """A directory's entries, sorted by name: a plain ``list`` of :class:`FileInfo`, which
+    also says whether the server stopped at its maximum (``--max-list-entries``)."""
+
+    truncated: bool = False
+
+    def __init__(self, entries: Iterable[FileInfo] = (), truncated: bool = False) -> None:
+        super().__init__(entries)
+        self.truncated = truncated
+
+
 @dataclass
 class ProcessInfo:
     """A process started through the API (``client.process.list``, ``client.process.get``).

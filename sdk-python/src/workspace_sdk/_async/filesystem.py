@@ -7,7 +7,6 @@ they move the data in chunks and never hold the whole file.
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import os
 import stat
@@ -21,7 +20,7 @@ from .._protocol import ApiRequest
 from .._protocol import filesystem as protocol
 from .._protocol._common import invalid_response
 from .._sse import ServerSentEvent, SSEDecoder
-from ..types import AsyncFileContent, FileInfo, FileWatchEvent, LocalPath
+from ..types import AsyncFileContent, FileInfo, FileList, FileWatchEvent, LocalPath
 from ._api_client import AsyncAPIClient
 from ._streaming import AsyncResponseStream
 
@@ -134,8 +133,9 @@ class AsyncFileSystemService:
         data = await self._api.request_json(protocol.mkdir_request(sandbox_id, path, recursive))
         return protocol.parse_file_info(data)
 
-    async def list(self, sandbox_id: str, path: str) -> builtins.list[FileInfo]:
-        """Entries of a directory."""
+    async def list(self, sandbox_id: str, path: str) -> FileList:
+        """Entries of a directory, sorted by name (a ``list``; ``.truncated`` is true when the
+        server stopped at its maximum number of entries)."""
         request = protocol.list_request(sandbox_id, path)
         data = await self._api.request_json(request)
         return protocol.parse_file_list(data, dict(request.error_context))

@@ -7,7 +7,7 @@ from typing import Any, cast
 
 from .._exceptions import error_from_envelope
 from .._sse import ServerSentEvent
-from ..types import FileInfo, FileType, FileWatchEvent, FileWatchEventType
+from ..types import FileInfo, FileList, FileType, FileWatchEvent, FileWatchEventType
 from ._common import (
     ApiRequest,
     expect_object,
@@ -123,7 +123,7 @@ def parse_file_info(data: Any) -> FileInfo:
     )
 
 
-def parse_file_list(data: Any, context: dict[str, Any] | None = None) -> list[FileInfo]:
+def parse_file_list(data: Any, context: dict[str, Any] | None = None) -> FileList:
     """The entries; a listing the server had to cut short after it began (its ``error``
     member: the sandbox's agent was lost...) raises that error instead of a partial list."""
     obj = expect_object(data, "file list")
@@ -133,7 +133,7 @@ def parse_file_list(data: Any, context: dict[str, Any] | None = None) -> list[Fi
     items = obj.get("files")
     if not isinstance(items, list):
         raise invalid_response("field 'files' must be a list")
-    return [parse_file_info(item) for item in items]
+    return FileList((parse_file_info(item) for item in items), truncated=obj.get("truncated") is True)
 
 
 def parse_exists(data: Any) -> bool:
