@@ -4,9 +4,12 @@ cancellation, refusals before any step runs, and the log re-read from an offset.
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import shutil
 import signal
+import tarfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,6 +32,7 @@ RUN echo "$GREETING $FLAVOUR" > greeting.txt && echo "proxy=$http_proxy" > /opt/
 COPY --chown=user:user notes.txt /home/user/notes.txt
 USER user
 RUN ["/bin/sh", "-c", "id -u > /home/user/who.txt"]
+ADD bundle.tar.gz /opt/bundle/
 """
 
 
@@ -50,8 +54,20 @@ def files(base: str, notes: str = "first notes\n") -> bytes:
             "app.sh": "#!/bin/sh\necho app running\n",
             "data/one.txt": "one\n",
             "notes.txt": notes,
+            "bundle.tar.gz": bundle(),
         }
     )
+
+
+def bundle() -> bytes:
+    """A gzipped tar in the context: ADD unpacks it, its members' owners kept."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as archive:
+        info = tarfile.TarInfo("lib/tool.txt")
+        data = b"unpacked by ADD\n"
+        info.size, info.uid, info.gid, info.mtime = len(data), 1000, 1000, 1_700_000_000
+        archive.addfile(info, io.BytesIO(data))
+    return gzip.compress(out.getvalue(), mtime=0)  # the same bytes each time: a cache hit
 
 
 def run(api: httpx.Client, sandbox_id: str, command: str, **fields: Any) -> dict[str, Any]:
@@ -72,7 +88,7 @@ def built(api_module: httpx.Client, base: str) -> dict[str, Any]:
 
 def test_build_applies_every_instruction(api: httpx.Client, built: dict[str, Any]) -> None:
     kinds = [(s["kind"], s["state"], s["cached"]) for s in built["steps"]]
-    assert [k for k, _, _ in kinds] == ["config"] * 5 + ["copy", "run", "copy", "config", "run"]
+    assert [k for k, _, _ in kinds] == ["config"] * 5 + ["copy", "run", "copy", "config", "run", "copy"]
     assert all(state == "done" for _, state, _ in kinds)
     assert [s["exit_code"] for s in built["steps"] if s["kind"] == "run"] == [0, 0]
     template = api.get("/templates/test/built:1").json()
@@ -82,7 +98,7 @@ def test_build_applies_every_instruction(api: httpx.Client, built: dict[str, Any
     assert template["working_dir"] == "/opt/app" and template["user"] == "user"
     assert template["labels"] == {"org.opencontainers.image.description": "built in a test", "team": "tools"}
     assert template["description"] == "built in a test"
-    assert len(template["layers"]) == 1 + 4  # busybox, then one per COPY and RUN
+    assert len(template["layers"]) == 1 + 5  # busybox, then one per COPY, ADD and RUN
     assert template["digest"] == built["digest"]
 
     created = api.post("/sandboxes", json={"template": "test/built:1"}).json()
@@ -101,6 +117,9 @@ def test_build_applies_every_instruction(api: httpx.Client, built: dict[str, Any
         notes = run(api, sandbox_id, "stat", args=["-c", "%u:%g %n", "/home/user/notes.txt"])
         assert notes["stdout"] == "1000:1000 /home/user/notes.txt\n"  # --chown by name
         assert run(api, sandbox_id, "cat", args=["/home/user/who.txt"])["stdout"] == "1000\n"  # USER user
+        added = run(api, sandbox_id, "stat", args=["-c", "%u %n", "/opt/bundle/lib/tool.txt"])
+        assert added["stdout"] == "1000 /opt/bundle/lib/tool.txt\n"  # ADD unpacked the archive, owners kept
+        assert run(api, sandbox_id, "cat", args=["/opt/bundle/lib/tool.txt"])["stdout"] == "unpacked by ADD\n"
     finally:
         api.delete(f"/sandboxes/{created['id']}", params={"force": "true"})
 
@@ -108,7 +127,7 @@ def test_build_applies_every_instruction(api: httpx.Client, built: dict[str, Any
 def test_unchanged_rebuild_is_all_cache_hits(api: httpx.Client, base: str, built: dict[str, Any]) -> None:
     again = build(api, files(base), "test/built:2", build_arg=["FLAVOUR=vanilla"], env=["http_proxy=http://proxy:3128"])
     assert again["state"] == "ready", again
-    assert [s["cached"] for s in again["steps"] if s["kind"] != "config"] == [True] * 4
+    assert [s["cached"] for s in again["steps"] if s["kind"] != "config"] == [True] * 5
     assert again["digest"] == built["digest"]
     # No step sandbox was made: none is left either.
     building = [s for s in api.get("/sandboxes").json()["sandboxes"] if "workspace.build" in s["metadata"]]
@@ -124,7 +143,7 @@ def test_changed_context_file_runs_from_that_step(api: httpx.Client, base: str, 
         env=["http_proxy=http://proxy:3128"],
     )
     assert changed["state"] == "ready", changed
-    assert [s["cached"] for s in changed["steps"] if s["kind"] != "config"] == [True, True, False, False]
+    assert [s["cached"] for s in changed["steps"] if s["kind"] != "config"] == [True, True, False, False, False]
 
 
 def test_failing_run_keeps_step_exit_code_and_log(api: httpx.Client, base: str) -> None:
@@ -178,7 +197,7 @@ def test_log_is_reread_from_an_offset(api: httpx.Client, built: dict[str, Any]) 
     logs = [(int(i or 0), json.loads(d)) for e, i, d in events if e == "log"]
     assert events[-1][0] == "end" and json.loads(events[-1][2])["state"] == "ready"
     whole = "".join(d["text"] for _, d in logs)
-    assert "step 7/10" in whole and "built test/built:1" in whole
+    assert "step 7/11" in whole and "built test/built:1" in whole
     middle = len(whole.encode()) // 2
     tail = list(_stream(api, built["id"], offset=middle))
     assert "".join(json.loads(d)["text"] for e, _, d in tail if e == "log") == whole.encode()[middle:].decode()

@@ -1,7 +1,10 @@
 """A build step's COPY/ADD: a tar the host made from the build context, unpacked as root
 inside the sandbox's own root, owners and modes as the tar says (the host set them from
 --chown). Paths resolve inside the sandbox, so a link in the image can only lead to another
-place of the sandbox, as it would for any command there.
+place of the sandbox, as it would for any command there. Unlike the files API
+(confined.py), no other principal is involved: a build step's sandbox runs no process but
+this agent, and every earlier layer came from the same Containerfile, whose RUN steps
+could write anywhere as root; a link as the last component is replaced, never followed.
 
 Standard library only (runs inside sandboxes)."""
 

@@ -34,6 +34,8 @@ def unpack_context(archive: Path, target: Path, max_bytes: int) -> None:
 
     def checked(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
         nonlocal total
+        if member.name.startswith("/"):  # the filter would strip the slash: say it instead
+            raise _refuse(f"the build context holds an unsafe entry: {member.name!r} is an absolute path")
         try:
             member = tarfile.data_filter(member, path)  # no '..', absolute paths, outside links, devices
         except tarfile.FilterError as exc:
@@ -202,29 +204,28 @@ def _archive_entries(archive: Path, plan: CopyPlan, step: Step) -> None:
 
 
 def _digest(plan: CopyPlan) -> str:
+    """Names, modes, owners and contents: not where the context was unpacked, not mtimes."""
     digest = hashlib.sha256(plan.target_dir.encode())
+    archives: dict[Path, str] = {}
     for entry in plan.entries:
         digest.update(
             f"\0{entry.name}\0{entry.kind!r}\0{entry.mode:o}\0{entry.link}\0{entry.uid}\0{entry.gid}\0".encode()
         )
         if entry.source is not None:
-            with open(entry.source, "rb") as data:
-                while chunk := data.read(CHUNK):
-                    digest.update(chunk)
+            digest.update(_file_digest(entry.source).encode())
         elif entry.archive is not None:
-            digest.update(f"{entry.archive}:{entry.member}:{entry.size}".encode())
-            digest.update(_file_digest(entry.archive).encode())
+            if entry.archive not in archives:
+                archives[entry.archive] = _file_digest(entry.archive)
+            digest.update(f"{archives[entry.archive]}:{entry.member}:{entry.size}".encode())
     return "sha256:" + digest.hexdigest()
 
 
-def _file_digest(path: Path, cache: dict[Path, str] = {}) -> str:  # noqa: B006 - per-process memo
-    if path not in cache:
-        digest = hashlib.sha256()
-        with open(path, "rb") as data:
-            while chunk := data.read(CHUNK):
-                digest.update(chunk)
-        cache[path] = digest.hexdigest()
-    return cache[path]
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as data:
+        while chunk := data.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def write_copy_tar(plan: CopyPlan, out: BinaryIO, owner: tuple[int, int] | None) -> None:
