@@ -189,6 +189,8 @@ class Containerfile:
 def parse(text: str, build_args: dict[str, str]) -> Containerfile:
     if len(text.encode()) > MAX_CONTAINERFILE_BYTES:
         raise InvalidRequest(f"the Containerfile is over {MAX_CONTAINERFILE_BYTES} bytes", field="containerfile")
+    if "\x00" in text:
+        raise InvalidRequest("the Containerfile holds a NUL byte", field="containerfile")
     parser = DockerfileParser(fileobj=_Blank(), cache_content=True, env_replace=False)
     parser.content = text
     structure: list[dict[str, Any]] = parser.structure

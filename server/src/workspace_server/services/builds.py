@@ -135,9 +135,10 @@ class BuildService:
         if not 0 < request.time_limit <= 24 * 3600:
             raise InvalidRequest("timeout must be between 1 and 86400 seconds", field="timeout")
         self.sandboxes.limits(cpu=request.cpu, memory_mb=request.memory_mb, disk_mb=request.disk_mb)
-        for key in (*request.build_args, *request.env):
-            if not key or "=" in key or "\x00" in key:
-                raise InvalidRequest(f"invalid variable name {key!r}", field="build_args")
+        for option, values in (("build_arg", request.build_args), ("env", request.env)):
+            for key, value in values.items():
+                if not key or "=" in key or "\x00" in key or "\x00" in value:
+                    raise InvalidRequest(f"invalid {option} {key!r}: a name without '=', no NUL byte", field=option)
         work = self.templates.store.scratch_root / ("build-" + os.urandom(8).hex())
         work.mkdir(mode=0o700)
         try:
@@ -228,6 +229,8 @@ class BuildService:
         error: BuildError | None = None
         template: Template | None = None
         try:
+            if self._slots.locked():
+                self._log(build, f"waiting: {CONCURRENT_BUILDS} builds are running\n")
             async with self._slots:
                 async with asyncio.timeout(job.request.time_limit):
                     template = await self._steps(job)
@@ -272,8 +275,9 @@ class BuildService:
                         "\n".join((chain, step.cache_text(), copy.digest if copy else "")).encode()
                     ).hexdigest()
                     cached = self.store.cached_layer(key)
+                    if cached is not None:
+                        pin(cached)  # before looking: a collection in another thread keeps it from now on
                     if cached is not None and self.templates.store.has_layer(cached):
-                        pin(cached)
                         record.cached, layer = True, cached
                         self._log(build, f"cached: {cached}\n")
                     else:
@@ -288,20 +292,21 @@ class BuildService:
                 config, labels = step.config, step.labels
                 record.state, record.seconds = "done", round(time.monotonic() - began, 3)
                 self.store.put(build)
-        size = sum(self.templates.store.layer_size(d) for d in layers)
-        description = job.request.description or _describe(labels)
-        template = Template(
-            name=build.template,
-            description=description,
-            digest="sha256:" + hashlib.sha256("\n".join(layers).encode()).hexdigest(),
-            layers=tuple(layers),
-            size=size,
-            created_at=now_iso(),
-            source="built",
-            config=replace(config, env=dict(config.env)),
-            labels=labels,
-        )
-        self.templates.store_template(template, replace=job.request.replace)
+            size = sum(self.templates.store.layer_size(d) for d in layers)
+            description = job.request.description or _describe(labels)
+            template = Template(
+                name=build.template,
+                description=description,
+                digest="sha256:" + hashlib.sha256("\n".join(layers).encode()).hexdigest(),
+                layers=tuple(layers),
+                size=size,
+                created_at=now_iso(),
+                source="built",
+                config=replace(config, env=dict(config.env)),
+                labels=labels,
+            )
+            # Stored while its layers are still pinned: a collection running meanwhile keeps them.
+            self.templates.store_template(template, replace=job.request.replace)
         if job.request.replace:
             await self.templates.collect_garbage()
         return template
