@@ -117,6 +117,10 @@ ATTACKS: list[tuple[str, str, dict[str, Any]]] = [
     ("copy-tree-unreadable", "POST copy", {"json": {"source": "/workspace/ro/tree", "destination": "/workspace/t"}}),
     ("read-unreadable", "GET", {"params": {"path": "/workspace/evil/secret"}}),
     ("read-unreachable", "GET", {"params": {"path": "/workspace/evil/victim"}}),
+    ("list-unreachable", "GET list", {"params": {"path": "/workspace/evil"}}),
+    ("list-unreachable-below", "GET list", {"params": {"path": "/workspace/evil/dir"}}),
+    ("stat-unreachable", "GET stat", {"params": {"path": "/workspace/evil/victim"}}),
+    ("exists-unreachable", "GET exists", {"params": {"path": "/workspace/evil/victim"}}),
 ]
 
 
@@ -169,6 +173,13 @@ def test_legitimate_writes_through_links_and_as_root_keep_working(api: httpx.Cli
     assert api.delete(url, params={"path": "/workspace/ok/moved"}).status_code == 204
     # Reading through a link to what the user may read.
     assert api.get(url, params={"path": "/workspace/ro/file"}).text == planted["marker"] + "\n"
+    # Metadata through a link to what the user may read; the link itself.
+    listed = api.get(url + "/list", params={"path": "/workspace/ro"})
+    assert listed.status_code == 200 and {f["name"] for f in listed.json()["files"]} == {"file", "tree"}
+    assert all(f["path"].startswith("/workspace/ro/") for f in listed.json()["files"])
+    assert api.get(url + "/stat", params={"path": "/workspace/evil"}).json()["type"] == "symlink"
+    assert api.get(url + "/exists", params={"path": "/workspace/evil"}).json() == {"exists": True}
+    assert api.get(url + "/exists", params={"path": "/workspace/nothing/here"}).json() == {"exists": False}
     # Deleting the planted link itself removes the link, not what it points to.
     assert api.delete(url, params={"path": "/workspace/relative"}).status_code == 204
     assert "victim" in sh(api, planted["id"], "ls /root", user="root")["stdout"]

@@ -116,12 +116,25 @@ def naming(shown: str) -> Iterator[None]:
 # ---------------------------------------------------------------- operations
 
 
+# Metadata, like contents, is reached through links only with their owners' authority (the
+# walk checks that each owner may pass every directory after its link): a user's link to
+# /root lists, stats or finds nothing there.
+
+
 def op_stat(stream: Stream, request: Dict[str, Any]) -> None:
-    stream.finish(ops.ok(info=file_info(request["path"])))
+    path = request["path"]
+    with confined.resolve(path) as place:
+        st = os.lstat(place.path) if place.name else os.fstat(place.dir_fd)
+    stream.finish(ops.ok(info=file_info(path, st)))
 
 
 def op_exists(stream: Stream, request: Dict[str, Any]) -> None:
-    stream.finish(ops.ok(exists=os.path.lexists(request["path"])))
+    try:
+        with confined.resolve(request["path"]) as place:
+            exists = not place.name or os.path.lexists(place.path)
+    except OSError:  # as os.path.lexists: a path that cannot be reached does not exist
+        exists = False
+    stream.finish(ops.ok(exists=exists))
 
 
 def op_list(stream: Stream, request: Dict[str, Any]) -> None:
@@ -130,16 +143,21 @@ def op_list(stream: Stream, request: Dict[str, Any]) -> None:
     Data frames are under flow control, so a client that reads a long listing slowly holds
     up this thread, never a growing buffer on the host."""
     path = request["path"]
-    with os.scandir(path) as scan:
-        entries = sorted(scan, key=lambda e: e.name)
+    with confined.resolve(path, follow_last=True) as place:
+        place.check_read()
+        found: List[Tuple[str, os.stat_result]] = []
+        with os.scandir(place.path) as scan:  # stat while the directory's descriptor is open
+            for entry in scan:
+                try:
+                    found.append((entry.name, entry.stat(follow_symlinks=False)))
+                except FileNotFoundError:
+                    continue  # removed while we listed
+    found.sort(key=lambda item: item[0])
     stream.send(ops.ready())
     lines: List[bytes] = []
     size = 0
-    for entry in entries:
-        try:
-            info = file_info(entry.path, entry.stat(follow_symlinks=False))
-        except FileNotFoundError:
-            continue  # removed while we listed
+    for name, st in found:
+        info = file_info(os.path.join(path, name), st)
         line = json.dumps(info, separators=(",", ":")).encode() + b"\n"
         lines.append(line)
         size += len(line)
