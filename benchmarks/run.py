@@ -32,6 +32,7 @@ from benchmarks.background import background
 from benchmarks.cli_startup import cli_startup
 from benchmarks.client import Api
 from benchmarks.config import Config
+from benchmarks.disk_reserve import OVERCOMMIT, reservation_cost
 from benchmarks.e2b import e2b_benchmarks
 from benchmarks.lifecycle_ops import lifecycle_ops
 from benchmarks.ports import ports
@@ -63,6 +64,7 @@ SCENARIOS = (
     "memory",
     "nfs",
     "templates",
+    "disk",
 )
 
 
@@ -211,7 +213,7 @@ def measure(run: Run, selected: set[str], pool_size: int) -> None:
     if "baselines" in selected:
         run.attempt("baseline: runc alone", lambda: scenarios.runc_baseline(cfg, run.root))
         run.attempt("baseline: podman", lambda: scenarios.podman_baseline(cfg, run.root))
-    on_pool_server = selected - {"baselines", "nfs"}
+    on_pool_server = selected - {"baselines", "nfs", "disk"}
     if on_pool_server:
         server = run.server("pool", pool_size)
         steps: list[tuple[str, str, Callable[[], list[Metric]]]] = [
@@ -248,6 +250,12 @@ def measure(run: Run, selected: set[str], pool_size: int) -> None:
         server = run.server("templates", 1, list(POOL_ARGS))
         run.attempt("image templates", lambda: template_benchmarks(server, cfg, run.root))
         run.teardown(server)
+    if "disk" in selected:
+        reserved = run.server("reserved", 0)
+        sparse = run.server("sparse", 0, OVERCOMMIT)
+        run.attempt("disk reservation: cold creates", lambda: reservation_cost(reserved, sparse, cfg))
+        run.teardown(sparse)
+        run.teardown(reserved)
     if "lifecycle" in selected:
         cold = run.server("cold", 0)
         run.attempt("lifecycle, cold", lambda: scenarios.lifecycle(cold, cfg, "cold"))

@@ -114,3 +114,23 @@ def test_images_of_a_file_system_without_fallocate_stay_usable(tmp_path: Path, m
     space.allocate_image(image)  # logged, not raised: the image stays sparse
     space.keep_reserve()
     assert space.held() == 0 and allocated_bytes(image) < MIB
+
+
+def test_a_discarded_image_is_unlinked_in_the_background_and_counts_as_free_meanwhile(tmp_path: Path) -> None:
+    space = DataDirSpace(tmp_path, 0)
+    bundle = tmp_path / "sbx-0000000000000002"
+    bundle.mkdir()
+    image = _sparse(bundle / "disk.img", 8 * MIB)
+    space.allocate_image(image)
+    before = space.available()
+
+    space.discard_image(image)
+
+    assert not image.exists()
+    assert space.available() >= before - MIB  # its blocks count as free at once
+    space._wait_for_trash()
+    assert list(space.trash.iterdir()) == [] and space._pending == 0
+    leftover = space.trash / "sbx-0000000000000003-0000.img"
+    leftover.write_bytes(b"x")  # a crash before the unlink
+    space.sweep_trash()
+    assert not leftover.exists()

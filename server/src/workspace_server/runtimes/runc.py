@@ -218,6 +218,7 @@ class RuncRuntime(RuncLifecycle):
                     f"reach their root under {self.data_dir}; or choose a --data-dir elsewhere"
                 )
         self.blank_disks.sweep()  # remade on demand, for current sizes only
+        self.space.sweep_trash()
         shared_dirs.sweep_scratch(self.shared_dir)
         self.etc_dir = shared_dirs.publish(self.shared_dir, "etc", build_etc)
         self.agent_dir = shared_dirs.publish(self.shared_dir, "agent", self._build_agent)
@@ -484,9 +485,15 @@ class RuncRuntime(RuncLifecycle):
             code, _ = await run_host_command("umount", str(rw))
             if code != 0:
                 await run_host_command("umount", "--lazy", str(rw))
-        await asyncio.to_thread(shutil.rmtree, bundle, True)
+        await asyncio.to_thread(self._remove_bundle, bundle)
         if await self.cgroups.remove(sandbox_id):
             self.uid_ranges.give_back(sandbox_id)  # nothing of it is left: no process, no file
+
+    def _remove_bundle(self, bundle: Path) -> None:
+        image = bundle / DISK_IMAGE
+        if image.is_file() and not image.is_symlink():
+            self.space.discard_image(image)  # unlinked in the background
+        shutil.rmtree(bundle, ignore_errors=True)
 
     async def _stop_init(self, bundle: Path) -> None:
         """Kill the sandbox's init and wait until it is gone, before `runc delete --force`:

@@ -27,7 +27,9 @@ import ctypes
 import errno
 import logging
 import os
+import secrets
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from workspace_server.domain.errors import ResourceExhausted
@@ -35,6 +37,7 @@ from workspace_server.domain.errors import ResourceExhausted
 log = logging.getLogger(__name__)
 
 BALLAST = "disk-reserve"
+TRASH = "disk-trash"  # images of deleted sandboxes, unlinked in the background
 CHUNKS = 4
 MIB = 1024 * 1024
 
@@ -70,6 +73,10 @@ class DataDirSpace:
         self.low_water = self.chunk_size
         self._lock = threading.Lock()  # admission and allocation, one image at a time
         self._supported = True
+        self.trash = data_dir / TRASH
+        self._unlinker = ThreadPoolExecutor(1, thread_name_prefix="disk-trash")
+        self._pending = 0  # bytes of trashed images not unlinked yet
+        self._pending_lock = threading.Lock()
 
     # ------------------------------------------------------------------ figures
     def free(self) -> int:
@@ -85,8 +92,40 @@ class DataDirSpace:
 
     def available(self) -> int:
         """What sandbox disks may still take: everything but the reserve (the part the
-        ballast holds is not free already)."""
-        return self.free() + self.held() - self.reserve
+        ballast holds is not free already; trashed images are about to be)."""
+        return self.free() + self.held() + self._pending - self.reserve
+
+    # ------------------------------------------------------------------ deleted disks
+    def sweep_trash(self) -> None:
+        """At start: images a previous server trashed but did not unlink."""
+        if self.trash.is_dir():
+            for image in self.trash.iterdir():
+                image.unlink(missing_ok=True)
+
+    def discard_image(self, image: Path) -> None:
+        """Remove a deleted sandbox's disk image off the caller's path: freeing a disk's
+        blocks takes tens of milliseconds with online discard, which a delete need not wait
+        for. Its blocks count as free meanwhile; an allocation that meets ENOSPC waits for
+        the unlinks first."""
+        size = allocated_bytes(image)
+        self.trash.mkdir(mode=0o700, exist_ok=True)
+        trashed = self.trash / f"{image.parent.name}-{secrets.token_hex(4)}.img"  # named by its sandbox
+        os.rename(image, trashed)
+        with self._pending_lock:
+            self._pending += size
+        self._unlinker.submit(self._unlink, trashed, size)
+
+    def _unlink(self, image: Path, size: int) -> None:
+        try:
+            image.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("could not remove the deleted disk image %s: %s", image, exc)
+        finally:
+            with self._pending_lock:
+                self._pending -= size
+
+    def _wait_for_trash(self) -> None:
+        self._unlinker.submit(lambda: None).result()  # one worker: every earlier unlink is done
 
     # ------------------------------------------------------------------ sandbox disks
     def check(self, size: int, what: str = "the sandbox's disk") -> None:
@@ -111,7 +150,13 @@ class DataDirSpace:
                 raise self.exhausted(needed, available, what)
             fd = os.open(image, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
             try:
-                allocate(fd, size)
+                try:
+                    allocate(fd, size)
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC or not self._pending:
+                        raise
+                    self._wait_for_trash()  # counted as free: it is, once unlinked
+                    allocate(fd, size)
             except OSError as exc:
                 if exc.errno == errno.ENOSPC:
                     raise self.exhausted(needed, self.available(), what) from None
