@@ -460,6 +460,9 @@ class RuncRuntime(RuncLifecycle):
                     pass_fds=(write_fd,),
                     start_new_session=True,
                 )
+            # Recorded before it is ready: a crash while it starts must not leave it running
+            # for good (it holds the namespace's tap; teardown kills what network.pid names).
+            (bundle / "network.pid").write_text(str(proc.pid))
             os.close(write_fd)
             write_fd = -1
             ready = await asyncio.wait_for(asyncio.to_thread(os.read, read_fd, 1), NETWORK_READY_TIMEOUT)
@@ -468,7 +471,6 @@ class RuncRuntime(RuncLifecycle):
                     f"slirp4netns did not configure the network: "
                     f"{(bundle / 'network.log').read_text(errors='replace')[-500:]}"
                 )
-            (bundle / "network.pid").write_text(str(proc.pid))
         except asyncio.TimeoutError:
             raise RuntimeFailure("slirp4netns did not become ready") from None
         finally:
