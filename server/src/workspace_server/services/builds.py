@@ -32,7 +32,7 @@ from workspace_server.domain.builds import (
     BuildStep,
     new_build_id,
 )
-from workspace_server.domain.errors import InvalidRequest, WorkspaceError
+from workspace_server.domain.errors import InvalidRequest, ResourceExhausted, WorkspaceError
 from workspace_server.domain.models import Template
 from workspace_server.services.processes import BASE_PATH
 from workspace_server.services.sandboxes import CreateRequest, SandboxService
@@ -43,6 +43,7 @@ from workspace_server.templates.build_store import BuildStore
 log = logging.getLogger(__name__)
 
 CONCURRENT_BUILDS = 2
+MAX_PENDING_BUILDS = 16  # running or waiting for a slot; each holds its unpacked context on disk
 DEFAULT_TIME_LIMIT = 3600
 RESTARTED = "the server restarted during the build; its step sandbox was deleted: build again"
 CANCELLED = "the build was cancelled (deleted) while building"
@@ -132,6 +133,8 @@ class BuildService:
         """Check everything that can be checked before a step runs (the Containerfile, its
         base, the context's files), then start the build; its record, `building`."""
         name = self.templates.new_name(request.name, request.replace)
+        if len(self._jobs) >= MAX_PENDING_BUILDS:
+            raise ResourceExhausted(f"{len(self._jobs)} builds are running or waiting already; try again later")
         if not 0 < request.time_limit <= 24 * 3600:
             raise InvalidRequest("timeout must be between 1 and 86400 seconds", field="timeout")
         self.sandboxes.limits(cpu=request.cpu, memory_mb=request.memory_mb, disk_mb=request.disk_mb)
