@@ -239,30 +239,21 @@ class SandboxAgent:
     async def write(self, path: str, chunks: AsyncIterable[bytes]) -> dict[str, Any]:
         """Write the file from `chunks` (atomically: the agent renames it into place at the
         end); its info. An exception from `chunks` aborts the upload and leaves no file."""
-        stream = await self._open(ops.write(path))
-        try:
-            with self._mapped("the sandbox agent disconnected during the upload"):
-                await stream.recv_message()  # "ready", or the error that says why not
-                try:
-                    async for chunk in chunks:
-                        if chunk:
-                            await stream.send_data(chunk)
-                    await stream.send_message(ops.eof())
-                except StreamEnded:
-                    pass  # the agent stopped the upload (disk full...): its answer says why
-                answer = await stream.recv_message()
-            if answer.get("type") != ops.OK:
-                raise WorkspaceError("the agent ended the upload early", code="INTERNAL")
-            return dict(answer["info"])
-        finally:
-            stream.close()  # before eof this makes the agent discard the partial file
+        answer = await self._upload(ops.write(path), chunks, "the upload")
+        return dict(answer["info"])
 
     async def unpack(self, path: str, chunks: AsyncIterable[bytes]) -> int:
         """Unpack a tar (from `chunks`) at `path` as root, owners and modes as it says (a
         build's COPY); the count of entries."""
-        stream = await self._open(ops.unpack(path))
+        answer = await self._upload(ops.unpack(path), chunks, "the unpack")
+        return int(answer.get("entries", 0))
+
+    async def _upload(self, request: dict[str, Any], chunks: AsyncIterable[bytes], what: str) -> dict[str, Any]:
+        """Send `chunks` as the data of `request`, then eof; the agent's OK answer. Closing the
+        stream before eof (an exception from `chunks`) makes the agent discard what it got."""
+        stream = await self._open(request)
         try:
-            with self._mapped("the sandbox agent disconnected while unpacking"):
+            with self._mapped(f"the sandbox agent disconnected during {what}"):
                 await stream.recv_message()  # "ready", or the error that says why not
                 try:
                     async for chunk in chunks:
@@ -270,10 +261,10 @@ class SandboxAgent:
                             await stream.send_data(chunk)
                     await stream.send_message(ops.eof())
                 except StreamEnded:
-                    pass  # the agent stopped (a bad entry, disk full): its answer says why
+                    pass  # the agent stopped early (a bad entry, disk full...): its answer says why
                 answer = await stream.recv_message()
             if answer.get("type") != ops.OK:
-                raise WorkspaceError("the agent ended the unpack early", code="INTERNAL")
-            return int(answer.get("entries", 0))
+                raise WorkspaceError(f"the agent ended {what} early", code="INTERNAL")
+            return answer
         finally:
             stream.close()
