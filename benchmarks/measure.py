@@ -7,7 +7,7 @@ import resource
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from benchmarks.client import Api, ApiError
 from benchmarks.procfs import CpuTimes, cpu_times
@@ -106,13 +106,13 @@ def in_parallel(workers: int, items: Sequence[T], action: Callable[[T], object])
             future.result()
 
 
-def create_many(server: Server, count: int, workers: int) -> list[str]:
+def create_many(server: Server, count: int, workers: int, **params: Any) -> list[str]:
     ids: list[str] = []
     lock = threading.Lock()
 
     def create(_: int) -> None:
         with Api(server.url) as api:
-            sandbox_id = str(api.create()["id"])
+            sandbox_id = str(api.create(**params)["id"])
         with lock:
             ids.append(sandbox_id)
             server.created.add(sandbox_id)
