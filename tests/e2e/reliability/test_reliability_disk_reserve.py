@@ -11,7 +11,8 @@ RESOURCE_EXHAUSTED saying what it needed and what was free; every admitted sandb
 its whole disk and fsync it even once the file system is at 100% (filled from outside, as
 another program on the host would); deletes work on the full file system; the server starts
 again on it, re-adopts its sandboxes with their files, and deletes them; the warm pool stops
-filling, and says so, when the next sandbox would not fit.
+filling, and says so, when the next sandbox would not fit, and gives its disks up to a create
+that needs the room.
 """
 
 from __future__ import annotations
@@ -144,9 +145,13 @@ def test_the_warm_pool_stops_where_the_next_disk_would_not_fit() -> None:
             wait_until(lambda s=stopped: s in h.log(), 60, 0.2, "the pool to stop")
         _assert_reserve_kept(h.data_dir)
         with h.client(timeout=60) as c:
-            # A delete frees a disk, and a pool fills again, up to what fits.
-            sandbox_id = create(c)["id"]
-            assert c.delete(f"/sandboxes/{sandbox_id}").status_code == 204
+            # A cold create that does not fit beside the warm disks: warm sandboxes make room
+            # (a user's sandbox comes before a speculative one).
+            bigger = create(c, disk_mb=DISK_MB + 16)["id"]
+            assert "discarded" in h.log(), h.log_tail()
+            _assert_reserve_kept(h.data_dir)
+            # A delete frees a disk, and the pools fill again, up to what fits.
+            assert c.delete(f"/sandboxes/{bigger}").status_code == 204
         wait_until(lambda: ": filling again" in h.log(), 30, 0.2, "a pool to fill again")
         wait_until(lambda: h.log().count(": stopped at") >= 3, 30, 0.2, "it to stop again")
         _assert_reserve_kept(h.data_dir)

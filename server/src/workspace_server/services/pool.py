@@ -77,6 +77,7 @@ class WarmPool:
         self._filling: set[str] = set()
         self._stalled: set[str] = set()  # stopped filling for want of host resources (disk, uids)
         self._freed = 0  # how many times resources were freed: a fill that failed meanwhile tries again
+        self._held_back: set[str] = set()  # shed for a user's create: not refilled until a delete
         self._closing = False
 
     def start(self) -> None:
@@ -162,8 +163,26 @@ class WarmPool:
         """Host resources were freed (a sandbox was deleted): pools that stopped for want of
         them try again."""
         self._freed += 1
+        self._held_back.clear()
         for template in list(self._stalled):
             self.refill(template)
+
+    async def shed(self, needed_mb: int) -> bool:
+        """Discard warm sandboxes until their disks add up to `needed_mb`, for a create that
+        does not fit otherwise (a user's sandbox comes before a speculative one); their pools
+        are not refilled until a sandbox is deleted. True if any was discarded."""
+        disk_mb = self.settings.default_limits.disk_mb
+        victims: list[Warm] = []
+        for template, pool in self._warm.items():
+            while pool and len(victims) * disk_mb < needed_mb:
+                victims.append(pool.pop())
+                self._held_back.add(template)
+                self._stalled.add(template)
+            self.metrics.pool_size.labels(template=template).set(len(pool))
+        if victims:
+            log.info("warm pool: discarded %d warm sandboxes to make room for a create", len(victims))
+            await asyncio.gather(*(self.discard(warm) for warm in victims), return_exceptions=True)
+        return bool(victims)
 
     def refill(self, template: str, delay: float = 0.0) -> None:
         if self._closing or self._sizes.get(template, 0) <= 0 or template in self._filling:
@@ -177,7 +196,7 @@ class WarmPool:
             # Starting a sandbox costs CPU; right after a claim that CPU is better spent on the
             # claimed sandbox's first commands.
             await asyncio.sleep(delay)
-            while not self._closing and len(pool) < self._sizes[template]:
+            while not self._closing and template not in self._held_back and len(pool) < self._sizes[template]:
                 try:
                     template_now = self.templates.get(template)
                 except TemplateNotFound:

@@ -279,7 +279,12 @@ class SandboxService:
             record = replace(record, id=warm.sandbox_id, host_pid=warm.host_pid)
             self._adopt(record, warm.agent)
         else:
-            record = await self._start_cold(replace(record, id=new_sandbox_id()), template)
+            try:
+                record = await self._start_cold(replace(record, id=new_sandbox_id()), template)
+            except ResourceExhausted as exc:  # no room for its disk: warm sandboxes go first
+                if "needed_mb" not in exc.details or not await self.pool.shed(exc.details["needed_mb"]):
+                    raise
+                record = await self._start_cold(replace(record, id=new_sandbox_id()), template)
         try:
             record = self._mark_running(record)
         except WorkspaceError:  # the state could not be stored: nobody may be left holding it
