@@ -75,6 +75,23 @@ async def test_create_claims_a_warm_sandbox_and_the_pool_refills(
     assert len(runtime.started) == len(warm_ids) + 1  # one refill for the one claim
 
 
+async def test_the_pool_stops_where_disks_run_out_and_gives_them_up_to_a_cold_create(
+    make_service: ServiceFactory, runtime: FakeRuntime
+) -> None:
+    runtime.disk_room_mb = 3 * 1024  # three default disks
+    service = await make_service(pool_size=4)
+    await eventually(lambda: service.warm_count() == 3)
+    await asyncio.sleep(0.2)
+    assert service.warm_count() == 3, "the pool went on filling without room"
+
+    sandbox = await service.create(CreateRequest(disk_mb=2048))  # cold: two warm disks must go
+
+    assert sandbox.state == SandboxState.RUNNING and runtime.disk_sizes[sandbox.id] == 2048
+    assert service.warm_count() == 1
+    await service.delete(sandbox.id)
+    await eventually(lambda: service.warm_count() == 3)  # a delete lets the pools fill again
+
+
 async def test_pool_serves_other_limits_by_applying_them(make_service: ServiceFactory, runtime: FakeRuntime) -> None:
     service = await make_service(pool_size=1)
     await eventually(lambda: service.warm_count() > 0)

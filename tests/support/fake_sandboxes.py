@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from workspace_server.agent import ops, wire
-from workspace_server.domain.errors import RuntimeFailure
+from workspace_server.domain.errors import ResourceExhausted, RuntimeFailure
 from workspace_server.domain.models import ResourceLimits
 from workspace_server.runtimes.base import SandboxSpec, StartedSandbox, WorkloadSample
 
@@ -173,10 +173,17 @@ class FakeRuntime:
         self.networks_attached: list[str] = []
         self.fail_network_attach = False
         self.fail_starts = False
+        self.disk_room_mb: int | None = None  # what all disks may add up to (None: no bound)
+        self.disk_sizes: dict[str, int] = {}
 
     async def start(self, spec: SandboxSpec) -> StartedSandbox:
         if self.fail_starts:
             raise RuntimeFailure("the fake runtime was told to fail")
+        if not spec.existing_disk and self.disk_room_mb is not None:
+            free = self.disk_room_mb - sum(self.disk_sizes.values())
+            if spec.limits.disk_mb > free:
+                raise ResourceExhausted("no room for the disk", needed_mb=spec.limits.disk_mb, free_mb=free)
+            self.disk_sizes[spec.sandbox_id] = spec.limits.disk_mb
         if spec.existing_disk and spec.sandbox_id not in self.disks:
             raise RuntimeFailure("the sandbox's disk is missing")
         agent = FakeAgent(self.directory / f"{spec.sandbox_id}.sock")
@@ -190,6 +197,7 @@ class FakeRuntime:
         self.destroyed.append(sandbox_id)
         await self.stop(sandbox_id)
         self.disks.discard(sandbox_id)
+        self.disk_sizes.pop(sandbox_id, None)
 
     async def stop(self, sandbox_id: str) -> None:
         agent = self.agents.pop(sandbox_id, None)
