@@ -106,6 +106,13 @@ class Api:
         ).json()
         return bool(answer["exists"])
 
+    def list_files(self, sandbox_id: str, path: str) -> int:
+        """A directory listing (streamed by the server); the number of entries."""
+        answer: dict[str, Any] = _check(
+            self.http.get(f"{API}/sandboxes/{sandbox_id}/files/list", params={"path": path})
+        ).json()
+        return len(answer["files"])
+
     def run(self, sandbox_id: str, command: str, *args: str) -> dict[str, Any]:
         body: dict[str, Any] = _check(
             self.http.post(f"{API}/sandboxes/{sandbox_id}/processes/run", json={"command": command, "args": list(args)})

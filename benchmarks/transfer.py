@@ -158,6 +158,7 @@ def files(server: Server, cfg: Config) -> list[Metric]:
                 large_growth["read"].append(sampler.peak_growth)
                 # The sandbox's disk is tmpfs, charged to its memory limit: don't keep two copies.
                 api.remove_file(sandbox_id, "/workspace/large.bin")
+            listing, listing_growth, ls_times = list_directory(server, api, sandbox_id, cfg.small_file_reps)
         finally:
             api.delete(sandbox_id)
             server.created.discard(sandbox_id)
@@ -209,6 +210,21 @@ def files(server: Server, cfg: Config) -> list[Metric]:
             cfg.large_file_reps * cfg.large_file_bytes / MIB,
         )
     rows += [
+        latency(
+            "files.list_10k",
+            TRANSFER,
+            f"directory listing of {LIST_ENTRIES:,} entries (GET /files/list, streamed)",
+            listing,
+            baselines=("base.ls_10k",),
+            note=f"server peak RSS growth {max(listing_growth) / MIB:.1f} MiB (VmHWM, reset before)",
+        ),
+        latency(
+            "base.ls_10k",
+            BASELINES,
+            f"`ls -l` of the same {LIST_ENTRIES:,} entries, output returned by process.run",
+            ls_times,
+            short="ls -l via run",
+        ),
         Metric(
             key="base.file_write",
             section=BASELINES,
@@ -227,6 +243,40 @@ def files(server: Server, cfg: Config) -> list[Metric]:
         ),
     ]
     return rows
+
+
+LIST_ENTRIES = 10_000
+
+
+def list_directory(server: Server, api: Api, sandbox_id: str, reps: int) -> tuple[list[float], list[int], list[float]]:
+    """Time listings of a directory of LIST_ENTRIES files (and the server's peak RSS growth),
+    interleaved with `ls -l` of it through process.run: the same entries, as text."""
+    made = api.run(
+        sandbox_id,
+        "python3",
+        "-c",
+        "import os; os.mkdir('/workspace/many')\n"
+        f"for i in range({LIST_ENTRIES}): open('/workspace/many/f%05d' % i, 'w').close()",
+    )
+    expect(made["exit_code"] == 0, f"making {LIST_ENTRIES} files: {made}")
+    times: list[float] = []
+    growth: list[int] = []
+    ls_times: list[float] = []
+    for i in range(reps + 1):
+        with RssSampler(server.pid) as sampler:
+            t0 = time.perf_counter()
+            count = api.list_files(sandbox_id, "/workspace/many")
+            elapsed = time.perf_counter() - t0
+        expect(count == LIST_ENTRIES, f"listed {count} entries")
+        t0 = time.perf_counter()
+        answer = api.run(sandbox_id, "ls", "-l", "/workspace/many")
+        ls_elapsed = time.perf_counter() - t0
+        expect(answer["exit_code"] == 0, f"ls: {answer}")
+        if i:  # the first of each warms the caches
+            times.append(elapsed)
+            growth.append(sampler.peak_growth)
+            ls_times.append(ls_elapsed)
+    return times, growth, ls_times
 
 
 # --------------------------------------------------------------------------- PTY
