@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from pydantic import StringConstraints
 from pydantic_core import to_json
 
 from workspace_server.api.deps import Services, services
@@ -25,7 +26,7 @@ CONTEXT_BODY = {
         "required": True,
         "description": "The build context: a tar (optionally gzip-compressed) of the context directory, "
         "holding the Containerfile (see `file`); streamed, up to the server's maximum image size.",
-        "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}},
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     }
 }
 LOG_DOC: dict[int | str, dict[str, Any]] = {
@@ -37,6 +38,8 @@ LOG_DOC: dict[int | str, dict[str, Any]] = {
 }
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 LOG_CHUNK = 64 * 1024
+MAX_PAIRS = 64  # build args and env each: the query string must fit a request line
+Pair = Annotated[str, StringConstraints(max_length=1024)]
 
 
 def pairs(values: list[str], field: str) -> dict[str, str]:
@@ -63,11 +66,11 @@ async def start_build(
             "Dockerfile); a name starting with .workspace-containerfile is not part of the context",
         ),
     ] = None,
-    build_arg: Annotated[list[str], Query(max_length=256, description="KEY=value for an ARG; repeatable")] = [],  # noqa: B006
+    build_arg: Annotated[list[Pair], Query(max_length=MAX_PAIRS, description="KEY=value for an ARG; repeatable")] = [],  # noqa: B006
     env: Annotated[
-        list[str],
+        list[Pair],
         Query(
-            max_length=256,
+            max_length=MAX_PAIRS,
             description="KEY=value in RUN steps' environment only (e.g. http_proxy), never in the image; repeatable",
         ),
     ] = [],  # noqa: B006
