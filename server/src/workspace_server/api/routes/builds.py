@@ -125,7 +125,9 @@ def complete_utf8(data: bytes) -> int:
     for back in range(1, min(4, len(data)) + 1):
         byte = data[-back]
         if byte & 0xC0 != 0x80:  # a lead byte (or ASCII): is its sequence complete?
-            need = 1 if byte < 0x80 else 2 if byte >> 5 == 6 else 3 if byte >> 4 == 14 else 4
+            if not 0xC2 <= byte <= 0xF4:
+                return len(data)  # ASCII, or no UTF-8 lead byte: nothing to wait for
+            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
             return len(data) if need <= back else len(data) - back
     return len(data)
 
@@ -155,14 +157,16 @@ async def build_logs(
                 return
             data = builds.store.read_log(build_id, position, LOG_CHUNK)
             finished = build.state != BuildState.BUILDING
-            if data:
-                usable = complete_utf8(data) or len(data)
+            # A character cut by the end of what is written yet waits for its last bytes
+            # (unless nothing more will come).
+            usable = complete_utf8(data) or (len(data) if finished or not follow else 0)
+            if usable:
                 text = data[:usable].decode(errors="replace")
                 event = to_json({"offset": position, "end": position + usable, "text": text})
                 position += usable
                 yield b"event: log\nid: %d\ndata: %s\n\n" % (position, event)
                 continue
-            if finished or not follow:
+            if (finished or not follow) and not data:
                 yield b"event: end\ndata: " + to_json(BuildBody.of(builds.get(build_id)).model_dump()) + b"\n\n"
                 return
             try:
