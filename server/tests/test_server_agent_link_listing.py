@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from workspace_server.agent_link.listing import MAX_ENTRY_LINE, MAX_NAME, MAX_PATH, checked_entry
+from workspace_server.agent_link.listing import MAX_ENTRY_LINE, MAX_NAME, MAX_PATH, checked_entries, checked_entry
 from workspace_server.domain.errors import AgentNotConnected
 
 GOOD: dict[str, Any] = {
@@ -26,6 +26,12 @@ def line(**changes: Any) -> bytes:
 
 def test_a_valid_entry_is_kept_with_its_fields_only() -> None:
     assert checked_entry("sb", line(extra="x" * 100)) == GOOD
+
+
+def test_lines_are_decoded_together_and_each_checked() -> None:
+    assert checked_entries("sb", [line(name="a"), line(name="b")]) == [GOOD, {**GOOD, "name": "b"}]
+    with pytest.raises(AgentNotConnected):
+        checked_entries("sb", [line(), line(type="socket")])
 
 
 @pytest.mark.parametrize(
@@ -48,7 +54,9 @@ def test_an_entry_out_of_bounds_ends_the_listing(changes: dict[str, Any]) -> Non
         checked_entry("sb", line(**changes))
 
 
-@pytest.mark.parametrize("raw", [b"not json", b"[1, 2]", b"{" + b" " * MAX_ENTRY_LINE + b"}"])
+@pytest.mark.parametrize(
+    "raw", [b"not json", b"[1, 2]", b"", line() + b"," + line(), line() + b"]", b"{" + b" " * MAX_ENTRY_LINE + b"}"]
+)
 def test_a_malformed_line_ends_the_listing(raw: bytes) -> None:
     with pytest.raises(AgentNotConnected):
         checked_entry("sb", raw)
