@@ -21,14 +21,43 @@ def _sparse(path: Path, size: int) -> Path:
     return path
 
 
-def test_an_image_is_allocated_in_full(tmp_path: Path) -> None:
-    space = DataDirSpace(tmp_path, 8 * MIB)
+def test_a_preallocated_image_is_allocated_in_full(tmp_path: Path) -> None:
+    space = DataDirSpace(tmp_path, 8 * MIB, preallocate=True)
     image = _sparse(tmp_path / "disk.img", 16 * MIB)
     assert allocated_bytes(image) < MIB
 
     space.allocate_image(image)
 
     assert allocated_bytes(image) >= 16 * MIB and image.stat().st_size == 16 * MIB
+
+
+def test_accounted_images_stay_sparse_and_their_promises_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = tmp_path / "sandboxes"
+    images.mkdir()
+    space = DataDirSpace(tmp_path, 8 * MIB)
+    space.track(lambda: images.glob("*.img"))
+    monkeypatch.setattr(space, "free", lambda: 48 * MIB)  # 40 MiB beside the reserve
+    first = _sparse(images / "a.img", 16 * MIB)
+    space.allocate_image(first)
+    assert allocated_bytes(first) < MIB  # sparse: the host holds only what is written
+    assert 23 * MIB < space.available() <= 24 * MIB  # 40 less a's promise (less what it has)
+    second = _sparse(images / "b.img", 16 * MIB)
+    space.allocate_image(second)
+    third = _sparse(images / "c.img", 16 * MIB)
+    with pytest.raises(ResourceExhausted, match="it needs 16 MiB"):
+        space.allocate_image(third)  # a + b promise 32 of the 40: 16 more do not fit
+    with pytest.raises(ResourceExhausted):
+        space.check(16 * MIB)
+    third.unlink()
+    # What a sandbox writes leaves its promise and the free space alike: admission is unchanged.
+    with open(first, "r+b") as handle:
+        handle.write(b"x" * (4 * MIB))
+        handle.flush()
+        os.fsync(handle.fileno())
+    monkeypatch.setattr(space, "free", lambda: 44 * MIB)
+    assert 7 * MIB < space.available() <= 8 * MIB
 
 
 def test_overcommit_keeps_images_sparse_and_admits_everything(tmp_path: Path) -> None:
@@ -109,7 +138,7 @@ def test_images_of_a_file_system_without_fallocate_stay_usable(tmp_path: Path, m
         raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
 
     monkeypatch.setattr(disk_space, "allocate", unsupported)
-    space = DataDirSpace(tmp_path, 8 * MIB)
+    space = DataDirSpace(tmp_path, 8 * MIB, preallocate=True)
     image = _sparse(tmp_path / "disk.img", 16 * MIB)
     space.allocate_image(image)  # logged, not raised: the image stays sparse
     space.keep_reserve()

@@ -61,6 +61,15 @@ def serve(
             "sandboxes filling their disks can then fill the host's)",
         ),
     ] = False,
+    disk_preallocate: Annotated[
+        bool,
+        typer.Option(
+            envvar="WORKSPACE_DISK_PREALLOCATE",
+            help="Allocate every sandbox disk's blocks when it is made (fallocate), so that other programs on "
+            "the data dir's file system cannot take them; by default disks stay sparse and their promises are "
+            "accounted",
+        ),
+    ] = False,
     process_log_bytes: Annotated[
         int,
         typer.Option(
@@ -275,6 +284,7 @@ def serve(
         max_sandboxes=max_sandboxes,
         disk_reserve_mb=disk_reserve_mb,
         disk_overcommit=disk_overcommit,
+        disk_preallocate=disk_preallocate,
         network_allow=allowed,
         preview_domain=preview_domain.lower().strip("."),
         preview_scheme=preview_scheme,

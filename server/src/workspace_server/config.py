@@ -25,6 +25,8 @@ class Settings:
     disk_reserve_mb: int = 256
     # Keep sandbox disks sparse and admit creates beyond what is free (thin provisioning).
     disk_overcommit: bool = False
+    # Allocate each sandbox disk's blocks in full when it is made (else its promise is accounted).
+    disk_preallocate: bool = False
     pool_size: int = 2
     # Warm sandboxes of other templates, as (template name, count): `--pool TEMPLATE=N`.
     pool_templates: tuple[tuple[str, int], ...] = ()

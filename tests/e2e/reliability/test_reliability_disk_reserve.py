@@ -6,9 +6,11 @@ quota (ext4 on the loop device lost pages at writeback), creates and deletes ans
 and the server could not start again.
 
 Guarantees under test, on a small ext4 file system of the test's own as the data dir (never
-the host's disk): a create that does not fit beside the reserve is refused with 429
-RESOURCE_EXHAUSTED saying what it needed and what was free; every admitted sandbox can write
-its whole disk and fsync it even once the file system is at 100% (filled from outside, as
+the host's disk): a create that does not fit beside the reserve and the other disks'
+promises is refused with 429 RESOURCE_EXHAUSTED saying what it needed and what was free;
+with accounted (sparse) disks, every admitted sandbox can write its whole disk at once and
+the reserve is still there; with --disk-preallocate, every admitted sandbox can write its
+whole disk and fsync it even once the file system is at 100% (filled from outside, as
 another program on the host would); deletes work on the full file system; the server starts
 again on it, re-adopts its sandboxes with their files, and deletes them; the warm pool stops
 filling, and says so, when the next sandbox would not fit, and gives its disks up to a create
@@ -85,10 +87,38 @@ def _reads_back(c: httpx.Client, sandbox_id: str) -> bool:
     return size == str(WRITE_MB << 20) and same["exit_code"] == 0
 
 
-def test_disks_are_reserved_and_a_full_file_system_still_deletes_and_restarts() -> None:
+def test_accounted_disks_all_fit_when_every_sandbox_fills_its_own() -> None:
+    with Harness("disk-account") as h:
+        h.mount_ext4(h.data_dir, FS_MB)
+        h.start(pool_size=0, extra=SETTINGS)
+        with h.client(timeout=120) as c:
+            ids, refused = _create_until_refused(c)
+            assert refused.status_code == 429, refused.text
+            body = envelope(refused)
+            assert body["code"] == "RESOURCE_EXHAUSTED" and body["details"]["needed_mb"] == DISK_MB, body
+            assert len(ids) >= 2, f"only {len(ids)} sandboxes of {DISK_MB} MiB fit on {FS_MB} MiB"
+            images = list((h.data_dir / "sandboxes").glob("*/disk.img"))
+            assert sum(i.stat().st_blocks * 512 for i in images) < len(ids) * DISK_MB * (1 << 20) / 2  # sparse
+            # Every sandbox fills its own disk at the same time: all of it lands, and the
+            # server's reserve is still there (sparse disks would have run the fs out).
+            for sandbox_id in ids:
+                result = _write_whole_disk(c, sandbox_id)
+                assert result["exit_code"] == 0, (sandbox_id, result)
+            assert all(_reads_back(c, sandbox_id) for sandbox_id in ids)
+            _assert_reserve_kept(h.data_dir)
+            again = c.post("/sandboxes", json={})
+            assert again.status_code == 429 and envelope(again)["code"] == "RESOURCE_EXHAUSTED", again.text
+            for sandbox_id in ids:
+                assert c.delete(f"/sandboxes/{sandbox_id}").status_code == 204
+        assert "Traceback" not in h.log(), h.log_tail()
+        h.terminate()
+        h.assert_data_dir_empty()
+
+
+def test_preallocated_disks_survive_a_full_file_system_which_still_deletes_and_restarts() -> None:
     with Harness("disk-reserve") as h:
         h.mount_ext4(h.data_dir, FS_MB)
-        h.start(extra=SETTINGS)
+        h.start(extra=[*SETTINGS, "--disk-preallocate"])
         with h.client(timeout=120) as c:
             ids, refused = _create_until_refused(c)
             assert refused.status_code == 429, refused.text
@@ -121,7 +151,7 @@ def test_disks_are_reserved_and_a_full_file_system_still_deletes_and_restarts() 
         fill_file_system(h.data_dir, "filler-again")
         assert _free_mb(h.data_dir) < 1
         h.terminate()
-        h.start(extra=SETTINGS)
+        h.start(extra=[*SETTINGS, "--disk-preallocate"])
         with h.client(timeout=120) as c:
             listed = {s["id"]: s["state"] for s in c.get("/sandboxes").json()["sandboxes"]}
             assert listed == dict.fromkeys(ids, "running"), listed

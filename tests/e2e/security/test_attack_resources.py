@@ -30,8 +30,7 @@ from tests.e2e.security.attack_support import (
 from tests.support.live_server import LiveServer
 
 MakeSandbox = Callable[..., dict[str, Any]]
-# A disk image is allocated in full when made; the host's extent tree of it grows as the
-# sandbox writes (its unwritten extents split), a few blocks at most.
+# Beyond its size, a disk image holds at most its extent tree on the host (a few blocks).
 IMAGE_METADATA = 256 << 10
 
 
@@ -306,7 +305,7 @@ def test_attack_root_writes_past_quota_into_run_workspace(
                 user="root",
             )
         # Everything the sandbox writes lands inside its disk image, which never grows past
-        # the quota (its blocks are allocated in full when it is made, never more).
+        # the quota.
         image = bundle / "disk.img"
         assert image.stat().st_blocks * 512 <= (16 << 20) + IMAGE_METADATA, f"{image} grew past the quota"
         outside = [p for p in bundle.iterdir() if p.is_file() and p.name not in ("disk.img", "config.json", "init.pid")]

@@ -44,7 +44,12 @@ log = logging.getLogger("workspace")
 
 
 def data_dir_space(settings: Settings) -> DataDirSpace:
-    return DataDirSpace(settings.data_dir, settings.disk_reserve_mb * MIB, overcommit=settings.disk_overcommit)
+    return DataDirSpace(
+        settings.data_dir,
+        settings.disk_reserve_mb * MIB,
+        overcommit=settings.disk_overcommit,
+        preallocate=settings.disk_preallocate,
+    )
 
 
 def default_runtime(settings: Settings, space: DataDirSpace | None = None) -> Runtime:

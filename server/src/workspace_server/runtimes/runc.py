@@ -194,6 +194,7 @@ class RuncRuntime(RuncLifecycle):
         self.cgroups = SandboxCgroups()
         self.blank_disks = BlankDisks(self.shared_dir)
         self.space = space or DataDirSpace(data_dir, 0, overcommit=True)
+        self.space.track(lambda: self.sandboxes_dir.glob(f"*/{DISK_IMAGE}"))
         self.uid_ranges = uid_ranges.UidRanges(uid_ranges.HOST_REGISTRY, self.sandboxes_dir)
         self.images = ImageMounts(self.shared_dir, data_dir / "templates" / "layers")
 

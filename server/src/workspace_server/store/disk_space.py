@@ -1,13 +1,26 @@
 """The data dir's file system: what sandbox disks are promised is reserved, and a reserve is
 kept for the server's own state.
 
-A sandbox's disk is an ext4 image of disk_mb. Left sparse, it would hold only what was
-written so far, so sandboxes that each stay within their own quota could together fill the
-host's file system: then a neighbour's write fails inside its own quota, and the server can
-no longer write its state. So an image's blocks are allocated in full when it is made
-(`fallocate`: unwritten extents, no data written; ~3 ms per GiB on ext4), and only if they
-fit beside the reserve; otherwise the create is refused with RESOURCE_EXHAUSTED, saying how
-much it needed and how much was free.
+A sandbox's disk is an ext4 image of disk_mb. Left sparse, it holds only what was written
+so far, so sandboxes that each stay within their own quota could together fill the host's
+file system: then a neighbour's write fails inside its own quota, and the server can no
+longer write its state. So every image's promise is reserved, one of two ways:
+
+- **accounted** (the default), as ZFS's `refreservation` does: images stay sparse, and a
+  new disk is admitted only if it fits in what is free beside the reserve *and* beside what
+  every existing image may still write (its size less the blocks it already has). A
+  sandbox's writes take from its own promise and from the free space alike, so the
+  promises always fit, and the host's disk holds only what sandboxes wrote (a template's
+  sandboxes cost what they change, not disk_mb each). What it cannot protect against is
+  another program on the same file system: the ballast below keeps the server working then,
+  but sandboxes may meet ENOSPC inside their quota.
+- **preallocated** (`--disk-preallocate`): an image's blocks are allocated in full when it
+  is made (`fallocate`: unwritten extents, no data written; ~3 ms per GiB on ext4), so
+  nothing else on the file system can take them. Each sandbox then holds disk_mb of the
+  host's disk from its first moment (warm pool sandboxes too).
+
+Either way, a create that does not fit is refused with RESOURCE_EXHAUSTED, saying how much
+it needed and how much was free.
 
 The reserve (`--disk-reserve-mb`) is the part of the file system sandbox disks never take:
 the server's state database, bundles, template imports and snapshots in flight. Half of it
@@ -29,6 +42,7 @@ import logging
 import os
 import secrets
 import threading
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -63,9 +77,11 @@ def allocated_bytes(path: Path) -> int:
 class DataDirSpace:
     """Admission and allocation of sandbox disks, and the ballast (see the module's doc)."""
 
-    def __init__(self, data_dir: Path, reserve_bytes: int, overcommit: bool = False) -> None:
+    def __init__(self, data_dir: Path, reserve_bytes: int, overcommit: bool = False, preallocate: bool = False) -> None:
         self.data_dir = data_dir
         self.reserve = max(0, reserve_bytes)
+        self.preallocate = preallocate
+        self._images: Callable[[], Iterable[Path]] = tuple
         self.chunk_size = self.reserve // 2 // CHUNKS
         self.overcommit = overcommit
         self.ballast = data_dir / BALLAST
@@ -90,10 +106,29 @@ class DataDirSpace:
     def held(self) -> int:
         return sum(min(allocated_bytes(chunk), self.chunk_size) for chunk in self._chunks())
 
-    def available(self) -> int:
-        """What sandbox disks may still take: everything but the reserve (the part the
-        ballast holds is not free already; trashed images are about to be)."""
-        return self.free() + self.held() + self._pending - self.reserve
+    def track(self, images: Callable[[], Iterable[Path]]) -> None:
+        """Where the sandboxes' disk images are (the runtime's bundles), for `promised`."""
+        self._images = images
+
+    def promised(self, excluding: Path | None = None) -> int:
+        """What the existing images may still write: each one's size less the blocks it has
+        (0 for a preallocated image)."""
+        total = 0
+        for image in self._images():
+            if image == excluding:
+                continue
+            try:
+                info = os.stat(image)
+            except FileNotFoundError:
+                continue
+            total += max(0, info.st_size - info.st_blocks * 512)
+        return total
+
+    def available(self, excluding: Path | None = None) -> int:
+        """What a new sandbox disk may still take: everything but the reserve and what the
+        existing images were promised (the part the ballast holds is not free already;
+        trashed images are about to be)."""
+        return self.free() + self.held() + self._pending - self.reserve - self.promised(excluding)
 
     # ------------------------------------------------------------------ deleted disks
     def sweep_trash(self) -> None:
@@ -137,17 +172,20 @@ class DataDirSpace:
             raise self.exhausted(size, available, what)
 
     def allocate_image(self, image: Path, size: int | None = None, what: str = "the sandbox's disk") -> None:
-        """Allocate every block of `image` (made sparse) up to `size` (default: its length),
-        if what it still lacks fits beside the reserve; RESOURCE_EXHAUSTED if not."""
-        if self.overcommit or not self._supported:
+        """Admit `image` (made sparse, of `size`: default its length) if what it still lacks
+        fits beside the reserve and the other images' promises, RESOURCE_EXHAUSTED if not;
+        preallocated, allocate its every block too."""
+        if self.overcommit:
             return
-        with self._lock:
+        with self._lock:  # one admission at a time: each sees the images admitted before it
             if size is None:
                 size = os.stat(image).st_size
             needed = max(0, size - allocated_bytes(image))
-            available = self.available()
+            available = self.available(excluding=image)
             if needed > available:
                 raise self.exhausted(needed, available, what)
+            if not self.preallocate or not self._supported:
+                return  # accounted: the image's size is its promise
             fd = os.open(image, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
             try:
                 try:
@@ -170,8 +208,8 @@ class DataDirSpace:
     def _unsupported(self, exc: OSError) -> None:
         self._supported = False
         log.warning(
-            "the file system of %s cannot allocate ahead (fallocate: %s): sandbox disks stay sparse, no "
-            "ballast is held, and only creates that do not fit what is free are refused",
+            "the file system of %s cannot allocate ahead (fallocate: %s): sandbox disks stay sparse and are "
+            "accounted, and no ballast is held",
             self.data_dir,
             exc.strerror,
         )
