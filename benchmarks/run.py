@@ -32,7 +32,7 @@ from benchmarks.background import background
 from benchmarks.cli_startup import cli_startup
 from benchmarks.client import Api
 from benchmarks.config import Config
-from benchmarks.disk_reserve import OVERCOMMIT, reservation_cost
+from benchmarks.disk_reserve import MODES, reservation_cost
 from benchmarks.e2b import e2b_benchmarks
 from benchmarks.lifecycle_ops import lifecycle_ops
 from benchmarks.ports import ports
@@ -251,11 +251,10 @@ def measure(run: Run, selected: set[str], pool_size: int) -> None:
         run.attempt("image templates", lambda: template_benchmarks(server, cfg, run.root))
         run.teardown(server)
     if "disk" in selected:
-        reserved = run.server("reserved", 0)
-        sparse = run.server("sparse", 0, OVERCOMMIT)
-        run.attempt("disk reservation: cold creates", lambda: reservation_cost(reserved, sparse, cfg))
-        run.teardown(sparse)
-        run.teardown(reserved)
+        disk_servers = {mode: run.server(mode, 0, flags) for mode, (flags, _) in MODES.items()}
+        run.attempt("disk reservation: cold creates", lambda: reservation_cost(disk_servers, cfg))
+        for disk_server in disk_servers.values():
+            run.teardown(disk_server)
     if "lifecycle" in selected:
         cold = run.server("cold", 0)
         run.attempt("lifecycle, cold", lambda: scenarios.lifecycle(cold, cfg, "cold"))

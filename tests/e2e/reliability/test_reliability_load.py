@@ -197,7 +197,7 @@ async def _scenario(h: Harness, outcome: Outcome) -> None:
 @pytest.fixture(scope="module")
 def scenario() -> Iterator[tuple[Harness, Outcome]]:
     with Harness("load") as h:
-        # Small disks: each is reserved in full on the host's disk, and this is not about disks.
+        # Small disks: each is reserved on the host's disk, and this is not about disks.
         h.start(pool_size=POOL_SIZE, extra=["--default-disk-mb", "64"])
         wait_pool_full(h, POOL_SIZE)
         time.sleep(0.2)

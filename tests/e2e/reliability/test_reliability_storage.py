@@ -36,7 +36,7 @@ from tests.support.live_server import free_port, workspace_command
 
 STARTUP_BOUND = 60.0
 FULL_TMPFS = "size=48m,mode=0755"
-# Sandbox disks are reserved in full (store/disk_space.py): small ones, and a small reserve, on a small tmpfs.
+# Sandbox disks are reserved (store/disk_space.py): small ones, and a small reserve, on a small tmpfs.
 SMALL_DISKS = ["--default-disk-mb", "8", "--disk-reserve-mb", "8"]
 CLEAR_WORDS = ("space", "full", "quota")
 QUOTA_ANSWER_BOUND = 5.0  # writing 12 MiB to a tmpfs takes milliseconds
