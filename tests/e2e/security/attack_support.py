@@ -180,3 +180,18 @@ def snapshot(path: Path) -> tuple[bool, bytes | None, float | None]:
     st = os.lstat(path)
     data = path.read_bytes() if path.is_file() and st.st_size < 1 << 20 else None
     return (True, data, st.st_mtime)
+
+
+# The start of a script that sandbox root runs to take the agent's place: it removes the
+# agent's socket, listens on the same path, says "planted" and detaches its output. What
+# follows it (the fake agent's own protocol) is each attack's.
+PLANT_AGENT_SOCKET = r"""
+path = "/run/workspace/agent.sock"
+os.unlink(path)
+listener = socket.socket(socket.AF_UNIX)
+listener.bind(path)
+listener.listen(4)
+print("planted", flush=True)
+os.close(1)
+os.close(2)
+"""

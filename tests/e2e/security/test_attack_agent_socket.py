@@ -20,21 +20,23 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.security.attack_support import assert_sandbox_answers, create_sandbox, new_marker, py, sh
+from tests.e2e.security.attack_support import (
+    PLANT_AGENT_SOCKET,
+    assert_sandbox_answers,
+    create_sandbox,
+    new_marker,
+    py,
+    sh,
+)
 from tests.support.live_server import LiveServer, data_root, start_server, stop_server
 
 FAKE_AGENT = r"""
 import json, os, socket, struct, sys, time
 mode = sys.argv[1]
 HEADER = struct.Struct(">IIB")
-path = "/run/workspace/agent.sock"
-os.unlink(path)
-listener = socket.socket(socket.AF_UNIX)
-listener.bind(path)
-listener.listen(4)
-print("planted", flush=True)
-os.close(1)
-os.close(2)
+"""
+FAKE_AGENT += PLANT_AGENT_SOCKET
+FAKE_AGENT += r"""
 
 def frame(stream, kind, payload=b""):
     return HEADER.pack(len(payload), stream, kind) + payload

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.e2e.reliability.reliability_support import Harness, create, rss_bytes, sh
+from tests.e2e.security.attack_support import PLANT_AGENT_SOCKET
 
 MAX_RUN_OUTPUT_MB = 8
 MAX_LIST_ENTRIES = 150_000
@@ -31,14 +32,9 @@ HOSTILE_LISTER = r"""
 import json, os, socket, struct, sys
 HEADER = struct.Struct(">IIB")
 WINDOW = 4 * 1024 * 1024
-path = "/run/workspace/agent.sock"
-os.unlink(path)
-listener = socket.socket(socket.AF_UNIX)
-listener.bind(path)
-listener.listen(4)
-print("planted", flush=True)
-os.close(1)
-os.close(2)
+"""
+HOSTILE_LISTER += PLANT_AGENT_SOCKET
+HOSTILE_LISTER += r"""
 name = "n" * 255
 line = json.dumps({"name": name, "path": "/workspace/" + name, "type": "file", "size": 0,
                    "modified_at": "2026-01-01T00:00:00.000000Z", "mode": "0644"}).encode() + b"\n"
