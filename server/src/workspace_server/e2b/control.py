@@ -48,7 +48,7 @@ def _time(value: str | float | None) -> str:
     return datetime.fromtimestamp(value, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def describe(record: Sandbox, domain: str, token: str | None = None) -> dict[str, Any]:
+def describe(svc: Services, record: Sandbox, token: str | None = None) -> dict[str, Any]:
     info: dict[str, Any] = {
         "sandboxID": record.id,
         "templateID": record.template,
@@ -61,11 +61,20 @@ def describe(record: Sandbox, domain: str, token: str | None = None) -> dict[str
         "endAt": _time(record.expires_at if record.expires_at is not None else time.time() + 86_400 * 365),
         "state": VISIBLE.get(record.state, "paused"),
         "metadata": record.metadata,
-        "domain": domain,
+        "domain": svc.ports.site.host_suffix,
     }
     if token is not None:
         info["envdAccessToken"] = token
     return info
+
+
+def connection_info(svc: Services, request: Request, record: Sandbox, status_code: int) -> JSONResponse:
+    """What a create or a connect answers: where and how to reach the sandbox's envd."""
+    sandbox = describe(svc, record, tokens(request).token(record.id))
+    return JSONResponse(
+        {k: sandbox[k] for k in ("sandboxID", "templateID", "clientID", "envdVersion", "envdAccessToken", "domain")},
+        status_code=status_code,
+    )
 
 
 def visible(svc: Services, sandbox_id: str) -> Sandbox:
@@ -96,11 +105,7 @@ async def create(request: Request, svc: Svc) -> Response:
             svc.ports.make_every_port_public(record.id)  # E2B's default: get_host(port) URLs need no token
     except (WorkspaceError, E2BError, ValueError) as exc:
         return api_error(exc)
-    sandbox = describe(record, svc.ports.site.host_suffix, tokens(request).token(record.id))
-    return JSONResponse(
-        {k: sandbox[k] for k in ("sandboxID", "templateID", "clientID", "envdVersion", "envdAccessToken", "domain")},
-        status_code=201,
-    )
+    return connection_info(svc, request, record, status_code=201)
 
 
 @router.get("/sandboxes/{sandbox_id}")
@@ -109,7 +114,7 @@ async def get(sandbox_id: str, request: Request, svc: Svc) -> Response:
         record = visible(svc, sandbox_id)
     except (WorkspaceError, E2BError) as exc:
         return api_error(exc)
-    return JSONResponse(describe(record, svc.ports.site.host_suffix, tokens(request).token(record.id)))
+    return JSONResponse(describe(svc, record, tokens(request).token(record.id)))
 
 
 def _listed(svc: Services, state: str | None, metadata: str | None) -> list[Sandbox]:
@@ -130,7 +135,7 @@ def _listed(svc: Services, state: str | None, metadata: str | None) -> list[Sand
 @router.get("/sandboxes")
 async def list_v1(svc: Svc, metadata: str | None = None) -> Response:
     try:
-        return JSONResponse([describe(r, svc.ports.site.host_suffix) for r in _listed(svc, None, metadata)])
+        return JSONResponse([describe(svc, r) for r in _listed(svc, None, metadata)])
     except E2BError as exc:
         return api_error(exc)
 
@@ -152,7 +157,7 @@ async def list_v2(
         return api_error(exc)
     page, rest = records[:limit], records[limit:]
     headers = {"X-Next-Token": rest[0].id} if rest else {}
-    return JSONResponse([describe(r, svc.ports.site.host_suffix) for r in page], headers=headers)
+    return JSONResponse([describe(svc, r) for r in page], headers=headers)
 
 
 @router.delete("/sandboxes/{sandbox_id}")
@@ -192,8 +197,4 @@ async def connect(sandbox_id: str, request: Request, svc: Svc) -> Response:
         record = svc.sandboxes.get(sandbox_id)
     except (WorkspaceError, E2BError, ValueError) as exc:
         return api_error(exc)
-    sandbox = describe(record, svc.ports.site.host_suffix, tokens(request).token(record.id))
-    return JSONResponse(
-        {k: sandbox[k] for k in ("sandboxID", "templateID", "clientID", "envdVersion", "envdAccessToken", "domain")},
-        status_code=201 if resumed else 200,
-    )
+    return connection_info(svc, request, record, status_code=201 if resumed else 200)
