@@ -7,7 +7,7 @@ import random
 import pytest
 
 from workspace_server.api.routes.processes import sse
-from workspace_server.services.processes import ProcessEvent, Utf8Stream
+from workspace_server.services.event_streams import ProcessEvent, Utf8Stream
 
 
 def test_sse_frames() -> None:

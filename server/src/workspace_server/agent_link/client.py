@@ -21,14 +21,7 @@ from workspace_server.agent_link.connection import (
     StreamEnded,
 )
 from workspace_server.agent_link.listing import DirectoryListing
-from workspace_server.agent_link.streams import CommandEnded as CommandEnded
-from workspace_server.agent_link.streams import CommandEvent as CommandEvent
-from workspace_server.agent_link.streams import CommandExit as CommandExit
-from workspace_server.agent_link.streams import CommandFailed as CommandFailed
-from workspace_server.agent_link.streams import CommandOutput as CommandOutput
-from workspace_server.agent_link.streams import CommandStream as CommandStream
-from workspace_server.agent_link.streams import OutputName as OutputName
-from workspace_server.agent_link.streams import map_disconnect
+from workspace_server.agent_link.streams import CommandStream, map_disconnect
 from workspace_server.agent_link.tunnel import PortTunnel
 from workspace_server.domain.errors import AgentNotConnected, WorkspaceError
 

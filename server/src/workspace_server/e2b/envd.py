@@ -39,8 +39,9 @@ from workspace_server.e2b.messages import (
 from workspace_server.e2b.pty import checked, find, registry, start_pty
 from workspace_server.e2b.watch import create_watcher, get_watcher_events, remove_watcher, watch_dir
 from workspace_server.services.background import StartCommand
+from workspace_server.services.event_streams import ProcessEvent
 from workspace_server.services.files import BoundedListing
-from workspace_server.services.processes import ProcessEvent, RunCommand
+from workspace_server.services.processes import RunCommand
 
 log = logging.getLogger(__name__)
 ENVD_PREFIX = PREFIX + "/envd"

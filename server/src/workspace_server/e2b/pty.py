@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
-from workspace_server.agent_link.client import CommandEnded, CommandExit, CommandFailed, CommandOutput, CommandStream
+from workspace_server.agent_link.streams import CommandEnded, CommandExit, CommandFailed, CommandOutput, CommandStream
 from workspace_server.api.deps import Services
 from workspace_server.e2b.errors import E2BError, end_stream, envelope
 from workspace_server.e2b.messages import PtySize

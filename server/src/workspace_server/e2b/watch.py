@@ -19,7 +19,7 @@ from fastapi.responses import StreamingResponse
 from workspace_server.api.deps import Services
 from workspace_server.e2b.errors import E2BError, end_stream, envelope
 from workspace_server.e2b.messages import WatcherRequest
-from workspace_server.services.processes import ProcessEvent
+from workspace_server.services.event_streams import ProcessEvent
 
 EVENT_TYPES = {
     "create": "EVENT_TYPE_CREATE",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from workspace_server.agent_link.background import FollowStream, OutputDropped, ProcessEnd
-from workspace_server.agent_link.client import CommandOutput, OutputName
+from workspace_server.agent_link.streams import CommandOutput, OutputName
 from workspace_server.config import Settings
 from workspace_server.domain.errors import AgentNotConnected, InvalidRequest, ResourceExhausted
 from workspace_server.services.event_streams import ProcessEvent, Utf8Stream, coalesced, stream_error

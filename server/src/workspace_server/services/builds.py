@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from workspace_server.agent_link.client import CommandExit, CommandFailed, CommandOutput
+from workspace_server.agent_link.streams import CommandExit, CommandFailed, CommandOutput
 from workspace_server.domain import containerfile
 from workspace_server.domain.builds import (
     BUILD_CANCELLED,

@@ -9,7 +9,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from workspace_server.agent_link.client import CommandEnded, CommandExit, CommandFailed, SandboxAgent
+from workspace_server.agent_link.client import SandboxAgent
+from workspace_server.agent_link.streams import CommandEnded, CommandExit, CommandFailed
 from workspace_server.config import Settings
 from workspace_server.domain.errors import AgentNotConnected, ResourceExhausted, TemplateNotFound, WorkspaceError
 from workspace_server.domain.models import ResourceLimits, Template, new_sandbox_id

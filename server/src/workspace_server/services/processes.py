@@ -12,18 +12,11 @@ from typing import Any
 
 from pydantic_core import to_json
 
-from workspace_server.agent_link.client import (
-    CommandExit,
-    CommandFailed,
-    CommandOutput,
-    CommandStream,
-    OutputName,
-)
+from workspace_server.agent_link.streams import CommandExit, CommandFailed, CommandOutput, CommandStream, OutputName
 from workspace_server.domain.errors import AgentNotConnected, InvalidRequest, ProcessTimeout, ResourceExhausted
 from workspace_server.domain.models import ImageConfig, Sandbox
 from workspace_server.domain.paths import sandbox_path
-from workspace_server.services.event_streams import ProcessEvent as ProcessEvent
-from workspace_server.services.event_streams import Utf8Stream, coalesced, stream_error
+from workspace_server.services.event_streams import ProcessEvent, Utf8Stream, coalesced, stream_error
 from workspace_server.services.lifecycle import LifecycleService
 from workspace_server.services.sandboxes import SandboxService
 

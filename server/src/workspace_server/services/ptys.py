@@ -9,7 +9,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from workspace_server.agent_link.client import CommandEnded, CommandExit, CommandOutput, CommandStream
+from workspace_server.agent_link.streams import CommandEnded, CommandExit, CommandOutput, CommandStream
 from workspace_server.domain.errors import AgentNotConnected, InvalidRequest, PtyNotFound
 from workspace_server.services.processes import ProcessService, RunCommand
 from workspace_server.services.sandboxes import SandboxService

@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from workspace_server.agent_link.background import WatchStream
-from workspace_server.agent_link.client import CommandFailed
+from workspace_server.agent_link.streams import CommandFailed
 from workspace_server.domain.errors import AgentNotConnected
 from workspace_server.domain.paths import sandbox_path
-from workspace_server.services.processes import ProcessEvent
+from workspace_server.services.event_streams import ProcessEvent
 from workspace_server.services.sandboxes import SandboxService
 
 WATCH_EVENT_TYPES = frozenset({"create", "write", "remove", "rename", "chmod", "overflow"})

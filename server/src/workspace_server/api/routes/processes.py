@@ -20,7 +20,8 @@ from workspace_server.api.schemas import (
 )
 from workspace_server.domain.errors import InvalidRequest
 from workspace_server.services.background import StartCommand
-from workspace_server.services.processes import ProcessEvent, RunCommand
+from workspace_server.services.event_streams import ProcessEvent
+from workspace_server.services.processes import RunCommand
 
 router = APIRouter(prefix="/api/v1/sandboxes/{sandbox_id}/processes", tags=["processes"], responses=ERROR_RESPONSES)
 T = TypeVar("T")
