@@ -15,9 +15,10 @@ from workspace_server.config import Settings
 from workspace_server.domain.errors import WorkspaceError
 from workspace_server.domain.templates import TemplateRegistry
 from workspace_server.metrics import Metrics
+from workspace_server.services.create_request import CreateRequest
 from workspace_server.services.event_streams import ProcessEvent
 from workspace_server.services.processes import ProcessService, RunCommand
-from workspace_server.services.sandboxes import CreateRequest, SandboxService
+from workspace_server.services.sandboxes import SandboxService
 from workspace_server.store.sqlite import SandboxStore
 
 

@@ -16,10 +16,11 @@ from workspace_server.domain.errors import AgentNotConnected, InvalidRequest, Sa
 from workspace_server.domain.models import ResourceLimits, SandboxState
 from workspace_server.domain.templates import TemplateRegistry
 from workspace_server.metrics import Metrics
+from workspace_server.services.create_request import CreateRequest
 from workspace_server.services.lifecycle import LifecycleService
 from workspace_server.services.processes import ProcessService, RunCommand
 from workspace_server.services.recovery import AGENT_LOST_ON_RESTART, STARTING_ON_RESTART
-from workspace_server.services.sandboxes import CreateRequest, SandboxService
+from workspace_server.services.sandboxes import SandboxService
 from workspace_server.store.sqlite import SandboxStore
 
 ServiceFactory = Callable[..., Awaitable[SandboxService]]

@@ -18,7 +18,7 @@ from workspace_server.domain.templates import DEFAULT_TEMPLATE
 from workspace_server.e2b.errors import E2BError, api_error
 from workspace_server.e2b.messages import ENVD_VERSION, ConnectRequest, NewSandbox, TimeoutRequest
 from workspace_server.e2b.tokens import AccessTokens
-from workspace_server.services.sandboxes import CreateRequest
+from workspace_server.services.create_request import CreateRequest
 
 PREFIX = "/e2b"
 CLIENT_ID = "workspace"

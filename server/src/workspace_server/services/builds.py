@@ -34,8 +34,9 @@ from workspace_server.domain.builds import (
 )
 from workspace_server.domain.errors import InvalidRequest, ResourceExhausted, WorkspaceError
 from workspace_server.domain.models import Template
+from workspace_server.services.create_request import CreateRequest
 from workspace_server.services.processes import BASE_PATH
-from workspace_server.services.sandboxes import CreateRequest, SandboxService
+from workspace_server.services.sandboxes import SandboxService
 from workspace_server.services.templates import TemplateService, now_iso
 from workspace_server.templates import build_context
 from workspace_server.templates.build_store import BuildStore

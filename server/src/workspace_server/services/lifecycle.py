@@ -19,13 +19,8 @@ from workspace_server.domain.errors import InvalidStateTransition, SandboxPaused
 from workspace_server.domain.lifecycle import Operation, check
 from workspace_server.domain.models import OnTimeout, Sandbox, SandboxState, new_sandbox_id
 from workspace_server.runtimes.base import WorkloadSample
-from workspace_server.services.sandboxes import (
-    CreateRequest,
-    SandboxService,
-    epoch,
-    now_iso,
-    timeout_policy,
-)
+from workspace_server.services.create_request import CreateRequest, timeout_policy
+from workspace_server.services.sandboxes import SandboxService, epoch, now_iso
 
 log = logging.getLogger(__name__)
 

@@ -40,8 +40,7 @@ from workspace_server.metrics import Metrics
 from workspace_server.nfs.base import WorkspaceExports
 from workspace_server.runtimes.base import ClusterRuntime, Runtime, SandboxSpec
 from workspace_server.services.activity import Activity
-from workspace_server.services.create_request import CreateRequest as CreateRequest
-from workspace_server.services.create_request import timeout_policy as timeout_policy
+from workspace_server.services.create_request import CreateRequest, timeout_policy
 from workspace_server.services.gates import Gates
 from workspace_server.services.pool import WarmPool
 from workspace_server.services.recovery import recover

@@ -8,7 +8,7 @@ from workspace_server.api.deps import Services, services
 from workspace_server.api.errors import ERROR_RESPONSES
 from workspace_server.api.schemas import CreateSandboxBody, SandboxBody, SandboxList
 from workspace_server.domain.models import SandboxState
-from workspace_server.services.sandboxes import CreateRequest
+from workspace_server.services.create_request import CreateRequest
 
 router = APIRouter(prefix="/api/v1", tags=["sandboxes"], responses=ERROR_RESPONSES)
 
