@@ -153,7 +153,7 @@ class Watch:
             position += EVENT.size
             name = buffer[position : position + length].split(b"\0", 1)[0]
             position += length
-            self._translate(wd, mask, cookie, os.fsdecode(name), self.held, self.moved_from)
+            self._translate(wd, mask, cookie, os.fsdecode(name))
 
     @property
     def awaiting_pair(self) -> bool:
@@ -174,15 +174,8 @@ class Watch:
         events, self.held = self.held, []
         return events
 
-    def _translate(
-        self,
-        wd: int,
-        mask: int,
-        cookie: int,
-        name: str,
-        events: List[Dict[str, Any]],
-        moved_from: Dict[int, Dict[str, Any]],
-    ) -> None:
+    def _translate(self, wd: int, mask: int, cookie: int, name: str) -> None:
+        events, moved_from = self.held, self.moved_from
         if mask & IN_Q_OVERFLOW:
             events.append({"type": "overflow", "message": "the kernel's event queue overflowed: changes were lost"})
             return
