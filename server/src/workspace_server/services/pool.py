@@ -116,22 +116,24 @@ class WarmPool:
         for, or None (start one cold)."""
         warm = self._take(template)
         if warm is not None and limits != self.settings.default_limits:
-            warm = await self._fit(warm, limits)
+            changed = self.runtime.apply_limits(warm.sandbox_id, self.settings.default_limits, limits)
+            warm = await self._changed(warm, changed, "apply limits to")
         if warm is not None and network:
-            warm = await self._connect_network(warm)
+            warm = await self._changed(
+                warm, self.runtime.attach_network(warm.sandbox_id, warm.host_pid), "attach a network to"
+            )
         return warm
 
-    async def _connect_network(self, warm: Warm) -> Warm | None:
-        """The claimed sandbox with its network; None (and it is discarded) if that fails."""
+    async def _changed(self, warm: Warm, change: Awaitable[None], what: str) -> Warm | None:
+        """The claimed sandbox once `change` is made to it; None (and it is discarded) if
+        that fails, or is cancelled (the half-changed sandbox is nobody's then)."""
         try:
-            await self.runtime.attach_network(warm.sandbox_id, warm.host_pid)
+            await change
         except WorkspaceError as exc:
-            log.warning(
-                "warm pool: could not attach a network to %s (%s); starting a sandbox instead", warm.sandbox_id, exc
-            )
+            log.warning("warm pool: could not %s %s (%s); starting a sandbox instead", what, warm.sandbox_id, exc)
             self.tasks.spawn(self.discard(warm))
             return None
-        except BaseException:  # cancelled: the half-networked sandbox is nobody's
+        except BaseException:
             await asyncio.shield(self.discard(warm))
             raise
         return warm
@@ -147,18 +149,6 @@ class WarmPool:
             self.tasks.spawn(self.discard(warm))
         self.refill(template)
         return None
-
-    async def _fit(self, warm: Warm, limits: ResourceLimits) -> Warm | None:
-        """The claimed sandbox with `limits` applied; None (and it is discarded) if that fails."""
-        try:
-            await self.runtime.apply_limits(warm.sandbox_id, self.settings.default_limits, limits)
-        except WorkspaceError as exc:
-            log.warning(
-                "warm pool: could not apply limits to %s (%s); starting a sandbox instead", warm.sandbox_id, exc
-            )
-            self.tasks.spawn(self.discard(warm))
-            return None
-        return warm
 
     def resume(self) -> None:
         """Host resources were freed (a sandbox was deleted): pools that stopped for want of
