@@ -12,6 +12,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import re
 import time
 from dataclasses import dataclass
@@ -66,7 +67,9 @@ class PreviewTokens:
         return _b64(hmac.new(self._key, body.encode(), hashlib.sha256).digest())
 
     def issue(self, address: PreviewAddress, seconds: int, now: float | None = None) -> tuple[str, float]:
-        expires = int((time.time() if now is None else now) + seconds)
+        # Rounded up: a token is good for at least the seconds asked (truncating made a
+        # 1-second token issued late in a second last only milliseconds).
+        expires = math.ceil((time.time() if now is None else now) + seconds)
         body = _b64(
             json.dumps({"s": address.sandbox_id, "p": address.port, "e": expires}, separators=(",", ":")).encode()
         )
