@@ -23,8 +23,9 @@ import time
 from . import ops, wire
 from .child import COMMAND_OOM_SCORE_ADJ, SANDBOX_USER, WorkloadCgroup, choom_command, command_child_setup
 from .errors import OpError
-from .spawner import SpawnerNotAsked
+from .spawner import SpawnerDied, SpawnerNotAsked
 from .terminal import open_pty, set_winsize
+from .unanswered_spawn import StartUnknown, started_command
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -269,6 +270,7 @@ class Commands:
         else by the agent itself (as root, or the slower way when the spawner is gone)."""
         as_user = not launch.as_root and os.getuid() == 0
         if as_user and self.spawner.alive:
+            asked_at = time.monotonic()
             try:
                 pid = self.spawner.spawn(
                     launch.argv, launch.executable, launch.env, launch.cwd, launch.theirs, launch.pty
@@ -276,6 +278,17 @@ class Commands:
                 return pid, None
             except SpawnerNotAsked:
                 pass  # start it ourselves below
+            except SpawnerDied as died:  # e.g. OOM-killed mid-start: it may have started it
+                try:
+                    started = started_command(launch.theirs, self.reaper, asked_at, died.spawner_pid)
+                except StartUnknown as exc:
+                    raise OpError(
+                        "INTERNAL",
+                        "the user spawner died while starting the command, which may have run (%s)" % exc,
+                    ) from None
+                if started is not None:
+                    return started, None
+                # it never started: start it ourselves below
             except OSError as exc:  # it may have started: never start it twice
                 raise OpError("INTERNAL", "the user spawner failed (%s); retry the command" % exc) from None
         credentials: Dict[str, Any] = {}

@@ -36,11 +36,21 @@ def agent_interpreter():
 
 
 SPAWNER_REPLY_TIMEOUT = 3.0
+RETIRE_GRACE = 1.0  # a retired spawner that has not exited by then is killed
 SPAWNER_WATCH_INTERVAL = 0.25
 
 
 class SpawnerNotAsked(OSError):
     """The request never reached the user spawner, so the command surely did not start."""
+
+
+class SpawnerDied(OSError):
+    """The user spawner died after it was asked and before it answered: the command may or
+    may not have started (unanswered_spawn.py tells which)."""
+
+    def __init__(self, spawner_pid: int) -> None:
+        super().__init__(errno.EIO, "the user spawner died before it answered")
+        self.spawner_pid = spawner_pid
 
 
 class UserSpawner:
@@ -161,14 +171,20 @@ class UserSpawner:
             except OSError as exc:  # it died (e.g. OOM-killed) just now: it never got this one
                 raise SpawnerNotAsked(exc.errno, exc.strerror) from None
             try:
-                reply = replies.get(timeout=SPAWNER_REPLY_TIMEOUT + 1.5)  # retiring takes up to 1 s
+                reply = replies.get(timeout=SPAWNER_REPLY_TIMEOUT)
             except queue.Empty:
-                # Stopped or wedged (sandbox code can SIGSTOP it: same uid): retire it.
+                # Stopped or wedged (sandbox code can SIGSTOP it: same uid): retire it. It
+                # then answers what it was asked, or is killed within a second and so dies.
                 self.retire()
-                raise OSError(errno.ETIMEDOUT, "the user spawner did not answer") from None
+                try:
+                    reply = replies.get(timeout=RETIRE_GRACE + 1.0)
+                except queue.Empty:
+                    raise OSError(errno.ETIMEDOUT, "the user spawner did not answer") from None
         finally:
             with self._lock:
                 self._replies.pop(request_id, None)
+        if "died" in reply:
+            raise SpawnerDied(int(reply["died"]))
         if "pid" not in reply:
             raise OSError(int(reply.get("errno", errno.EIO)), str(reply.get("strerror", "spawner failed")))
         return int(reply["pid"])
@@ -192,7 +208,7 @@ class UserSpawner:
         threading.Thread(target=self._kill_later, args=(self.pid,), daemon=True).start()
 
     def _kill_later(self, pid: int) -> None:
-        time.sleep(1.0)
+        time.sleep(RETIRE_GRACE)
         try:
             os.kill(pid, signal.SIGKILL)
         except OSError:
@@ -220,11 +236,11 @@ class UserSpawner:
                     log("user spawner restarted")
                     self.alive = True
             elif "exit" in message:
-                pid, code, killed_by = int(message["exit"]), int(message["code"]), int(message.get("signal", 0))
+                child, code, killed_by = int(message["exit"]), int(message["code"]), int(message.get("signal", 0))
                 with self._lock:
-                    watcher = self._watchers.pop(pid, None)
+                    watcher = self._watchers.pop(child, None)
                     if watcher is None:
-                        self._early_exits[pid] = (code, killed_by)
+                        self._early_exits[child] = (code, killed_by)
                 if watcher is not None:
                     watcher(code, killed_by)
             else:
@@ -237,7 +253,7 @@ class UserSpawner:
         with self._lock:
             pending = list(self._replies.values())
         for replies in pending:
-            replies.put({"errno": errno.EIO, "strerror": "the user spawner exited"})
+            replies.put({"died": pid})
         sock.close()
         self._respawn()
 
