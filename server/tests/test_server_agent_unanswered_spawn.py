@@ -7,7 +7,8 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -16,13 +17,14 @@ from workspace_server.agent.unanswered_spawn import StartUnknown, started_comman
 
 
 class RecordedExits:
-    """The reaper's record of exits nobody claimed, reduced to what is asked of it."""
+    """The reaper's record of exits nobody claimed (all since the request), reduced to what
+    is asked of it."""
 
-    def __init__(self, unclaimed: bool = False) -> None:
-        self.unclaimed = unclaimed
+    def __init__(self, *pids: int) -> None:
+        self.pids = pids
 
-    def unclaimed_exits_since(self, since: float, besides: int = 0) -> bool:
-        return self.unclaimed
+    def unclaimed_exits_since(self, since: float, among: Callable[[int], bool]) -> bool:
+        return any(among(pid) for pid in self.pids)
 
 
 @pytest.fixture
@@ -39,7 +41,7 @@ def stdio() -> Iterator[tuple[int, int, int]]:
 def test_a_command_that_runs_is_found_by_its_stdio(stdio: tuple[int, int, int]) -> None:
     command = subprocess.Popen(["sleep", "30"], stdout=stdio[1], stderr=stdio[2], start_new_session=True)
     try:
-        assert started_command(stdio, RecordedExits(), 0.0, 0) == command.pid  # type: ignore[arg-type]
+        assert started_command(stdio, RecordedExits(), 0.0, -1) == command.pid  # type: ignore[arg-type]
     finally:
         command.kill()
         command.wait()
@@ -55,25 +57,49 @@ def test_a_command_that_exited_while_its_child_holds_the_stdio_is_its_session_le
     child = int(leader.stdout.readline())
     leader.wait()  # reaped, as the agent's reaper would (keeping its exit for a registration)
     try:
-        assert started_command(stdio, RecordedExits(), 0.0, 0) == leader.pid  # type: ignore[arg-type]
+        assert started_command(stdio, RecordedExits(), 0.0, -1) == leader.pid  # type: ignore[arg-type]
     finally:
         os.kill(child, 9)
 
 
 def test_a_command_that_never_started_is_none(stdio: tuple[int, int, int]) -> None:
-    assert started_command(stdio, RecordedExits(), 0.0, 0) is None  # type: ignore[arg-type]
+    assert started_command(stdio, RecordedExits(), 0.0, -1) is None  # type: ignore[arg-type]
 
 
-def test_an_unknown_exit_meanwhile_may_have_been_the_command(stdio: tuple[int, int, int]) -> None:
-    with pytest.raises(StartUnknown):
-        started_command(stdio, RecordedExits(unclaimed=True), 0.0, 0)  # type: ignore[arg-type]
+def fake_proc(tmp_path: Path, last_pid: int) -> str:
+    """A /proc with no processes in it and the pid namespace's last pid."""
+    (tmp_path / "sys" / "kernel").mkdir(parents=True)
+    (tmp_path / "sys" / "kernel" / "ns_last_pid").write_text(f"{last_pid}\n")
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("pid_before", "last_pid", "exited", "undecidable"),
+    [
+        (100, 120, 110, True),  # started since the request: it may have been the command
+        (100, 120, 50, False),  # older (the dead spawner itself, an old orphan): no clue
+        (100, 100, 100, False),
+        (4000, 5, 3, True),  # the pids wrapped around
+        (4000, 5, 3000, False),
+        (-1, 120, 50, True),  # the last pid could not be read: any exit may be the command's
+    ],
+)
+def test_an_unknown_exit_meanwhile_makes_it_undecidable_only_if_it_is_newer(
+    stdio: tuple[int, int, int], tmp_path: Path, pid_before: int, last_pid: int, exited: int, undecidable: bool
+) -> None:
+    proc = fake_proc(tmp_path, last_pid)
+    if undecidable:
+        with pytest.raises(StartUnknown):
+            started_command(stdio, RecordedExits(exited), 0.0, pid_before, proc)  # type: ignore[arg-type]
+    else:
+        assert started_command(stdio, RecordedExits(exited), 0.0, pid_before, proc) is None  # type: ignore[arg-type]
 
 
 def test_the_shared_dev_null_is_not_taken_for_the_command(stdio: tuple[int, int, int]) -> None:
     """Every process may hold /dev/null; only the command holds its own pipes."""
     null_holder = subprocess.Popen(["sleep", "30"], stdin=stdio[0], start_new_session=True)
     try:
-        assert started_command(stdio, RecordedExits(), 0.0, 0) is None  # type: ignore[arg-type]
+        assert started_command(stdio, RecordedExits(), 0.0, -1) is None  # type: ignore[arg-type]
     finally:
         null_holder.kill()
         null_holder.wait()

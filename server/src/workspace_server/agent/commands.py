@@ -25,7 +25,7 @@ from .child import COMMAND_OOM_SCORE_ADJ, SANDBOX_USER, WorkloadCgroup, choom_co
 from .errors import OpError
 from .spawner import SpawnerDied, SpawnerNotAsked
 from .terminal import open_pty, set_winsize
-from .unanswered_spawn import StartUnknown, started_command
+from .unanswered_spawn import StartUnknown, last_pid, started_command
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -270,7 +270,7 @@ class Commands:
         else by the agent itself (as root, or the slower way when the spawner is gone)."""
         as_user = not launch.as_root and os.getuid() == 0
         if as_user and self.spawner.alive:
-            asked_at = time.monotonic()
+            asked_at, pid_before = time.monotonic(), last_pid()
             try:
                 pid = self.spawner.spawn(
                     launch.argv, launch.executable, launch.env, launch.cwd, launch.theirs, launch.pty
@@ -278,9 +278,9 @@ class Commands:
                 return pid, None
             except SpawnerNotAsked:
                 pass  # start it ourselves below
-            except SpawnerDied as died:  # e.g. OOM-killed mid-start: it may have started it
+            except SpawnerDied:  # e.g. OOM-killed mid-start: it may have started it
                 try:
-                    started = started_command(launch.theirs, self.reaper, asked_at, died.spawner_pid)
+                    started = started_command(launch.theirs, self.reaper, asked_at, pid_before)
                 except StartUnknown as exc:
                     raise OpError(
                         "INTERNAL",

@@ -41,11 +41,11 @@ class Reaper:
             on_exit(early[0], early[1])
         return pid
 
-    def unclaimed_exits_since(self, since: float, besides: int = 0) -> bool:
-        """True if a child nobody has claimed (yet), other than pid `besides`, exited at or
-        after `since` (monotonic)."""
+    def unclaimed_exits_since(self, since: float, among: Callable[[int], bool]) -> bool:
+        """True if a child nobody has claimed (yet), with a pid `among` says may matter,
+        exited at or after `since` (monotonic)."""
         with self._lock:
-            return any(entry[2] >= since and pid != besides for pid, entry in self._early_exits.items())
+            return any(entry[2] >= since and among(pid) for pid, entry in self._early_exits.items())
 
     def _run(self) -> None:
         while True:

@@ -48,10 +48,6 @@ class SpawnerDied(OSError):
     """The user spawner died after it was asked and before it answered: the command may or
     may not have started (unanswered_spawn.py tells which)."""
 
-    def __init__(self, spawner_pid: int) -> None:
-        super().__init__(errno.EIO, "the user spawner died before it answered")
-        self.spawner_pid = spawner_pid
-
 
 class UserSpawner:
     """A forked helper that runs as the sandbox user and starts that user's commands.
@@ -183,8 +179,8 @@ class UserSpawner:
         finally:
             with self._lock:
                 self._replies.pop(request_id, None)
-        if "died" in reply:
-            raise SpawnerDied(int(reply["died"]))
+        if reply.get("died"):
+            raise SpawnerDied(errno.EIO, "the user spawner died before it answered")
         if "pid" not in reply:
             raise OSError(int(reply.get("errno", errno.EIO)), str(reply.get("strerror", "spawner failed")))
         return int(reply["pid"])
@@ -253,7 +249,7 @@ class UserSpawner:
         with self._lock:
             pending = list(self._replies.values())
         for replies in pending:
-            replies.put({"died": pid})
+            replies.put({"died": True})
         sock.close()
         self._respawn()
 

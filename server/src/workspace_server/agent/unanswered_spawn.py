@@ -15,7 +15,7 @@ import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Iterable, Optional, Set, Tuple
+    from typing import Callable, Iterable, Optional, Set, Tuple
 
     from .reaper import Reaper
 
@@ -28,13 +28,24 @@ class StartUnknown(Exception):
     """The command may have started and exited already: starting it again could run it twice."""
 
 
+def last_pid(proc: str = "/proc") -> int:
+    """The pid the sandbox's pid namespace handed out last (-1 if unreadable): a command
+    started after this reading has a newer pid."""
+    try:
+        with open(proc + "/sys/kernel/ns_last_pid", "rb") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return -1
+
+
 def started_command(
-    theirs: Tuple[int, int, int], reaper: Reaper, asked_at: float, spawner_pid: int, proc: str = "/proc"
+    theirs: Tuple[int, int, int], reaper: Reaper, asked_at: float, pid_before: int, proc: str = "/proc"
 ) -> Optional[int]:
     """The pid of the command (its session leader) if it started; None if it surely did not.
 
     `theirs` are the child's stdio fds (still open here), `asked_at` the monotonic time the
-    request was sent, `spawner_pid` the dead spawner's (its own exit is no clue). Raises
+    request was sent and `pid_before` last_pid() then: only a process started since can be
+    the command (the dead spawner, or an orphan exiting meanwhile, is no clue). Raises
     StartUnknown when it cannot be told."""
     # stdout and stderr: pipes or a pty made for this command alone (stdin may be /dev/null)
     identities = {_identity(os.fstat(fd)) for fd in set(theirs[1:])}
@@ -50,9 +61,18 @@ def started_command(
             raise StartUnknown("processes hold its stdio but none leads their session")
         time.sleep(RESCAN_INTERVAL)
     time.sleep(REAP_GRACE)
-    if reaper.unclaimed_exits_since(asked_at, besides=spawner_pid):
+    if reaper.unclaimed_exits_since(asked_at, _started_since(pid_before, proc)):
         raise StartUnknown("an unknown process exited meanwhile")
     return None
+
+
+def _started_since(pid_before: int, proc: str) -> Callable[[int], bool]:
+    pid_now = last_pid(proc)
+    if pid_before < 0 or pid_now < 0:
+        return lambda pid: True  # cannot tell: any exit may be the command's
+    if pid_now >= pid_before:
+        return lambda pid: pid_before < pid <= pid_now
+    return lambda pid: pid > pid_before or pid <= pid_now  # the pids wrapped around
 
 
 def holders_of(identities: Set[Tuple[int, int]], proc: str = "/proc") -> Iterable[int]:
