@@ -163,3 +163,22 @@ def test_a_discarded_image_is_unlinked_in_the_background_and_counts_as_free_mean
     leftover.write_bytes(b"x")  # a crash before the unlink
     space.sweep_trash()
     assert not leftover.exists()
+
+
+@pytest.mark.parametrize("overcommit", [False, True])
+def test_the_servers_own_writes_are_held_to_the_reserve_and_the_promises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overcommit: bool
+) -> None:
+    """Uploads, layers and snapshots: beside the promises (unless overcommitted) and always
+    beside the reserve, which overcommit does not give up for writes nobody promised."""
+    images = tmp_path / "sandboxes"
+    images.mkdir()
+    space = DataDirSpace(tmp_path, 8 * MIB, overcommit=overcommit)
+    space.track(lambda: images.glob("*.img"))
+    monkeypatch.setattr(space, "free", lambda: 48 * MIB)
+    _sparse(images / "a.img", 16 * MIB)
+    left = 40 * MIB if overcommit else 24 * MIB
+    space.admit_write(left - MIB, "an upload")
+    with pytest.raises(ResourceExhausted, match="for an upload") as refused:
+        space.admit_write(left + MIB, "an upload")
+    assert refused.value.details["reserve_mb"] == 8

@@ -187,3 +187,54 @@ def test_the_warm_pool_stops_where_the_next_disk_would_not_fit() -> None:
         _assert_reserve_kept(h.data_dir)
         h.terminate()
         h.assert_data_dir_empty()
+
+
+def _import(c: httpx.Client, archive: Path, name: str) -> httpx.Response:
+    with open(archive, "rb") as body:
+        return c.post("/templates/import", params={"name": name}, content=body, timeout=300)
+
+
+def _scratch_is_empty(data_dir: Path) -> bool:
+    return not any((data_dir / "templates" / "scratch").iterdir())
+
+
+def test_imports_and_snapshots_take_only_what_is_free_beside_the_reserve_and_the_promises(tmp_path: Path) -> None:
+    """Sibling of the sparse disks: an import's upload and layers, and a snapshot's changes,
+    are the server's own writes. Unadmitted, they took the room promised to sandbox disks (and
+    the reserve): then a sandbox met ENOSPC within its quota. They are admitted like disks
+    are, and a refusal leaves nothing behind and the sandbox running."""
+    from tests.support.images import Entry, Image, busybox_oci_archive, docker_archive, layer_tar
+
+    big_disk_mb = 100
+    with Harness("disk-templates") as h:
+        h.mount_ext4(h.data_dir, FS_MB)
+        h.start(pool_size=0, extra=SETTINGS)
+        with h.client(timeout=300) as c:
+            assert _import(c, busybox_oci_archive(tmp_path / "busybox.tar"), "busybox").status_code == 201
+            sandbox_id = create(c, template="busybox", disk_mb=big_disk_mb)["id"]
+            sh(c, sandbox_id, "dd if=/dev/urandom of=/workspace/small bs=1M count=8 conv=fsync 2>/dev/null")
+            small = c.post(f"/sandboxes/{sandbox_id}/snapshot", json={"name": "snap-small"})
+            assert small.status_code == 201, small.text
+            # Now most of its disk: the changes no longer fit beside the reserve and what the
+            # disk may still write, so the snapshot is refused before anything is written.
+            sh(c, sandbox_id, "dd if=/dev/urandom of=/workspace/big bs=1M count=56 conv=fsync 2>/dev/null")
+            refused = c.post(f"/sandboxes/{sandbox_id}/snapshot", json={"name": "snap-big"})
+            assert refused.status_code == 429, refused.text
+            body = envelope(refused)
+            assert body["code"] == "RESOURCE_EXHAUSTED" and body["details"]["reserve_mb"] == RESERVE_MB, body
+            assert _scratch_is_empty(h.data_dir)
+            # The sandbox was thawed and can still write the rest of its promise.
+            sh(c, sandbox_id, "dd if=/dev/zero of=/workspace/rest bs=1M count=24 conv=fsync 2>/dev/null")
+            # An import bigger than what is left is cut off while it uploads.
+            archive = docker_archive(Image([layer_tar([Entry("data.bin", os.urandom(48 << 20))])]), tmp_path / "d.tar")
+            cut = _import(c, archive, "too-big")
+            assert cut.status_code == 429 and envelope(cut)["code"] == "RESOURCE_EXHAUSTED", cut.text
+            assert _scratch_is_empty(h.data_dir)
+            assert c.get("/templates/too-big").status_code == 404
+            _assert_reserve_kept(h.data_dir)
+            assert c.delete(f"/sandboxes/{sandbox_id}").status_code == 204
+            # With the disk's promise given back, the same import fits.
+            assert _import(c, archive, "fits").status_code == 201
+        assert "Traceback" not in h.log(), h.log_tail()
+        h.terminate()
+        h.assert_data_dir_empty()

@@ -104,6 +104,7 @@ def create_app(
             users_of=sandbox_service.users_of,
             layers_in_use=chosen.layers_in_use,
             on_changed=sandbox_service.pool_template_changed,
+            admit_write=data_space.admit_write,
         )
         build_service = BuildService(template_service, sandbox_service, BuildStore(template_store.root / "builds"))
         metrics.track_states(sandbox_service.counts_by_state)

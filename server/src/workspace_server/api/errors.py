@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from workspace_server.api.schemas import ErrorBody
-from workspace_server.domain.errors import WorkspaceError, out_of_files
+from workspace_server.domain.errors import WorkspaceError, out_of_resources
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OSError)
     async def os_error(_: Request, exc: OSError) -> JSONResponse:
-        exhausted = out_of_files(exc)
+        exhausted = out_of_resources(exc)
         if exhausted is None:
             log.exception("unexpected error")
             return error_response("INTERNAL", f"internal error: {type(exc).__name__}", 500)
@@ -155,7 +155,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        exhausted = out_of_files(exc)
+        exhausted = out_of_resources(exc)
         if exhausted is not None:
             log.warning("%s", exhausted.message)
             return error_response(exhausted.code, exhausted.message, http_status(exhausted))

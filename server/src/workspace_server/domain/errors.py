@@ -132,15 +132,19 @@ class ShuttingDown(WorkspaceError):
 
 
 FILE_TABLE_FULL = (errno.EMFILE, errno.ENFILE)
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-def out_of_files(exc: BaseException) -> ResourceExhausted | None:
-    """EMFILE/ENFILE anywhere in `exc`'s chain, as the caller's RESOURCE_EXHAUSTED (429):
-    the server is out of open files for now, which is load, not a bug."""
+def out_of_resources(exc: BaseException) -> ResourceExhausted | None:
+    """EMFILE/ENFILE or ENOSPC/EDQUOT anywhere in `exc`'s chain, as the caller's
+    RESOURCE_EXHAUSTED (429): the server is out of open files or of disk for now, which is
+    load, not a bug. (A sandbox's own full disk never gets here: the agent reports it.)"""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno in FILE_TABLE_FULL:
             return ResourceExhausted("the server is out of open files; retry later")
+        if isinstance(seen, OSError) and seen.errno in DISK_FULL:
+            return ResourceExhausted("the server's disk is full; retry once sandboxes or templates are deleted")
         seen = seen.__cause__ or seen.__context__
     return None
 

@@ -39,7 +39,7 @@ from workspace_server.runtimes.host_commands import run_host_command
 from workspace_server.runtimes.image_mounts import ImageMounts
 from workspace_server.runtimes.runc_lifecycle import DISK_IMAGE, RuncLifecycle
 from workspace_server.runtimes.user_namespace import owned_user_namespace
-from workspace_server.store.disk_space import MIB, DataDirSpace
+from workspace_server.store.disk_space import MIB, DataDirSpace, allocated_bytes
 
 log = logging.getLogger(__name__)
 
@@ -523,6 +523,8 @@ class RuncRuntime(RuncLifecycle):
         upper = self._bundle(sandbox_id) / "rw" / "upper"
         if not os.path.ismount(self._bundle(sandbox_id) / "rootfs") or not upper.is_dir():
             raise InvalidRequest(f"sandbox {sandbox_id} has no image root to snapshot", field="sandbox_id")
+        # The changes are at most what its disk holds: that much must fit beside the reserve.
+        self.space.admit_write(allocated_bytes(self._bundle(sandbox_id) / DISK_IMAGE), f"the changes of {sandbox_id}")
         base = self.uid_ranges.take(sandbox_id)  # its own range (taken at start): the shift back
         await asyncio.to_thread(self.images.pack_changes, upper, target, base)
 

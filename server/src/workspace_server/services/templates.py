@@ -44,9 +44,12 @@ class TemplateService:
         users_of: Callable[[str], list[str]],
         layers_in_use: Callable[[], Iterable[str]],
         on_changed: Callable[[str], None] = lambda name: None,
+        admit_write: Callable[[int, str], None] | None = None,
     ) -> None:
         """`users_of(name)`: ids of live sandboxes made from a template; `layers_in_use()`:
-        the layers live sandboxes have mounted (a replaced template's old ones included)."""
+        the layers live sandboxes have mounted (a replaced template's old ones included);
+        `admit_write(size, what)`: the data dir's room for `size` more bytes of uploads and
+        layers, or RESOURCE_EXHAUSTED (DataDirSpace.admit_write)."""
         self.registry = registry
         self.store = store
         self.max_image_bytes = max_image_bytes
@@ -54,6 +57,14 @@ class TemplateService:
         self._layers_in_use = layers_in_use
         self._on_changed = on_changed  # the warm pool drops sandboxes of a replaced template
         self._imports = asyncio.Semaphore(CONCURRENT_IMPORTS)
+        self._admit_write = admit_write
+
+    def room(self, what: str) -> layers.Room | None:
+        """Admission of the writes of one upload, import, snapshot or build step."""
+        admit = self._admit_write
+        if admit is None:
+            return None
+        return lambda size: admit(size, what)
 
     def all(self) -> list[Template]:
         return self.registry.all()
@@ -80,7 +91,13 @@ class TemplateService:
                 archive = work / "upload.tar"
                 await self.receive(body, archive)
                 image = await asyncio.to_thread(
-                    importer.import_archive, archive, self.store, work, self.max_image_bytes, pin
+                    importer.import_archive,
+                    archive,
+                    self.store,
+                    work,
+                    self.max_image_bytes,
+                    pin,
+                    self.room(f"the import of {name}"),
                 )
                 template = Template(
                     name=name,
@@ -101,13 +118,17 @@ class TemplateService:
 
     async def receive(self, body: AsyncIterator[bytes], target: Path, what: str = "an image archive") -> None:
         """The request body into `target`, at most the maximum image size."""
-        received = 0
+        received = admitted = 0
+        room = self.room(f"the upload of {what}")
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb", buffering=0) as out:
             async for chunk in body:
                 received += len(chunk)
                 if received > self.max_image_bytes:
                     raise ImageTooLarge(f"the upload exceeds the maximum image size of {self.max_image_bytes} bytes")
+                if room is not None and received > admitted:
+                    room(layers.ROOM_STEP)  # the next piece: the length of a stream is not known ahead
+                    admitted += layers.ROOM_STEP
                 out.write(chunk)  # into the page cache: microseconds per chunk
         if received == 0:
             raise InvalidRequest(f"the request body is empty: send {what}", field="body")
@@ -166,7 +187,13 @@ class TemplateService:
         """Unpack a layer tar into the store (checked like any archive: it came from a sandbox)."""
         unpacked.mkdir()
         with open(tar, "rb") as stream:
-            layer = layers.unpack(stream, unpacked / "fs", compression=None, max_bytes=self.max_image_bytes)
+            layer = layers.unpack(
+                stream,
+                unpacked / "fs",
+                compression=None,
+                max_bytes=self.max_image_bytes,
+                room=self.room("a sandbox's changes as a layer"),
+            )
         pin(layer.diff_id)
         self.store.commit_layer(unpacked, layer.diff_id, layer.size)
         return layer

@@ -171,6 +171,17 @@ class DataDirSpace:
         if size > available:
             raise self.exhausted(size, available, what)
 
+    def admit_write(self, size: int, what: str) -> None:
+        """Admit `size` more bytes of the server's own writes that no sandbox disk promised (an
+        import's upload and layers, a snapshot's or a build step's changes): they take what
+        is free beside the reserve and, unless overcommitted, beside the disks' promises.
+        Unlike disks, they are held to the reserve in overcommit mode too: nobody promised
+        them, and the server's state must still fit."""
+        promised = 0 if self.overcommit else self.promised()
+        available = self.free() + self.held() + self._pending - self.reserve - promised
+        if size > available:
+            raise self.exhausted(size, available, what)
+
     def allocate_image(self, image: Path, size: int | None = None, what: str = "the sandbox's disk") -> None:
         """Admit `image` (made sparse, of `size`: default its length) if what it still lacks
         fits beside the reserve and the other images' promises, RESOURCE_EXHAUSTED if not;

@@ -206,7 +206,12 @@ def _compression(blob: BinaryIO) -> str | None:
 
 
 def import_layout(
-    layout: Path, store: TemplateStore, work: Path, max_bytes: int, pin: Callable[[str], None]
+    layout: Path,
+    store: TemplateStore,
+    work: Path,
+    max_bytes: int,
+    pin: Callable[[str], None],
+    room: layers.Room | None = None,
 ) -> ImportedImage:
     digest, manifest = _manifest(layout)
     config = _json_blob(layout, manifest.get("config") or {})
@@ -242,6 +247,7 @@ def import_layout(
                 max_bytes=max_bytes - total,
                 expect_digest=str(descriptor["digest"]),
                 expect_diff_id=diff_id,
+                room=room,
             )
         total += result.size
         store.commit_layer(unpacked, diff_id, result.size)
@@ -249,9 +255,16 @@ def import_layout(
 
 
 def import_archive(
-    archive: Path, store: TemplateStore, work: Path, max_bytes: int, pin: Callable[[str], None]
+    archive: Path,
+    store: TemplateStore,
+    work: Path,
+    max_bytes: int,
+    pin: Callable[[str], None],
+    room: layers.Room | None = None,
 ) -> ImportedImage:
     layout = work / "layout"
+    if room is not None:
+        room(archive.stat().st_size)  # the layout is a copy of the archive's blobs
     to_oci_layout(archive, layout, work)
     archive.unlink(missing_ok=True)  # its content is in the layout now: halve the disk used
-    return import_layout(layout, store, work, max_bytes, pin)
+    return import_layout(layout, store, work, max_bytes, pin, room)

@@ -15,7 +15,7 @@ import os
 import stat
 import tarfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, BinaryIO, cast
@@ -27,6 +27,10 @@ OPAQUE_MARKER = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 MAX_ID = 65535  # sandboxes map uids 0..65535 (runtimes/uid_ranges.py)
 CHUNK = 1 << 20
+ROOM_STEP = 8 << 20  # small files are admitted to the data dir's free space this much at a time
+
+# Admits `size` more bytes to the data dir's file system, or raises RESOURCE_EXHAUSTED.
+Room = Callable[[int], None]
 
 
 class HashingReader:
@@ -71,10 +75,12 @@ def _clean_name(name: str) -> PurePosixPath | None:
 class LayerWriter:
     """Applies tar members to a fresh layer directory, never following a link on the host."""
 
-    def __init__(self, root: Path, max_bytes: int) -> None:
+    def __init__(self, root: Path, max_bytes: int, room: Room | None = None) -> None:
         self.root = root
         self.max_bytes = max_bytes
         self.size = 0
+        self.room = room
+        self._admitted = 0  # of self.size
         root.mkdir(mode=0o755)
 
     def _parent(self, relative: PurePosixPath, entry: str) -> Path:
@@ -173,6 +179,10 @@ class LayerWriter:
         self.size += size
         if self.size > self.max_bytes:
             raise ImageTooLarge(f"the image unpacks to more than {self.max_bytes} bytes")
+        if self.room is not None and self.size > self._admitted:
+            step = max(self.size - self._admitted, ROOM_STEP)  # a large file at once, small ones in steps
+            self.room(step)
+            self._admitted += step
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb") as out:
             remaining = size
@@ -241,6 +251,7 @@ def unpack(
     max_bytes: int,
     expect_digest: str | None = None,
     expect_diff_id: str | None = None,
+    room: Room | None = None,
 ) -> UnpackedLayer:
     """Unpack one layer stream into `target` (which must not exist). On any error `target`
     may hold a partial tree: the caller unpacks into a scratch dir and removes it."""
@@ -248,7 +259,7 @@ def unpack(
     inner = outer  # an uncompressed stream has one digest: hash it once
     if compression == "gzip":
         inner = HashingReader(gzip.GzipFile(fileobj=cast(IO[bytes], outer), mode="rb"))
-    writer = LayerWriter(target, max_bytes)
+    writer = LayerWriter(target, max_bytes, room)
     try:
         with tarfile.open(fileobj=inner, mode="r|", bufsize=CHUNK) as archive:  # type: ignore[call-overload]
             for member in _members(archive):
