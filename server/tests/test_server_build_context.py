@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from workspace_server.domain.containerfile import Step, parse, plan
-from workspace_server.domain.errors import InvalidRequest
+from workspace_server.domain.errors import InvalidRequest, ResourceExhausted
 from workspace_server.domain.models import ImageConfig
 from workspace_server.templates import build_context
 
@@ -111,3 +111,19 @@ def test_copy_tar_carries_the_owner(tmp_path: Path) -> None:
     assert {(m.uid, m.gid) for m in members.values()} == {(1000, 1000)}
     assert members["alias"].issym() and members["alias"].linkname == "one.txt"
     assert members["run.sh"].mode == 0o755
+
+
+def test_a_context_that_unpacks_past_the_room_left_is_refused_before_the_file_is_written(tmp_path: Path) -> None:
+    asked: list[int] = []
+
+    def room(size: int) -> None:
+        asked.append(size)
+        if sum(asked) > 12 << 20:
+            raise ResourceExhausted("no room")
+
+    small, large = b"x" * (1 << 20), b"y" * (16 << 20)
+    path = archive(tmp_path, [entry("small"), entry("large")], {"small": small, "large": large})
+    with pytest.raises(ResourceExhausted):
+        build_context.unpack_context(path, tmp_path / "context", 1 << 30, room)
+    assert (tmp_path / "context" / "small").read_bytes() == small
+    assert not (tmp_path / "context" / "large").exists()

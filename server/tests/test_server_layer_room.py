@@ -11,6 +11,7 @@ import pytest
 
 from workspace_server.domain.errors import ResourceExhausted
 from workspace_server.templates import layers
+from workspace_server.templates.room import ROOM_STEP
 
 MIB = 1 << 20
 
@@ -33,7 +34,7 @@ def test_small_files_are_admitted_a_step_at_a_time_and_large_ones_whole(tmp_path
     )
     # 1 MiB files: one step before the first and one after the eighth; then the 20 MiB file
     # needs what the steps have not covered of it.
-    assert asked == [layers.ROOM_STEP, layers.ROOM_STEP, 30 * MIB - 2 * layers.ROOM_STEP]
+    assert asked == [ROOM_STEP, ROOM_STEP, 30 * MIB - 2 * ROOM_STEP]
     assert sum(asked) >= 30 * MIB
 
 

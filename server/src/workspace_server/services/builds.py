@@ -162,7 +162,8 @@ class BuildService:
         await self.templates.receive(body, archive, what="a build context (a tar of its directory)")
         context = work / "context"
         limit = self.templates.max_image_bytes
-        await asyncio.to_thread(build_context.unpack_context, archive, context, limit)
+        room = self.templates.room("the build context")
+        await asyncio.to_thread(build_context.unpack_context, archive, context, limit, room)
         archive.unlink()
         text = build_context.read_containerfile(context, request.file)
         parsed = containerfile.parse(text, request.build_args)

@@ -23,6 +23,7 @@ from workspace_server.domain.models import SandboxState, Template
 from workspace_server.domain.templates import TemplateRegistry, canonical_name
 from workspace_server.services.sandboxes import SandboxService
 from workspace_server.templates import importer, layers
+from workspace_server.templates.room import Room, RoomMeter
 from workspace_server.templates.store import TemplateStore
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class TemplateService:
         self._imports = asyncio.Semaphore(CONCURRENT_IMPORTS)
         self._admit_write = admit_write
 
-    def room(self, what: str) -> layers.Room | None:
+    def room(self, what: str) -> Room | None:
         """Admission of the writes of one upload, import, snapshot or build step."""
         admit = self._admit_write
         if admit is None:
@@ -118,17 +119,15 @@ class TemplateService:
 
     async def receive(self, body: AsyncIterator[bytes], target: Path, what: str = "an image archive") -> None:
         """The request body into `target`, at most the maximum image size."""
-        received = admitted = 0
-        room = self.room(f"the upload of {what}")
+        received = 0
+        meter = RoomMeter(self.room(f"the upload of {what}"))  # its length is not known ahead
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb", buffering=0) as out:
             async for chunk in body:
                 received += len(chunk)
                 if received > self.max_image_bytes:
                     raise ImageTooLarge(f"the upload exceeds the maximum image size of {self.max_image_bytes} bytes")
-                if room is not None and received > admitted:
-                    room(layers.ROOM_STEP)  # the next piece: the length of a stream is not known ahead
-                    admitted += layers.ROOM_STEP
+                meter.grow_to(received)
                 out.write(chunk)  # into the page cache: microseconds per chunk
         if received == 0:
             raise InvalidRequest(f"the request body is empty: send {what}", field="body")

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from workspace_server.domain.containerfile import Step
-from workspace_server.domain.errors import InvalidRequest
+from workspace_server.domain.errors import DISK_FULL, InvalidRequest
+from workspace_server.templates.room import Room, RoomMeter
 
 CHUNK = 1 << 20
 # A Containerfile the client sent beside the context (not one of its files) is named so.
@@ -28,9 +29,12 @@ def _refuse(message: str, **details: str) -> InvalidRequest:
     return InvalidRequest(message, field="context", **details)
 
 
-def unpack_context(archive: Path, target: Path, max_bytes: int) -> None:
-    """Unpack the uploaded context (a tar, optionally gzip-compressed) into `target`."""
+def unpack_context(archive: Path, target: Path, max_bytes: int, room: Room | None = None) -> None:
+    """Unpack the uploaded context (a tar, optionally gzip-compressed) into `target`; `room`
+    admits its files to the data dir's free space before they are written (a small
+    compressed context may unpack to far more than it weighs)."""
     total = 0
+    meter = RoomMeter(room)
 
     def checked(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
         nonlocal total
@@ -43,6 +47,7 @@ def unpack_context(archive: Path, target: Path, max_bytes: int) -> None:
         total += member.size
         if total > max_bytes:
             raise _refuse(f"the build context unpacks to more than {max_bytes} bytes")
+        meter.grow_to(total)
         return member
 
     target.mkdir(mode=0o700)
@@ -50,6 +55,8 @@ def unpack_context(archive: Path, target: Path, max_bytes: int) -> None:
         with tarfile.open(archive, mode="r:*") as context:
             context.extractall(target, filter=checked)
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            raise  # the server's disk, not the archive: RESOURCE_EXHAUSTED
         if isinstance(exc, tarfile.FilterError):
             raise _refuse(f"the build context holds an unsafe entry: {exc}") from None
         raise _refuse(f"the build context is not a readable tar archive: {exc}") from None

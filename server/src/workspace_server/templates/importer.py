@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 from workspace_server.domain.errors import ImageTooLarge, InvalidImage, RuntimeFailure
 from workspace_server.domain.models import ImageConfig
 from workspace_server.templates import layers
+from workspace_server.templates.room import Room
 from workspace_server.templates.store import TemplateStore, digest_hex
 
 SKOPEO = "skopeo"
@@ -211,7 +212,7 @@ def import_layout(
     work: Path,
     max_bytes: int,
     pin: Callable[[str], None],
-    room: layers.Room | None = None,
+    room: Room | None = None,
 ) -> ImportedImage:
     digest, manifest = _manifest(layout)
     config = _json_blob(layout, manifest.get("config") or {})
@@ -260,7 +261,7 @@ def import_archive(
     work: Path,
     max_bytes: int,
     pin: Callable[[str], None],
-    room: layers.Room | None = None,
+    room: Room | None = None,
 ) -> ImportedImage:
     layout = work / "layout"
     if room is not None:

@@ -15,22 +15,19 @@ import os
 import stat
 import tarfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, BinaryIO, cast
 
 from workspace_server.domain.errors import ImageTooLarge, InvalidImage
+from workspace_server.templates.room import Room, RoomMeter
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 MAX_ID = 65535  # sandboxes map uids 0..65535 (runtimes/uid_ranges.py)
 CHUNK = 1 << 20
-ROOM_STEP = 8 << 20  # small files are admitted to the data dir's free space this much at a time
-
-# Admits `size` more bytes to the data dir's file system, or raises RESOURCE_EXHAUSTED.
-Room = Callable[[int], None]
 
 
 class HashingReader:
@@ -79,8 +76,7 @@ class LayerWriter:
         self.root = root
         self.max_bytes = max_bytes
         self.size = 0
-        self.room = room
-        self._admitted = 0  # of self.size
+        self.room = RoomMeter(room)
         root.mkdir(mode=0o755)
 
     def _parent(self, relative: PurePosixPath, entry: str) -> Path:
@@ -179,10 +175,7 @@ class LayerWriter:
         self.size += size
         if self.size > self.max_bytes:
             raise ImageTooLarge(f"the image unpacks to more than {self.max_bytes} bytes")
-        if self.room is not None and self.size > self._admitted:
-            step = max(self.size - self._admitted, ROOM_STEP)  # a large file at once, small ones in steps
-            self.room(step)
-            self._admitted += step
+        self.room.grow_to(self.size)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb") as out:
             remaining = size
