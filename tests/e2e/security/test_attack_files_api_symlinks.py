@@ -121,6 +121,9 @@ ATTACKS: list[tuple[str, str, dict[str, Any]]] = [
     ("list-unreachable-below", "GET list", {"params": {"path": "/workspace/evil/dir"}}),
     ("stat-unreachable", "GET stat", {"params": {"path": "/workspace/evil/victim"}}),
     ("exists-unreachable", "GET exists", {"params": {"path": "/workspace/evil/victim"}}),
+    ("watch-unreachable", "GET watch", {"params": {"path": "/workspace/evil"}}),
+    ("watch-unreachable-below", "GET watch", {"params": {"path": "/workspace/chain/hop/dir"}}),
+    ("watch-tree-unreadable", "GET watch", {"params": {"path": "/workspace/ro/tree", "recursive": "true"}}),
 ]
 
 
@@ -183,3 +186,17 @@ def test_legitimate_writes_through_links_and_as_root_keep_working(api: httpx.Cli
     # Deleting the planted link itself removes the link, not what it points to.
     assert api.delete(url, params={"path": "/workspace/relative"}).status_code == 204
     assert "victim" in sh(api, planted["id"], "ls /root", user="root")["stdout"]
+
+
+def test_a_watch_through_a_users_link_to_what_the_user_may_read_names_the_link(
+    api: httpx.Client, planted: dict[str, Any]
+) -> None:
+    """The same rule as a listing: allowed where the user could list, and the events name
+    the path the client asked for, not where the link leads."""
+    with api.stream("GET", files(planted) + "/watch", params={"path": "/workspace/ok"}, timeout=30) as events:
+        assert events.status_code == 200
+        lines = events.iter_lines()
+        assert next(line for line in lines if line.startswith("event:")) == "event: ready"
+        sh(api, planted["id"], "echo hi > /home/user/mine/seen")
+        change = next(line for line in lines if line.startswith("data:") and "seen" in line)
+    assert '"/workspace/ok/seen"' in change, change

@@ -17,7 +17,7 @@ import stat
 import struct
 import time
 
-from . import ops, wire
+from . import confined, ops, wire
 from .errors import OpError
 
 TYPE_CHECKING = False
@@ -38,12 +38,15 @@ IN_Q_OVERFLOW = 0x00004000
 IN_IGNORED = 0x00008000
 IN_ISDIR = 0x40000000
 IN_EXCL_UNLINK = 0x04000000
+IN_DONT_FOLLOW = 0x02000000
 IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
 
 WATCH_MASK = (
     IN_CREATE | IN_MODIFY | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF
 ) | IN_EXCL_UNLINK
+# Never through a link: a directory swapped for one after it was checked is not followed.
+ADD_MASK = WATCH_MASK | IN_DONT_FOLLOW
 EVENT = struct.Struct("iIII")
 READ_SIZE = 64 * 1024
 
@@ -83,11 +86,17 @@ def _failure(what: str) -> WatchError:
 
 
 class Watch:
-    """One inotify instance watching a path (and, if recursive, every directory below)."""
+    """One inotify instance watching a path (and, if recursive, every directory below).
 
-    def __init__(self, path: str, recursive: bool) -> None:
-        st = os.stat(path)  # FileNotFoundError -> FILE_NOT_FOUND for the caller
+    Events name paths under `path`, as the client asked; the watches are added under `real`
+    (default: `path`), where that place is pinned for the operating system (a confined.Place's
+    path, through the descriptor of its directory), so a link swapped in later is not
+    followed there."""
+
+    def __init__(self, path: str, recursive: bool, real: Optional[str] = None) -> None:
         self.root = path.rstrip("/") or "/"
+        self.real_root = real if real is not None else self.root
+        st = os.stat(self.real_root)  # FileNotFoundError -> FILE_NOT_FOUND for the caller
         self.recursive = recursive and stat.S_ISDIR(st.st_mode)
         self.root_is_dir = stat.S_ISDIR(st.st_mode)
         self.fd = libc().inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
@@ -110,8 +119,12 @@ class Watch:
             self.close()
             raise
 
+    def _real(self, path: str) -> str:
+        """Where a path the events name is for the operating system."""
+        return self.real_root + (path if self.root == "/" else path[len(self.root) :])
+
     def _add(self, path: str) -> int:
-        wd = int(libc().inotify_add_watch(self.fd, os.fsencode(path), WATCH_MASK))
+        wd = int(libc().inotify_add_watch(self.fd, os.fsencode(self._real(path)), ADD_MASK))
         if wd < 0:
             raise _failure(path)
         self.paths[wd] = path
@@ -121,10 +134,12 @@ class Watch:
         """Watch every directory below `top`; with `found`, also report what is already
         there (a directory created after the watch started may have been filled before
         we could watch it)."""
-        for directory, dirs, files in os.walk(top):
+        real_top = self._real(top)
+        for real_dir, dirs, files in os.walk(real_top):
+            directory = top + real_dir[len(real_top) :]
             for name in dirs:
                 path = os.path.join(directory, name)
-                if os.path.islink(path):
+                if os.path.islink(os.path.join(real_dir, name)):
                     continue
                 try:
                     self._add(path)
@@ -252,12 +267,23 @@ class Watch:
 def op_watch(stream: Stream, request: Dict[str, Any]) -> None:
     """Watch a path until the host closes the stream. Events go out as JSON lines on the
     data channel: under flow control, so a slow reader stalls only this watch, and the
-    kernel's queue overflowing is then reported as an event."""
+    kernel's queue overflowing is then reported as an event.
+
+    The path is resolved as the files API's reads are (confined.py): a link owned by the
+    user lends the watch only the user's authority, so a watch through it must be one the
+    user could read (list) there, the whole tree for a recursive one."""
     path = request["path"]
+    recursive = bool(request.get("recursive"))
+    place = confined.resolve(path, follow_last=True)
     try:
-        watch = Watch(path, bool(request.get("recursive")))
+        place.check_read(tree=recursive)
+        watch = Watch(path, recursive, real=place.path)
     except WatchError as exc:
+        place.close()
         raise OpError(exc.code, exc.message, path=path) from None
+    except BaseException:
+        place.close()
+        raise
     try:
         stream.send(ops.ready())
         poller = select.poll()
@@ -281,3 +307,4 @@ def op_watch(stream: Stream, request: Dict[str, Any]) -> None:
         stream.forget()
     finally:
         watch.close()
+        place.close()
