@@ -247,8 +247,7 @@ def serve(
     ] = None,
 ) -> None:
     """Run the Workspace service (sandboxes on this host, or as pods in a Kubernetes cluster)."""
-    import uvicorn
-
+    from workspace_server.api import uvicorn_server
     from workspace_server.api.app import create_app, data_dir_space, default_runtime
 
     logs.configure(log_level.upper())
@@ -370,7 +369,7 @@ def serve(
     except WorkspaceError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(2) from None
-    uvicorn.run(
+    started = uvicorn_server.serve(
         create_app(settings, runtime, checked=True, space=space),
         host=host,
         port=port,
@@ -383,6 +382,8 @@ def serve(
         timeout_keep_alive=75,
         **http_limits.uvicorn_protocols(connection_limits),
     )
+    if not started:
+        raise typer.Exit(3)  # as uvicorn.run: the server could not start
 
 
 def parse_pools(values: list[str]) -> tuple[tuple[str, int], ...]:

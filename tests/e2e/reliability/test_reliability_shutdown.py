@@ -163,3 +163,23 @@ def test_a_crash_while_the_pool_fills_is_cleaned_up_by_the_next_start() -> None:
             h.assert_no_leftovers([*half_made, *SANDBOX_ID.findall(h.log())])
             h.assert_data_dir_empty()
         assert left_by_crashes, "no crash landed while the pool was filling"
+
+
+def test_a_second_signal_while_stopping_still_drops_the_warm_pool() -> None:
+    """Ctrl-C of `make run` reaches the server twice (the terminal's SIGINT to the whole
+    process group, and the script's own SIGTERM): uvicorn then forces its exit, which skipped
+    the application's shutdown, and the warm sandboxes kept running with their mounts until
+    a next server started on the data dir. Forced or not, the pool is dropped."""
+    with Harness("double-signal") as h:
+        for first, second in ((signal.SIGTERM, signal.SIGINT), (signal.SIGINT, signal.SIGINT)):
+            h.start(pool_size=2)
+            wait_pool_full(h, 2)
+            assert h.server is not None
+            h.note_ids()
+            h.server.process.send_signal(first)
+            wait_until(lambda: "Shutting down" in h.log(), timeout=5)  # the first one was taken
+            h.server.process.send_signal(second)  # uvicorn: "press CTRL+C again to force quit"
+            h.server.process.wait(timeout=EXIT_BOUND)
+            assert runc_ids(h.data_dir) == [], (first, second, h.log_tail())
+            assert bundle_ids(h.data_dir) == [], (first, second)
+            h.assert_no_leftovers(SANDBOX_ID.findall(h.log()))
