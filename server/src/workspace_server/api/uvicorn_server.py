@@ -18,8 +18,14 @@ import uvicorn
 class WorkspaceServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         await super().shutdown(sockets)
-        if self.force_exit:  # uvicorn skipped the application's shutdown
+        # Forced before uvicorn reached the application's shutdown, it skipped it; forced
+        # during it (a signal while the pool is dropped), it ran it: not twice.
+        if self.force_exit and not self._app_shut_down():
             await self.lifespan.shutdown()
+
+    def _app_shut_down(self) -> bool:
+        finished = getattr(self.lifespan, "shutdown_event", None)  # LifespanOn's
+        return finished is not None and finished.is_set()
 
 
 def serve(app: Any, **config: Any) -> bool:
