@@ -16,15 +16,13 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
 
-from workspace_cli.commands import EXIT_WORKSPACE_ERROR
+from workspace_cli.commands import EXIT_INTERRUPTED, EXIT_WORKSPACE_ERROR
 from workspace_cli.output import age, fail, print_fields, print_json, print_table
 
 if TYPE_CHECKING:
     from workspace_sdk import OnTimeout, Sandbox, WorkspaceClient
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_INTERRUPTED = 130
 
 app = typer.Typer(
     help="Workspace: self-hosted sandboxes. Client verbs talk to $WORKSPACE_API_URL "

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import TYPE_CHECKING
 
 from workspace_cli.output import print_json
@@ -15,6 +21,29 @@ if TYPE_CHECKING:
 EXIT_TIMEOUT = 124
 EXIT_WORKSPACE_ERROR = 125
 EXIT_COMMAND_NOT_FOUND = 127
+EXIT_INTERRUPTED = 130
+# Ctrl-C raises KeyboardInterrupt wherever the interpreter is; inside a finalizer (an HTTP
+# response's __del__, say) it is printed and dropped, and the command would stream on. So
+# an interrupted exec also ends this long after, whatever became of the exception.
+INTERRUPT_GRACE = 2.0
+
+
+@contextmanager
+def ctrl_c_always_ends() -> Iterator[None]:
+    def interrupted(signum: int, frame: FrameType | None) -> None:
+        timer = threading.Timer(INTERRUPT_GRACE, os._exit, (EXIT_INTERRUPTED,))
+        timer.daemon = True  # a normal exit does not wait for it
+        timer.start()
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run_command(
@@ -54,7 +83,7 @@ def stream(api: WorkspaceClient, sandbox_id: str, command: str, options: RunComm
 
     # Flushed per event, so output is live even when stdout is a pipe.
     stdout, stderr = sys.stdout, sys.stderr
-    with api.process.run_stream(sandbox_id, command, options) as events:
+    with ctrl_c_always_ends(), api.process.run_stream(sandbox_id, command, options) as events:
         for event in events:
             if isinstance(event, StdoutEvent):
                 stdout.write(event.data)
