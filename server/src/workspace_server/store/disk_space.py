@@ -124,11 +124,12 @@ class DataDirSpace:
             total += max(0, info.st_size - info.st_blocks * 512)
         return total
 
-    def available(self, excluding: Path | None = None) -> int:
-        """What a new sandbox disk may still take: everything but the reserve and what the
-        existing images were promised (the part the ballast holds is not free already;
-        trashed images are about to be)."""
-        return self.free() + self.held() + self._pending - self.reserve - self.promised(excluding)
+    def available(self, excluding: Path | None = None, *, beside_promises: bool = True) -> int:
+        """What a new sandbox disk may still take: everything but the reserve and (unless
+        told otherwise) what the existing images were promised (the part the ballast holds
+        is not free already; trashed images are about to be)."""
+        promised = self.promised(excluding) if beside_promises else 0
+        return self.free() + self.held() + self._pending - self.reserve - promised
 
     # ------------------------------------------------------------------ deleted disks
     def sweep_trash(self) -> None:
@@ -177,8 +178,7 @@ class DataDirSpace:
         is free beside the reserve and, unless overcommitted, beside the disks' promises.
         Unlike disks, they are held to the reserve in overcommit mode too: nobody promised
         them, and the server's state must still fit."""
-        promised = 0 if self.overcommit else self.promised()
-        available = self.free() + self.held() + self._pending - self.reserve - promised
+        available = self.available(beside_promises=not self.overcommit)
         if size > available:
             raise self.exhausted(size, available, what)
 
